@@ -1,0 +1,66 @@
+"""cvflow: deep optical flow with OpenCV's interface, on NumPy (and CuPy).
+
+    import cv2, cvflow
+    of = cvflow.create("raft-small", weights="raft-small.pth")
+    flow = of.calc(cv2.imread("a.png"), cv2.imread("b.png"), None)   # H x W x 2 float32
+
+Importing cvflow never imports CuPy; names below load their module on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+from cvflow.errors import (  # noqa: F401
+    CvflowError,
+    CvflowFileNotFoundError,
+    CvflowTypeError,
+    DeviceError,
+    DownloadError,
+    FlowFormatError,
+    InputError,
+    ModelNotFoundError,
+    UnsafePickleError,
+    WeightsError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "create": "cvflow.api",
+    "list_models": "cvflow.api",
+    "OpticalFlow": "cvflow.api",
+    "OPTFLOW_USE_INITIAL_FLOW": "cvflow.api",
+    "readOpticalFlow": "cvflow.io.flo",
+    "writeOpticalFlow": "cvflow.io.flo",
+    "read_kitti_flow": "cvflow.io.kitti",
+    "write_kitti_flow": "cvflow.io.kitti",
+    "flow_to_color": "cvflow.viz",
+    "flow_panel": "cvflow.viz",
+    "warp": "cvflow.warp",
+    "epe": "cvflow.metrics",
+    "epe_map": "cvflow.metrics",
+    "outlier_rates": "cvflow.metrics",
+    "fl_all": "cvflow.metrics",
+    "load_weights": "cvflow.io.checkpoint",
+    "save_converted": "cvflow.io.checkpoint",
+}
+
+__all__ = sorted(_LAZY) + [
+    "CvflowError", "CvflowFileNotFoundError", "CvflowTypeError", "DeviceError", "DownloadError",
+    "FlowFormatError", "InputError", "ModelNotFoundError", "UnsafePickleError", "WeightsError",
+    "__version__",
+]
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cvflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,5 @@
+import sys
+
+from cvflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""The algorithm object users hold, mirroring cv2.DenseOpticalFlow, and `create`.
+
+`create(name)` resolves the model definition, loads and verifies its weights and
+places them on the device once; `calc` validates frames and runs the forward pass.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Mapping
+
+import numpy as np
+
+from cvflow import backend
+from cvflow.errors import CvflowTypeError, InputError, ModelNotFoundError
+from cvflow.models.base import REGISTRY, ModelDef, nest
+from cvflow.ops.pad import pad_replicate
+
+# Same value as cv2.OPTFLOW_USE_INITIAL_FLOW, so cv2's constant works with setFlags.
+OPTFLOW_USE_INITIAL_FLOW = 4
+
+
+def _registry() -> dict[str, ModelDef]:
+    import cvflow.models  # noqa: F401  # registers the families on first use
+
+    return REGISTRY
+
+
+def list_models() -> list[str]:
+    """Names accepted by `create`, sorted."""
+    return sorted(_registry())
+
+
+def get_model(name: str) -> ModelDef:
+    """The definition registered as `name`; unknown names list the valid ones."""
+    if not isinstance(name, str):
+        raise CvflowTypeError(f"model name must be a str, got {type(name).__name__}")
+    models = _registry()
+    key = name.strip().lower()
+    if key not in models:
+        raise ModelNotFoundError(f"unknown model {name!r}; valid models: {', '.join(sorted(models))}")
+    return models[key]
+
+
+def _describe(a) -> str:
+    shape = getattr(a, "shape", None)
+    dtype = getattr(a, "dtype", None)
+    if shape is None:
+        return type(a).__name__
+    return f"shape {tuple(shape)} {dtype}"
+
+
+def _check_frame(name: str, img) -> None:
+    what = f"`{name}` must be a 2-D or 3-D uint8/float array (H x W gray or H x W x 3 BGR)"
+    if img is None or not hasattr(img, "shape") or not hasattr(img, "dtype"):
+        raise InputError(f"{what}, got {_describe(img)}")
+    kind = img.dtype.kind
+    bad_shape = img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or 0 in img.shape
+    if bad_shape or kind not in "uif" or (kind in "iu" and img.dtype != np.uint8):
+        raise InputError(f"{what}, got {_describe(img)}")
+    if kind == "f" and not bool(backend.get_xp(img).isfinite(img).all()):
+        raise InputError(f"`{name}` contains NaN or Inf ({_describe(img)})")
+
+
+def _to_bgr_float(img, xp):
+    img = xp.asarray(img)
+    if img.ndim == 2:
+        img = xp.repeat(img[:, :, None], 3, axis=2)
+    return xp.ascontiguousarray(img, dtype=xp.float32)
+
+
+class OpticalFlow:
+    """A deep optical-flow algorithm with cv2.DenseOpticalFlow's interface.
+
+    calc(I0, I1, flow=None) -> (H, W, 2) float32, flow[y, x] = (dx, dy) in pixels,
+    such that I1[y + dy, x + dx] ~ I0[y, x].
+    """
+
+    def __init__(self, model: ModelDef, params: dict, device: str, options: Mapping[str, Any]):
+        self._model = model
+        self._params = params
+        self._device = device
+        self._options = dict(model.options)
+        self._flags = 0
+        for key, value in options.items():
+            self.set(key, value)
+
+    # -- cv2.DenseOpticalFlow surface -------------------------------------------------
+    def calc(self, I0, I1, flow=None):
+        """Flow from I0 to I1 (uint8 or 0..255 float, BGR H x W x 3 or gray H x W).
+
+        A `flow` array of shape (H, W, 2) float32 is filled in place and returned. With
+        the OPTFLOW_USE_INITIAL_FLOW flag (or the `warm_start` option) it is also the
+        initial estimate, for models that accept one.
+        """
+        _check_frame("I0", I0)
+        _check_frame("I1", I1)
+        if I0.shape[:2] != I1.shape[:2]:
+            raise InputError(f"`I0` and `I1` must have the same size, got {_describe(I0)} and {_describe(I1)}")
+        h, w = I0.shape[:2]
+        init = self._initial_flow(flow, h, w)
+        xp = backend.module_for(self._device)
+        img0, img1 = _to_bgr_float(I0, xp), _to_bgr_float(I1, xp)
+        if init is not None:
+            init = xp.asarray(init, dtype=xp.float32)
+        out = self._run(img0, img1, init, self._options)
+        return self._deliver(out, flow, I0)
+
+    def calc_batch(self, frames0, frames1, flows=None) -> list:
+        """Flow for each pair (frames0[i], frames1[i]); `flows[i]`, when given, as in `calc`.
+
+        Returns a list of (H, W, 2) float32 arrays. Pairs run one after another: the
+        forward pass is already BLAS/GPU-parallel, and sizes may differ between pairs.
+        """
+        frames0, frames1 = list(frames0), list(frames1)
+        if len(frames0) != len(frames1):
+            raise InputError(f"`frames0` and `frames1` must have the same length, got {len(frames0)} and {len(frames1)}")
+        flows = [None] * len(frames0) if flows is None else list(flows)
+        if len(flows) != len(frames0):
+            raise InputError(f"`flows` must have one entry per pair, got {len(flows)} for {len(frames0)} pairs")
+        return [self.calc(a, b, f) for a, b, f in zip(frames0, frames1, flows)]
+
+    def collectGarbage(self) -> None:
+        """Release cached device memory (CuPy pools); a no-op on the CPU."""
+        if self._device == "cuda":
+            cupy = backend.module_for("cuda")
+            cupy.get_default_memory_pool().free_all_blocks()
+            cupy.get_default_pinned_memory_pool().free_all_blocks()
+
+    def getDefaultName(self) -> str:
+        return f"DenseOpticalFlow.cvflow.{self._model.name}"
+
+    def getFlags(self) -> int:
+        return self._flags
+
+    def setFlags(self, flags: int) -> None:
+        if not isinstance(flags, numbers.Integral):
+            raise CvflowTypeError(f"flags must be an int, got {type(flags).__name__}")
+        self._flags = int(flags)
+
+    # -- options --------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._model.name
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def options(self) -> dict:
+        """A copy of the current options."""
+        return dict(self._options)
+
+    def get(self, key: str):
+        if key not in self._options:
+            raise InputError(self._unknown_option(key))
+        return self._options[key]
+
+    def set(self, key: str, value) -> None:
+        if key not in self._options:
+            raise InputError(self._unknown_option(key))
+        default = self._model.options[key]
+        self._options[key] = _coerce_option(key, value, default)
+
+    def _unknown_option(self, key) -> str:
+        valid = ", ".join(sorted(self._options)) or "none"
+        return f"model {self._model.name!r} has no option {key!r}; its options: {valid}"
+
+    def __getattr__(self, attr: str):
+        # getIters()/setIters(v) etc. for every option, as cv2 objects expose them.
+        if attr[:3] in ("get", "set") and len(attr) > 3:
+            key = _snake(attr[3:])
+            if key in self.__dict__.get("_options", {}):
+                if attr.startswith("get"):
+                    return lambda: self.get(key)
+                return lambda value: self.set(key, value)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+
+    def __dir__(self):
+        extra = [f"{p}{_camel(k)}" for k in self._options for p in ("get", "set")]
+        return sorted(set(super().__dir__()) | set(extra))
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
+        return f"<cvflow {self._model.name} on {self._device}{', ' + opts if opts else ''}>"
+
+    # -- internals ------------------------------------------------------------------
+    def _wants_initial_flow(self) -> bool:
+        return bool(self._flags & OPTFLOW_USE_INITIAL_FLOW) or bool(self._options.get("warm_start", False))
+
+    def _initial_flow(self, flow, h, w):
+        if flow is None or not self._wants_initial_flow():
+            return None
+        if getattr(flow, "shape", None) != (h, w, 2) or getattr(flow, "dtype", None) != np.float32:
+            raise InputError(f"initial `flow` must be a ({h}, {w}, 2) float32 array, got {_describe(flow)}")
+        if not bool(backend.get_xp(flow).isfinite(flow).all()):
+            raise InputError("initial `flow` contains NaN or Inf")
+        return flow
+
+    def _run(self, img0, img1, init, options):
+        """Forward pass, padding frames below the model's minimum size and cropping back."""
+        h, w = img0.shape[:2]
+        m = self._model.min_size
+        if h >= m and w >= m:
+            return self._model.forward(self._params, img0, img1, self._model.config, options, init)
+        ph, pw = max(0, m - h), max(0, m - w)
+        pads = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+        img0, img1 = pad_replicate(img0, pads), pad_replicate(img1, pads)
+        if init is not None:
+            init = pad_replicate(init, pads)
+        out = self._model.forward(self._params, img0, img1, self._model.config, options, init)
+        crop = (slice(pads[0], pads[0] + h), slice(pads[2], pads[2] + w))
+        if isinstance(out, tuple):
+            return tuple(o[crop] for o in out)
+        return out[crop]
+
+    def _deliver(self, out, flow, like):
+        """Return on the caller's side: NumPy for NumPy frames; fill `flow` in place if it fits."""
+        if backend.get_xp(like) is np:
+            out = backend.to_numpy(out)
+        out = out.astype(np.float32, copy=False)
+        if flow is not None and getattr(flow, "shape", None) == out.shape and flow.dtype == np.float32 \
+                and backend.get_xp(flow) is backend.get_xp(out):
+            flow[...] = out
+            return flow
+        return out
+
+
+def _snake(camel: str) -> str:
+    out = []
+    for i, ch in enumerate(camel):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _camel(snake: str) -> str:
+    return "".join(part.capitalize() for part in snake.split("_"))
+
+
+def _coerce_option(key, value, default):
+    if isinstance(default, bool):
+        if not isinstance(value, (bool, np.bool_)):
+            raise CvflowTypeError(f"option {key!r} must be a bool, got {value!r}")
+        return bool(value)
+    if isinstance(default, numbers.Integral):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise CvflowTypeError(f"option {key!r} must be an int, got {value!r}")
+        if value < 1:
+            raise InputError(f"option {key!r} must be >= 1, got {value}")
+        return int(value)
+    if isinstance(default, numbers.Real):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise CvflowTypeError(f"option {key!r} must be a number, got {value!r}")
+        return float(value)
+    return value
+
+
+def create(name: str, *, weights=None, device: str = "auto", **options) -> OpticalFlow:
+    """Create a deep optical-flow algorithm.
+
+    name: one of `list_models()`. weights: a release checkpoint path (.pth / .pth.tar),
+    a cvflow-converted .npz, a mapping of checkpoint key -> array, or None to use the
+    cache (CVFLOW_HOME, default ~/.cache/cvflow; downloaded when the registry has a URL).
+    device: "auto" (GPU when CuPy and a device are present), "cpu" or "cuda".
+    options: model options, e.g. iters=12 for RAFT.
+    """
+    from cvflow.weights import resolve_weights, verify_weights
+
+    model = get_model(name)
+    dev = backend.resolve_device(device)
+    algo = OpticalFlow(model, {}, dev, options)  # checks the options before any loading
+    flat = resolve_weights(model.name, weights)
+    verify_weights(flat, model.param_shapes(model.config), model.name)
+    placed = {k: backend.to_device(np.ascontiguousarray(v, dtype=np.float32), dev) for k, v in flat.items()}
+    algo._params = nest(placed)
+    return algo

@@ -1,0 +1,79 @@
+"""Optical-flow accuracy metrics (end-point error, outlier rates, KITTI Fl).
+
+All functions take ``flow`` and ``gt`` as (H, W, 2) arrays in px and an optional
+``valid`` (H, W) mask (bool, or numeric with nonzero = valid; default: every
+pixel). Rates are returned as **fractions** in [0, 1], not percentages
+(KITTI reports ``100 * fl_all``). Computation is in float64.
+"""
+
+import numpy as np
+
+from cvflow.errors import InputError
+from cvflow.io.flo import check_flow_array
+
+__all__ = ["epe_map", "epe", "outlier_rates", "fl_all"]
+
+
+def _check_pair(flow, gt):
+    f = check_flow_array(flow, "flow")
+    g = check_flow_array(gt, "gt")
+    if f.shape != g.shape:
+        raise InputError(f"flow and gt shapes differ: flow {f.shape} vs gt {g.shape}")
+    return f.astype(np.float64), g.astype(np.float64)
+
+
+def _check_mask(valid, shape):
+    """(H, W) bool mask with at least one valid pixel."""
+    if valid is None:
+        return np.ones(shape, dtype=bool)
+    try:
+        v = np.asarray(valid)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"valid must be an (H, W) array: {e}") from None
+    if v.shape != shape or v.dtype.kind not in "biuf":
+        raise InputError(
+            f"valid must be a bool or numeric array of shape {shape} (flow height, width), "
+            f"got shape {v.shape} dtype {v.dtype}"
+        )
+    mask = v != 0
+    if not mask.any():
+        raise InputError("valid mask selects no pixels; the metric is undefined")
+    return mask
+
+
+def epe_map(flow, gt):
+    """Per-pixel end-point error ``|flow - gt|`` (Euclidean), (H, W) float64 px."""
+    f, g = _check_pair(flow, gt)
+    d = f - g
+    return np.hypot(d[..., 0], d[..., 1])
+
+
+def epe(flow, gt, valid=None):
+    """Mean end-point error (px) over valid pixels, as a Python float."""
+    err = epe_map(flow, gt)
+    return float(err[_check_mask(valid, err.shape)].mean())
+
+
+def outlier_rates(flow, gt, valid=None, thresholds=(1, 3, 5)):
+    """Fraction of valid pixels whose EPE exceeds each threshold.
+
+    Returns:
+        dict ``{t: fraction}`` keyed by the given thresholds (px), e.g. ``{1: .., 3: .., 5: ..}``.
+    """
+    err = epe_map(flow, gt)
+    e = err[_check_mask(valid, err.shape)]
+    ts = tuple(thresholds)
+    if not ts or not all(np.isscalar(t) and np.isreal(t) and np.isfinite(t) for t in ts):
+        raise InputError(f"thresholds must be a non-empty sequence of finite numbers, got {thresholds!r}")
+    return {t: float((e > t).mean()) for t in ts}
+
+
+def fl_all(flow, gt, valid=None):
+    """KITTI Fl-all as a fraction: valid pixels with EPE > 3 px **and** EPE > 5 % of |gt|."""
+    f, g = _check_pair(flow, gt)
+    d = f - g
+    err = np.hypot(d[..., 0], d[..., 1])
+    mag = np.hypot(g[..., 0], g[..., 1])
+    mask = _check_mask(valid, err.shape)
+    outlier = (err > 3.0) & (err > 0.05 * mag)
+    return float(outlier[mask].mean())

@@ -1,0 +1,49 @@
+"""What a model is to the rest of cvflow: a definition in a registry.
+
+A model is data (its config and weights) flowing through a pure `forward`
+function; variants of one architecture are the same functions with another config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+REGISTRY: dict[str, "ModelDef"] = {}
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    """One registered model.
+
+    forward(params, img0, img1, config, options, init_flow) -> (H, W, 2) float32 flow,
+    with img0/img1 float32 (H, W, 3) BGR in 0..255 and params the nested weight dict.
+    param_shapes(config) -> {checkpoint key (no `module.`): shape} for every tensor.
+    """
+
+    name: str
+    family: str
+    config: Mapping[str, Any]
+    param_shapes: Callable[[Mapping[str, Any]], dict]
+    forward: Callable[..., Any]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    min_size: int = 0
+    description: str = ""
+
+
+def register(model: ModelDef) -> ModelDef:
+    """Add a model to the registry under its public name."""
+    REGISTRY[model.name] = model
+    return model
+
+
+def nest(flat: Mapping[str, Any]) -> dict:
+    """{"a.b.weight": w} -> {"a": {"b": {"weight": w}}}; numeric parts stay strings ("layer1" -> {"0": ...})."""
+    root: dict = {}
+    for key, value in flat.items():
+        node = root
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return root

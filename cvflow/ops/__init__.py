@@ -1,0 +1,5 @@
+"""Array operations shared by the models; one concept per module.
+
+Activations are NHWC float32 (batch, height, width, channels); weights keep the
+layout of the original checkpoints. Every op takes its array module from its input.
+"""

@@ -1,0 +1,112 @@
+"""Shared fixtures: the `xp` array module, and access to ../shared golden cases."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+GOLDEN = SHARED / "golden"
+
+
+def _have_gpu() -> bool:
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+HAVE_GPU = _have_gpu()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CuPy and a CUDA device")
+    config.addinivalue_line("markers", "slow: long-running (golden full-resolution cases, benches)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAVE_GPU:
+        return
+    skip = pytest.mark.skip(reason="no CuPy/CUDA device on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request):
+    """The array module under test: NumPy always, CuPy where a GPU is present."""
+    if request.param == "numpy":
+        return np
+    import cupy
+
+    return cupy
+
+
+def need_shared():
+    """Skip the calling test when ../shared (golden data) is absent."""
+    if not GOLDEN.is_dir():
+        pytest.skip(f"golden data not found at {SHARED} (../shared beside the project)")
+
+
+def golden_cases(family: str) -> list[dict]:
+    """Cases of ../shared/golden/<family>/index_<family>.json, or [] when absent."""
+    index = GOLDEN / family / f"index_{family}.json"
+    if not index.is_file():
+        return []
+    return json.loads(index.read_text())
+
+
+def case_ids(family: str):
+    cases = golden_cases(family)
+    return cases or [pytest.param(None, marks=pytest.mark.skip(reason=f"no golden data at {GOLDEN}"))]
+
+
+def load_frames(case: dict):
+    """The case's two frames as BGR uint8 (cv2.imread), cropped as the case says."""
+    import cv2
+
+    frames = []
+    for key in ("frame0", "frame1"):
+        img = cv2.imread(str(SHARED / case[key]), cv2.IMREAD_COLOR)
+        if "crop" in case:
+            y0, y1, x0, x1 = case["crop"]
+            img = img[y0:y1, x0:x1]
+        frames.append(np.ascontiguousarray(img))
+    return frames
+
+
+def case_weights(family: str, case: dict):
+    """Weights for a case: a checkpoint path, or synth_weights(manifest) for `synthetic:<seed>`."""
+    w = case["weights"]
+    if not w.startswith("synthetic:"):
+        return str(SHARED / w)
+    sys.path.insert(0, str(SHARED / "tools"))
+    try:
+        from synth_weights import synth_weights
+    finally:
+        sys.path.pop(0)
+    manifest = json.loads((GOLDEN / family / f"manifest_{case['model']}.json").read_text())
+    return synth_weights(manifest)
+
+
+def golden_flow(family: str, case: dict) -> np.ndarray:
+    return np.load(GOLDEN / family / case["output"])
+
+
+def assert_parity(flow: np.ndarray, golden: np.ndarray, mean_tol=1e-3, max_tol=5e-2):
+    """The project's parity bar: mean |d| <= 1e-3 px and max |d| <= 5e-2 px."""
+    assert flow.shape == golden.shape, (flow.shape, golden.shape)
+    diff = np.abs(flow.astype(np.float64) - golden)
+    assert np.isfinite(diff).all(), "non-finite flow"
+    assert diff.mean() <= mean_tol and diff.max() <= max_tol, (
+        f"mean |d| {diff.mean():.3g} (<= {mean_tol}), max |d| {diff.max():.3g} (<= {max_tol})")
