@@ -1,17 +1,20 @@
-"""Command line: `cvflow flow|convert|viz ...` (also `python -m cvflow`)."""
+"""Command line: `cvflow flow|video|eval|convert|viz|models ...` (also `python -m cvflow`).
+
+Every cvflow error ends the command with its message on stderr and exit status 2.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from cvflow.errors import CvflowError
+from cvflow.errors import CvflowError, InputError
 
 
 def _read_image(path: str):
     import cv2
 
-    from cvflow.errors import CvflowFileNotFoundError, InputError
+    from cvflow.errors import CvflowFileNotFoundError
 
     if not Path(path).is_file():
         raise CvflowFileNotFoundError(f"no such image file: {path}")
@@ -21,13 +24,58 @@ def _read_image(path: str):
     return img
 
 
+def _write_image(path: str, img) -> None:
+    """cv2.imwrite with cvflow errors: unknown extension, missing directory, failed write."""
+    import cv2
+
+    try:
+        ok = cv2.imwrite(path, img)
+    except cv2.error:
+        raise InputError(f"cannot write {path}: OpenCV has no image writer for its extension "
+                         "(use .png, .jpg, ...)") from None
+    if not ok:
+        parent = Path(path).resolve().parent
+        why = f"directory {parent} does not exist" if not parent.is_dir() else "the write failed"
+        raise CvflowError(f"cannot write {path}: {why}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _create(args):
+    """The algorithm named by the common model arguments (-m, --weights, --device, --iters, --opt)."""
+    import cvflow
+
+    opts = _options(args.opt)
+    if args.iters is not None:
+        opts["iters"] = args.iters
+    return cvflow.create(args.model, weights=args.weights, device=args.device, **opts)
+
+
 def _options(pairs):
     """`--opt key=value` pairs -> dict with ints/floats/bools parsed."""
     out = {}
     for item in pairs or []:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise argparse.ArgumentTypeError(f"--opt expects key=value, got {item!r}")
+            raise InputError(f"--opt expects KEY=VALUE, got {item!r}")
         low = raw.lower()
         if low in ("true", "false"):
             val = low == "true"
@@ -44,20 +92,15 @@ def _options(pairs):
 
 
 def cmd_flow(args) -> int:
-    import cv2
-
     import cvflow
 
     img0, img1 = _read_image(args.frame0), _read_image(args.frame1)
-    opts = _options(args.opt)
-    if args.iters is not None:
-        opts["iters"] = args.iters
-    algo = cvflow.create(args.model, weights=args.weights, device=args.device, **opts)
+    algo = _create(args)
     flow = algo.calc(img0, img1, None)
     cvflow.writeOpticalFlow(args.output, flow)
     print(f"wrote {args.output} ({flow.shape[1]}x{flow.shape[0]}, {args.model})")
     if args.png:
-        cv2.imwrite(args.png, cvflow.flow_to_color(flow, max_flow=args.max_flow))
+        _write_image(args.png, cvflow.flow_to_color(flow, max_flow=args.max_flow))
         print(f"wrote {args.png}")
     return 0
 
@@ -77,19 +120,72 @@ def cmd_convert(args) -> int:
 
 
 def cmd_viz(args) -> int:
-    import cv2
-
     import cvflow
 
     flow = cvflow.readOpticalFlow(args.flow)
     if args.image:
         img = _read_image(args.image)
+        if img.shape[:2] != flow.shape[:2]:
+            raise InputError(f"--image {args.image} is {img.shape[1]}x{img.shape[0]} but the flow "
+                             f"{args.flow} is {flow.shape[1]}x{flow.shape[0]}; they must match")
         out = cvflow.flow_panel(img, flow, max_flow=args.max_flow)
     else:
         out = cvflow.flow_to_color(flow, max_flow=args.max_flow)
-    if not cv2.imwrite(args.output, out):
-        raise CvflowError(f"could not write {args.output}")
-    print(f"wrote {args.output}")
+    _write_image(args.output, out)
+    print(f"wrote {args.output} ({out.shape[1]}x{out.shape[0]})")
+    return 0
+
+
+def cmd_video(args) -> int:
+    from cvflow.video import VideoInterrupted, open_video, plural, run_video
+
+    open_video(args.input).release()  # a bad video fails before the weights are loaded
+    algo = _create(args)
+    try:
+        res = run_video(args.input, algo, args.output, every=args.every, max_side=args.max_side,
+                        warm_start=not args.no_warm_start, npz=args.npz, mp4=not args.no_mp4,
+                        max_flow=args.max_flow, progress=not args.no_progress)
+    except VideoInterrupted as stop:
+        res = stop.summary
+        print(f"cvflow video: interrupted after {plural(res['pairs'], 'pair')}; their outputs in "
+              f"{args.output} are complete", file=sys.stderr)
+        return 130
+    h, w = res["size"]
+    what = "flow.npz" if args.npz else ".flo files"
+    print(f"wrote {plural(res['pairs'], 'pair')} ({w}x{h}, {args.model}) to {args.output}: {what}"
+          + (" and flow.mp4" if not args.no_mp4 else "")
+          + f"; {res['pairs_per_s']:.2f} pairs/s")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from cvflow.evaluate import evaluate, find_pairs, format_table
+
+    pairs = find_pairs(args.root, args.dataset, pass_name=args.pass_name, limit=args.limit)
+    algo = _create(args)
+    res = evaluate(algo, pairs, progress=not args.no_progress)
+    info = {"dataset": args.dataset, "root": str(args.root), "model": algo.name, "options": algo.options,
+            "device": algo.device}
+    if args.dataset == "sintel":
+        info["pass"] = args.pass_name
+    res = {**info, **res}
+    title = f"{args.dataset}" + (f" ({args.pass_name})" if args.dataset == "sintel" else "") \
+        + f", {algo.name}" + "".join(f", {k}={v}" for k, v in algo.options.items())
+    table = format_table(res, title=title, per_pair=args.per_pair)
+    text = json.dumps(res, indent=1)
+    if args.json == "-":
+        print(table, file=sys.stderr)
+        print(text)
+        return 0
+    print(table)
+    if args.json:
+        try:
+            Path(args.json).write_text(text + "\n")
+        except OSError as exc:
+            raise CvflowError(f"cannot write {args.json}: {exc.strerror or exc}") from None
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -102,15 +198,54 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compute the optical flow from FRAME0 to FRAME1.")
     p.add_argument("frame0")
     p.add_argument("frame1")
-    p.add_argument("-m", "--model", required=True, help="model name (see `cvflow models`)")
-    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz); default: the cache")
+    _model_args(p)
     p.add_argument("-o", "--output", default="flow.flo", help="output .flo (default flow.flo)")
     p.add_argument("--png", help="also write the colour-coded flow to this PNG")
-    p.add_argument("--max-flow", type=float, default=None, help="flow magnitude mapped to full saturation")
-    p.add_argument("--iters", type=int, default=None, help="update iterations (RAFT)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
+    p.add_argument("--max-flow", type=_positive_float, default=None,
+                   help="flow magnitude (px) mapped to full saturation (default: the largest)")
     p.set_defaults(func=cmd_flow)
+
+    p = sub.add_parser(
+        "video", help="flow of every frame pair of a video (.flo/.npz and a colour MP4)",
+        description="Compute the flow between consecutive frames of a video. OUT (a directory) receives "
+                    "flow_000000.flo, flow_000001.flo, ... (pair k: kept frames k -> k+1) or, with --npz, one "
+                    "flow.npz (arrays `flow` N x H x W x 2 and `frame_index` N x 2), and flow.mp4: each frame "
+                    "beside its flow colour. Files are renamed into place when complete, so Ctrl-C leaves the "
+                    "finished pairs readable (exit status 130).")
+    p.add_argument("input", metavar="IN", help="video file (anything OpenCV decodes: .mp4, .avi, ...)")
+    _model_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory (created if needed)")
+    p.add_argument("--every", type=_positive_int, default=1, metavar="N",
+                   help="use every N-th frame (pairs 0->N, N->2N, ...; default 1)")
+    p.add_argument("--max-side", type=_positive_int, default=None, metavar="S",
+                   help="downsize frames so the longer side is <= S px; the flow is then at that size")
+    p.add_argument("--npz", action="store_true", help="write one flow.npz instead of .flo files")
+    p.add_argument("--no-mp4", action="store_true", help="do not write flow.mp4")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="RAFT family: do not start each pair from the previous pair's flow")
+    p.add_argument("--max-flow", type=_positive_float, default=None,
+                   help="flow magnitude (px) of full colour in flow.mp4 (default: each frame's largest)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser(
+        "eval", help="accuracy on Sintel / KITTI-2015 / FlyingChairs training data",
+        description="Evaluate a model on a dataset's training split with ground truth: mean EPE (px), "
+                    "1/3/5-px outlier rates, Fl-all (KITTI) and pairs/s.")
+    p.add_argument("root", metavar="ROOT", help="dataset directory")
+    p.add_argument("--dataset", required=True, choices=["sintel", "kitti", "chairs"],
+                   help="sintel: ROOT/training/{clean,final}/<scene>/frame_XXXX.png + training/flow/; "
+                        "kitti: ROOT/training/image_2/XXXXXX_1{0,1}.png + training/flow_occ/; "
+                        "chairs: ROOT[/data]/NNNNN_img{1,2}.ppm + _flow.flo (or -img0/-img1.ppm + -gt.flo)")
+    _model_args(p)
+    p.add_argument("--pass", dest="pass_name", default="clean", choices=["clean", "final"],
+                   help="Sintel rendering pass (default clean)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="evaluate the first N pairs")
+    p.add_argument("--json", metavar="OUT.json", help="also write the results as JSON ('-': stdout only, "
+                                                      "the table goes to stderr)")
+    p.add_argument("--per-pair", action="store_true", help="print one table row per pair")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", help="convert a release checkpoint to cvflow's .npz",
                        description="Read a release checkpoint without torch and write cvflow's .npz.")
@@ -119,16 +254,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", help="verify the keys and shapes against this model")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("viz", help="colour-code a .flo file", description="Draw a .flo file as a PNG.")
-    p.add_argument("flow")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--max-flow", type=float, default=None)
-    p.add_argument("--image", help="put this image beside the flow (side-by-side panel)")
+    p = sub.add_parser("viz", help="colour-code a .flo file",
+                       description="Draw a .flo file with the Middlebury colour wheel (hue: direction, "
+                                   "saturation: magnitude; zero flow is white).")
+    p.add_argument("flow", metavar="FLOW.flo")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
+    p.add_argument("--max-flow", type=_positive_float, default=None,
+                   help="flow magnitude (px) mapped to full saturation (default: the largest)")
+    p.add_argument("--image", help="put this image (same size as the flow) left of the flow colour")
     p.set_defaults(func=cmd_viz)
 
     p = sub.add_parser("models", help="list the model names", description="List the model names.")
     p.set_defaults(func=lambda args: print("\n".join(__import__("cvflow").list_models())) or 0)
     return parser
+
+
+def _model_args(p) -> None:
+    p.add_argument("-m", "--model", required=True, help="model name (see `cvflow models`)")
+    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz); default: the cache")
+    p.add_argument("--iters", type=_positive_int, default=None, help="update iterations (RAFT family)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
 
 
 def _version() -> str:

@@ -1,0 +1,242 @@
+"""Accuracy of a model on the standard optical-flow benchmarks' training layouts.
+
+`find_pairs(root, dataset)` discovers frame pairs and ground truth of MPI-Sintel,
+KITTI-2015 or FlyingChairs; `evaluate(algo, pairs)` runs the model and returns the
+end-point error, outlier rates and (KITTI) Fl-all.
+
+Conventions: `epe` is the mean over pairs of each pair's mean EPE over its valid
+pixels (RAFT's and KITTI's convention; for the fixed-size Sintel and Chairs frames
+it equals the mean over all pixels). Outlier rates (EPE > 1, 3, 5 px) and Fl-all
+(EPE > 3 px and > 5 % of |gt|) are fractions of all valid pixels of all pairs
+(KITTI devkit convention), reported in [0, 1] (the table shows %).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cvflow.errors import CvflowFileNotFoundError, InputError
+
+__all__ = ["DATASETS", "Pair", "find_pairs", "evaluate", "format_table"]
+
+DATASETS = ("sintel", "kitti", "chairs")
+PASSES = ("clean", "final")
+_UNKNOWN_FLOW = 1e9  # Middlebury marks unknown flow with values at least this large
+THRESHOLDS = (1, 3, 5)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One evaluation sample: two frame paths and the ground truth of frame0 -> frame1."""
+
+    name: str
+    frame0: str
+    frame1: str
+    gt: str
+    gt_format: str  # "flo" (Middlebury) or "kitti" (16-bit PNG with a valid mask)
+
+
+def _training_dir(root: Path, marker: str) -> Path:
+    """`root/training` when present, else `root` itself (users may point at either)."""
+    if (root / "training" / marker).is_dir():
+        return root / "training"
+    return root
+
+
+def _sintel(root: Path, pass_name: str):
+    base = _training_dir(root, pass_name)
+    looked = (f"{base}/{pass_name}/<scene>/frame_XXXX.png with ground truth "
+              f"{base}/flow/<scene>/frame_XXXX.flo")
+    pairs = []
+    img_root, flow_root = base / pass_name, base / "flow"
+    scenes = sorted(p for p in img_root.iterdir() if p.is_dir()) if img_root.is_dir() else []
+    for scene in scenes:
+        frames = sorted(scene.glob("frame_*.png"))
+        for f0, f1 in zip(frames, frames[1:]):
+            gt = flow_root / scene.name / (f0.stem + ".flo")
+            if gt.is_file():
+                pairs.append(Pair(f"{scene.name}/{f0.stem}", str(f0), str(f1), str(gt), "flo"))
+    return pairs, looked
+
+
+def _kitti(root: Path):
+    base = _training_dir(root, "image_2")
+    looked = (f"{base}/image_2/XXXXXX_10.png and XXXXXX_11.png with ground truth "
+              f"{base}/flow_occ/XXXXXX_10.png")
+    pairs = []
+    for f0 in sorted((base / "image_2").glob("*_10.png")):
+        stem = f0.name[: -len("_10.png")]
+        f1 = f0.with_name(f"{stem}_11.png")
+        gt = base / "flow_occ" / f0.name
+        if f1.is_file() and gt.is_file():
+            pairs.append(Pair(stem, str(f0), str(f1), str(gt), "kitti"))
+    return pairs, looked
+
+
+# FlyingChairs file naming: (first frame suffix, second frame suffix, flow suffix)
+_CHAIRS_NAMINGS = (("_img1.ppm", "_img2.ppm", "_flow.flo"), ("-img0.ppm", "-img1.ppm", "-gt.flo"))
+
+
+def _chairs(root: Path):
+    dirs = [d for d in (root, root / "data") if d.is_dir()]
+    looked = " or ".join(f"{d}/NNNNN{a}, NNNNN{b}, NNNNN{c}" for d in (root, root / "data")
+                         for a, b, c in _CHAIRS_NAMINGS)
+    pairs = []
+    for d in dirs:
+        for s0, s1, sg in _CHAIRS_NAMINGS:
+            for f0 in sorted(d.glob(f"*{s0}")):
+                stem = f0.name[: -len(s0)]
+                f1, gt = d / f"{stem}{s1}", d / f"{stem}{sg}"
+                if f1.is_file() and gt.is_file():
+                    pairs.append(Pair(stem, str(f0), str(f1), str(gt), "flo"))
+        if pairs:  # the first directory that holds pairs is the dataset
+            break
+    return pairs, looked
+
+
+def find_pairs(root, dataset: str, pass_name: str = "clean", limit: int | None = None) -> list[Pair]:
+    """Frame pairs with ground truth of a dataset's training split, sorted by name.
+
+    root: the dataset directory (for Sintel and KITTI either the top directory or its
+    `training/`). dataset: "sintel" (`training/{clean,final}/<scene>/frame_XXXX.png`,
+    `training/flow/<scene>/frame_XXXX.flo`), "kitti" (KITTI-2015
+    `training/image_2/XXXXXX_10.png`, `_11.png`, `training/flow_occ/XXXXXX_10.png`) or
+    "chairs" (`NNNNN_img1.ppm`, `_img2.ppm`, `_flow.flo`, or `-img0.ppm`, `-img1.ppm`,
+    `-gt.flo`, in `root` or `root/data`). pass_name: Sintel's "clean" or "final".
+    limit: keep the first `limit` pairs.
+
+    Raises CvflowFileNotFoundError (no such directory) or InputError (unknown dataset
+    or pass, bad limit, no pairs found: the message names the layout looked for).
+    """
+    if dataset not in DATASETS:
+        raise InputError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    if pass_name not in PASSES:
+        raise InputError(f"unknown Sintel pass {pass_name!r}; valid passes: {', '.join(PASSES)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"`limit` must be an int >= 1 or None, got {limit!r}")
+    base = Path(os.fspath(root))
+    if not base.is_dir():
+        raise CvflowFileNotFoundError(f"dataset root is not a directory: {base}")
+    if dataset == "sintel":
+        pairs, looked = _sintel(base, pass_name)
+    elif dataset == "kitti":
+        pairs, looked = _kitti(base)
+    else:
+        pairs, looked = _chairs(base)
+    if not pairs:
+        raise InputError(f"no {dataset} pairs found under {base}: looked for {looked}")
+    return pairs[:limit] if limit is not None else pairs
+
+
+def _read_image(path: str):
+    import cv2
+
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"cannot decode image {path}")
+    return img
+
+
+def load_gt(pair: Pair):
+    """(flow (H, W, 2) float32, valid (H, W) bool) of a pair's ground truth."""
+    if pair.gt_format == "kitti":
+        from cvflow.io.kitti import read_kitti_flow
+
+        return read_kitti_flow(pair.gt)
+    from cvflow.io.flo import readOpticalFlow
+
+    gt = readOpticalFlow(pair.gt)
+    valid = np.isfinite(gt).all(axis=2) & (np.abs(gt) < _UNKNOWN_FLOW).all(axis=2)
+    return gt, valid
+
+
+def _pair_metrics(flow, gt, valid, kitti: bool) -> dict:
+    from cvflow.metrics import epe, fl_all, outlier_rates
+
+    rates = outlier_rates(flow, gt, valid, thresholds=THRESHOLDS)
+    out = {"epe": epe(flow, gt, valid), **{f"{t}px": rates[t] for t in THRESHOLDS},
+           "valid_pixels": int(valid.sum())}
+    if kitti:
+        out["fl_all"] = fl_all(flow, gt, valid)
+    return out
+
+
+def evaluate(algo, pairs, progress: bool = True) -> dict:
+    """Run `algo` (from `cvflow.create`) on `pairs` (from `find_pairs`) and score it.
+
+    Returns {"pairs": N, "epe": px, "1px"/"3px"/"5px": outlier fractions, "fl_all"
+    (KITTI only), "seconds": wall time, "calc_seconds": time inside `calc`,
+    "pairs_per_s": N / calc_seconds (the model's speed), "per_pair": [{"name", "epe",
+    "1px", "3px", "5px", ("fl_all"), "valid_pixels", "seconds"}, ...]}. Aggregation:
+    see the module docstring.
+    """
+    from cvflow.video import Progress
+
+    pairs = list(pairs)
+    if not pairs:
+        raise InputError("no pairs to evaluate")
+    kitti = any(p.gt_format == "kitti" for p in pairs)
+    per_pair = []
+    calc_seconds = 0.0
+    start = time.perf_counter()
+    bar = Progress(total=len(pairs), desc="eval", enabled=progress)
+    try:
+        for pair in pairs:
+            try:
+                img0, img1 = _read_image(pair.frame0), _read_image(pair.frame1)
+                gt, valid = load_gt(pair)
+                t0 = time.perf_counter()
+                flow = algo.calc(img0, img1, None)
+                dt = time.perf_counter() - t0
+                row = {"name": pair.name, **_pair_metrics(flow, gt, valid, kitti), "seconds": dt}
+            except InputError as exc:  # say which pair; the cause is in the message
+                raise InputError(f"pair {pair.name}: {exc}") from None
+            calc_seconds += dt
+            per_pair.append(row)
+            bar.update()
+    finally:
+        bar.close()
+    weights = np.array([r["valid_pixels"] for r in per_pair], np.float64)
+
+    def pooled(key):
+        return float(np.dot([r[key] for r in per_pair], weights) / weights.sum())
+
+    result = {"pairs": len(per_pair), "epe": float(np.mean([r["epe"] for r in per_pair]))}
+    result.update({f"{t}px": pooled(f"{t}px") for t in THRESHOLDS})
+    if kitti:
+        result["fl_all"] = pooled("fl_all")
+    result["seconds"] = time.perf_counter() - start
+    result["calc_seconds"] = calc_seconds
+    result["pairs_per_s"] = len(per_pair) / calc_seconds if calc_seconds > 0 else 0.0
+    result["per_pair"] = per_pair
+    return result
+
+
+def format_table(result: dict, title: str = "", per_pair: bool = False) -> str:
+    """A printable table of an `evaluate` result (rates in %)."""
+    cols = ["epe", "1px", "3px", "5px"] + (["fl_all"] if "fl_all" in result else [])
+    heads = {"epe": "EPE px", "1px": ">1px %", "3px": ">3px %", "5px": ">5px %", "fl_all": "Fl-all %"}
+
+    def cells(row):
+        return [f"{row['epe']:.3f}"] + [f"{100 * row[c]:.2f}" for c in cols[1:]]
+
+    rows = []
+    if per_pair:
+        rows += [[r["name"]] + cells(r) for r in result["per_pair"]]
+    rows.append([f"mean ({result['pairs']} pairs)"] + cells(result))
+    header = ["pair"] + [heads[c] for c in cols]
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+
+    def line(r):
+        return "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+
+    out = [title] if title else []
+    out += [line(header), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    out.append(f"speed: {result['pairs_per_s']:.3f} pairs/s ({result['calc_seconds']:.2f} s in calc, "
+               f"{result['seconds']:.2f} s total)")
+    return "\n".join(out)
