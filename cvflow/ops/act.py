@@ -22,6 +22,12 @@ def leaky_relu(x, slope=0.1):
     return xp.where(x > 0, x, x * x.dtype.type(slope))
 
 
+def leaky_relu_(x, slope=0.1):
+    """In-place LeakyReLU for buffers the caller owns; 0 <= slope <= 1 (then it is max(x, slope*x))."""
+    xp = get_xp(x)
+    return xp.maximum(x, x * x.dtype.type(slope), out=x)
+
+
 def sigmoid(x):
     xp = get_xp(x)
     # 0.5*(1+tanh(x/2)) never overflows, unlike 1/(1+exp(-x)).

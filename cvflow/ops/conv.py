@@ -57,6 +57,8 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1):
         return out.reshape(n, h, wd, o)
     if ph or pw:
         x = xp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    if sh == sw == dh == dw == 1 and 4 * o <= c:
+        return _conv_narrow(x, p, ho, wo)
     out = xp.empty((n, ho, wo, o), dtype=x.dtype)
     s = x.strides
     rows = max(1, _COL_BYTES // max(1, wo * kh * kw * c * x.itemsize))
@@ -73,6 +75,35 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1):
             xp.matmul(cols, mat, out=res)
             if bias is not None:
                 res += bias
+    return out
+
+
+def _conv_narrow(x, p, ho, wo):
+    """Stride-1 conv of an already padded x with few outputs (O <= C/4, e.g. flow heads).
+
+    One product x @ W gives every tap's contribution (kh*kw*O columns, far smaller than
+    an im2col of kh*kw*C); the taps are then summed at their shifts.
+    """
+    xp = get_xp(x)
+    w, bias = p["weight"], p.get("bias")
+    o, c, kh, kw = w.shape
+    n, _, wp, _ = x.shape
+    tmat = p.get("_omat")
+    if tmat is None:  # (C, kh*kw*O)
+        tmat = p["_omat"] = xp.ascontiguousarray(w.transpose(1, 2, 3, 0).reshape(c, -1))
+    out = xp.empty((n, ho, wo, o), dtype=x.dtype)
+    rows = max(1, _COL_BYTES // max(1, wp * kh * kw * o * x.itemsize))
+    for r0 in range(0, ho, rows):
+        r1 = min(ho, r0 + rows)
+        taps = (x[:, r0:r1 + kh - 1].reshape(-1, c) @ tmat).reshape(n, r1 - r0 + kh - 1, wp, kh, kw, o)
+        acc = out[:, r0:r1]
+        acc[...] = taps[:, 0:r1 - r0, 0:wo, 0, 0]
+        for i in range(kh):
+            for j in range(kw):
+                if i or j:
+                    acc += taps[:, i:i + r1 - r0, j:j + wo, i, j]
+    if bias is not None:
+        out += bias
     return out
 
 

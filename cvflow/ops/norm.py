@@ -13,11 +13,17 @@ def batch_norm(x, p, eps=1e-5):
 
 
 def instance_norm(x, eps=1e-5):
-    """InstanceNorm2d without affine or running stats: per sample and channel over H, W."""
-    mean = x.mean(axis=(1, 2), keepdims=True)
+    """InstanceNorm2d without affine or running stats: per sample and channel over H, W.
+
+    Statistics accumulate in float64 as PyTorch's CPU kernel does (mean rounded to x's
+    dtype before centring); recurrent models (RAFT) amplify float32-sum differences.
+    """
+    xp = get_xp(x)
+    n = x.shape[1] * x.shape[2]
+    mean = x.mean(axis=(1, 2), keepdims=True, dtype=xp.float64).astype(x.dtype)
     centred = x - mean
-    var = (centred * centred).mean(axis=(1, 2), keepdims=True)
-    return centred / get_xp(x).sqrt(var + x.dtype.type(eps))
+    var = (centred * centred).sum(axis=(1, 2), keepdims=True, dtype=xp.float64) / n
+    return centred * (1 / xp.sqrt(var + eps)).astype(x.dtype)
 
 
 def layer_norm(x, p, eps=1e-5):

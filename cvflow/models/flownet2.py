@@ -1,0 +1,160 @@
+"""FlowNet2 and its sub-networks as registered models (NVIDIA flownet2-pytorch layout).
+
+Every model is a chain of FlowNet encoder-decoders (cvflow.models.flownet): the first
+sees both frames, each later one also sees the second frame warped by the previous
+flow, that flow (/20) and the brightness error |frame0 - warped|. `flownet2` adds
+FlowNet-SD on the frames and a fusion net over both estimates.
+
+Input protocol (the reference's): RGB, minus the per-channel mean over both frames,
+/255. Frames are resized (bilinear) up to multiples of 64 and the flow is resized
+back and rescaled per axis.
+"""
+from __future__ import annotations
+
+from cvflow.backend import get_xp
+from cvflow.models.base import ModelDef, register
+from cvflow.models.flownet import FLOWNETC, FLOWNETS, FLOWNETSD, FUSION, flownet, param_shapes, stacked
+from cvflow.ops.norm import channel_norm
+from cvflow.ops.sample import warp
+from cvflow.ops.upsample import resize_bilinear, upsample_nearest
+
+DIV_FLOW = 20.0  # the nets predict flow / 20
+RGB_MAX = 255.0
+MULTIPLE = 64
+
+_S_STACKED = stacked(FLOWNETS, 12)  # frames (6) + warped frame1 (3) + flow (2) + error (1)
+
+
+def _chain_config(nets, upsample, fusion=False):
+    """Config of a chain: nets = ((weight prefix or "", net config), ...); one upsample mode per net."""
+    cfg = {"chain": tuple((prefix, net, mode) for (prefix, net), mode in zip(nets, upsample)), "fusion": None}
+    if fusion:
+        cfg["fusion"] = {"sd": ("flownets_d", FLOWNETSD), "net": ("flownetfusion", FUSION)}
+    return cfg
+
+
+_C = ("flownetc", FLOWNETC)
+_S1 = ("flownets_1", _S_STACKED)
+_S2 = ("flownets_2", _S_STACKED)
+CONFIGS = {
+    "flownet2-s": _chain_config([("", FLOWNETS)], ["bilinear"]),
+    "flownet2-c": _chain_config([("", FLOWNETC)], ["bilinear"]),
+    "flownet2-sd": _chain_config([("", FLOWNETSD)], ["bilinear"]),
+    "flownet2-cs": _chain_config([_C, _S1], ["bilinear", "bilinear"]),
+    "flownet2-css": _chain_config([_C, _S1, _S2], ["bilinear", "bilinear", "nearest"]),
+    "flownet2": _chain_config([_C, _S1, _S2], ["bilinear", "bilinear", "nearest"], fusion=True),
+}
+
+
+def chain_param_shapes(config):
+    """Every checkpoint key and shape of a chain config."""
+    shapes = {}
+    nets = [(prefix, net) for prefix, net, _ in config["chain"]]
+    if config["fusion"] is not None:
+        nets += [config["fusion"]["sd"], config["fusion"]["net"]]
+    for prefix, net in nets:
+        shapes.update(param_shapes(net, f"{prefix}." if prefix else ""))
+    return shapes
+
+
+def normalize(img0, img1):
+    """BGR (H, W, 3) frames in 0..255 -> (1, H, W, 6) float32: RGB0, RGB1, mean-free, /255."""
+    xp = get_xp(img0)
+    x = xp.concatenate([img0[..., ::-1], img1[..., ::-1]], axis=-1).astype(xp.float32, copy=False)
+    sums = x.reshape(-1, 6).sum(axis=0, dtype=xp.float64)
+    mean = (sums[:3] + sums[3:]) / (2 * x.shape[0] * x.shape[1])
+    x -= xp.concatenate([mean, mean]).astype(xp.float32)
+    x /= xp.float32(RGB_MAX)
+    return x[None]
+
+
+def _upsample4(flow, mode):
+    n, h, w, _ = flow.shape
+    if mode == "nearest":
+        return upsample_nearest(flow, 4)
+    return resize_bilinear(flow, 4 * h, 4 * w, align_corners=False)
+
+
+def _error(x, flow):
+    """Frame1 warped to frame0 by `flow` and the brightness error |frame0 - warped| (channel L2)."""
+    warped = warp(x[..., 3:], flow, padding="border")
+    return warped, channel_norm(x[..., :3] - warped)
+
+
+def _sub(params, prefix):
+    return params[prefix] if prefix else params
+
+
+def _chain(params, x, chain):
+    """Run the chain on normalised frames x (1, H, W, 6); returns the full-resolution flow in px."""
+    xp = get_xp(x)
+    flow = None
+    for prefix, net, mode in chain:
+        inp = x
+        if flow is not None:
+            warped, err = _error(x, flow)
+            inp = xp.concatenate([x, warped, flow / xp.float32(DIV_FLOW), err], axis=-1)
+        flow = _upsample4(flownet(_sub(params, prefix), inp, net) * xp.float32(DIV_FLOW), mode)
+    return flow
+
+
+def _fuse(params, x, flow_css, fusion):
+    """FlowNet2's last stage: FlowNet-SD on the frames, then the fusion net over both flows."""
+    xp = get_xp(x)
+    sd_prefix, sd_net = fusion["sd"]
+    # The reference divides (not multiplies) SD's output by div_flow here; kept for parity.
+    flow_sd = upsample_nearest(flownet(_sub(params, sd_prefix), x, sd_net) / xp.float32(DIV_FLOW), 4)
+    _, err_sd = _error(x, flow_sd)
+    _, err_css = _error(x, flow_css)
+    inp = xp.concatenate([x[..., :3], flow_sd, flow_css, channel_norm(flow_sd), channel_norm(flow_css),
+                          err_sd, err_css], axis=-1)
+    prefix, net = fusion["net"]
+    return flownet(_sub(params, prefix), inp, net)
+
+
+def predict(params, x, config):
+    """Flow (1, H, W, 2) in px for normalised frames x (1, H, W, 6), H and W multiples of 64."""
+    flow = _chain(params, x, config["chain"])
+    if config["fusion"] is not None:
+        flow = _fuse(params, x, flow, config["fusion"])
+    return flow
+
+
+def resized_call(fn, x, multiple=MULTIPLE):
+    """fn(x) on x resized up to multiples of `multiple`; the flow comes back at x's size.
+
+    x: (1, H, W, C); fn maps (1, H', W', C) -> (1, H', W', 2) flow in px of the resized
+    frames. Each flow axis is rescaled by the resize ratio of that axis.
+    """
+    xp = get_xp(x)
+    _, h, w, _ = x.shape
+    h64, w64 = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    if (h64, w64) == (h, w):
+        return fn(x)
+    flow = fn(resize_bilinear(x, h64, w64, align_corners=False))
+    flow = resize_bilinear(flow, h, w, align_corners=False)
+    return flow * xp.asarray([w / w64, h / h64], dtype=flow.dtype)
+
+
+def forward(params, img0, img1, config, options, init_flow=None):
+    """(H, W, 3) BGR float32 frames in 0..255 -> (H, W, 2) float32 flow in px."""
+    x = normalize(img0, img1)
+    flow = resized_call(lambda t: predict(params, t, config), x)
+    return get_xp(flow).ascontiguousarray(flow[0], dtype=flow.dtype)
+
+
+_RELEASES = {
+    "flownet2": ("FlowNet2_checkpoint.pth.tar", "FlowNet2: FlowNetC, two FlowNetS, FlowNet-SD and fusion"),
+    "flownet2-c": ("FlowNet2-C_checkpoint.pth.tar", "FlowNetC as trained for FlowNet2"),
+    "flownet2-s": ("FlowNet2-S_checkpoint.pth.tar", "FlowNetS as trained for FlowNet2"),
+    "flownet2-sd": ("FlowNet2-SD_checkpoint.pth.tar", "FlowNet-SD (small displacements)"),
+    "flownet2-cs": ("FlowNet2-CS_checkpoint.pth.tar", "FlowNetC followed by one FlowNetS"),
+    "flownet2-css": ("FlowNet2-CSS_checkpoint.pth.tar", "FlowNetC followed by two FlowNetS"),
+}
+_ALIASES = {"flownets": "flownet2-s", "flownetc": "flownet2-c"}  # the plain architectures
+
+for _name in (*_RELEASES, *_ALIASES):
+    _ckpt, _desc = _RELEASES[_ALIASES.get(_name, _name)]
+    register(ModelDef(name=_name, family="flownet2", config=CONFIGS[_ALIASES.get(_name, _name)],
+                      param_shapes=chain_param_shapes, forward=forward, checkpoint=_ckpt,
+                      description=_desc + " (research use only)"))
