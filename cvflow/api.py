@@ -92,18 +92,25 @@ class OpticalFlow:
         the OPTFLOW_USE_INITIAL_FLOW flag (or the `warm_start` option) it is also the
         initial estimate, for models that accept one.
         """
-        _check_frame("I0", I0)
-        _check_frame("I1", I1)
-        if I0.shape[:2] != I1.shape[:2]:
-            raise InputError(f"`I0` and `I1` must have the same size, got {_describe(I0)} and {_describe(I1)}")
-        h, w = I0.shape[:2]
-        init = self._initial_flow(flow, h, w)
-        xp = backend.module_for(self._device)
-        img0, img1 = _to_bgr_float(I0, xp), _to_bgr_float(I1, xp)
+        img0, img1 = self._frames(I0, I1)
+        init = self._initial_flow(flow, *I0.shape[:2])
         if init is not None:
-            init = xp.asarray(init, dtype=xp.float32)
-        out = self._run(img0, img1, init, self._options)
+            init = backend.module_for(self._device).asarray(init, dtype=np.float32)
+        opts = self._options
+        if opts.get("bidirectional"):
+            opts = {**opts, "bidirectional": False}  # calc returns one direction; see calcBidirectional
+        out = self._run(img0, img1, init, opts)
         return self._deliver(out, flow, I0)
+
+    def calcBidirectional(self, I0, I1):
+        """(flow I0->I1, flow I1->I0), each (H, W, 2) float32, for models that give both
+        from one pass (GMFlow: the matching is transposed, the features are shared)."""
+        if "bidirectional" not in self._options:
+            raise InputError(f"model {self._model.name!r} has no bidirectional mode; "
+                             "call calc twice with the frames swapped")
+        img0, img1 = self._frames(I0, I1)
+        fw, bw = self._run(img0, img1, None, {**self._options, "bidirectional": True})
+        return self._deliver(fw, None, I0), self._deliver(bw, None, I0)
 
     def calc_batch(self, frames0, frames1, flows=None) -> list:
         """Flow for each pair (frames0[i], frames1[i]); `flows[i]`, when given, as in `calc`.
@@ -185,6 +192,15 @@ class OpticalFlow:
         return f"<cvflow {self._model.name} on {self._device}{', ' + opts if opts else ''}>"
 
     # -- internals ------------------------------------------------------------------
+    def _frames(self, I0, I1):
+        """Validate a frame pair; return both as float32 (H, W, 3) BGR on the model's device."""
+        _check_frame("I0", I0)
+        _check_frame("I1", I1)
+        if I0.shape[:2] != I1.shape[:2]:
+            raise InputError(f"`I0` and `I1` must have the same size, got {_describe(I0)} and {_describe(I1)}")
+        xp = backend.module_for(self._device)
+        return _to_bgr_float(I0, xp), _to_bgr_float(I1, xp)
+
     def _wants_initial_flow(self) -> bool:
         return bool(self._flags & OPTFLOW_USE_INITIAL_FLOW) or bool(self._options.get("warm_start", False))
 
@@ -273,6 +289,6 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     algo = OpticalFlow(model, {}, dev, options)  # checks the options before any loading
     flat = resolve_weights(model.name, weights)
     verify_weights(flat, model.param_shapes(model.config), model.name)
-    placed = {k: backend.to_device(np.ascontiguousarray(v, dtype=np.float32), dev) for k, v in flat.items()}
+    placed = {k: backend.to_device(np.asarray(v, dtype=np.float32, order="C"), dev) for k, v in flat.items()}
     algo._params = nest(placed)
     return algo

@@ -171,3 +171,9 @@ def test_import_never_imports_cupy():
     code = ("import sys, cvflow; cvflow.list_models(); cvflow.create; "
             "assert 'cupy' not in sys.modules, 'cupy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_calc_bidirectional_needs_a_model_with_that_mode():
+    f0, f1 = frames()
+    with pytest.raises(ValueError, match="has no bidirectional mode"):
+        make().calcBidirectional(f0, f1)

@@ -1,0 +1,176 @@
+"""GMFlow (Xu et al., CVPR 2022): global matching with a Transformer, on NumPy.
+
+A CNN backbone gives 1/8 features (and, with refinement, 1/4 ones); a Transformer
+lets both frames' features attend to themselves and each other; a softmax over
+all-pairs correlation gives flow as the expected match position; self-attention
+propagates flow; convex upsampling returns to full resolution. The refinement
+variant repeats the Transformer and a local (radius-4) matching at 1/4 after
+warping frame 1's features by the upsampled 1/8 flow.
+"""
+from __future__ import annotations
+
+from cvflow.backend import get_xp
+from cvflow.models.base import ModelDef, register
+from cvflow.models.gmflow_transformer import feature_transformer, propagate_flow
+from cvflow.ops.act import relu
+from cvflow.ops.conv import conv2d
+from cvflow.ops.matching import global_matching, local_matching
+from cvflow.ops.norm import instance_norm
+from cvflow.ops.pad import pad_to_multiple, unpad
+from cvflow.ops.posenc import add_window_position
+from cvflow.ops.sample import warp
+from cvflow.ops.upsample import convex_upsample, resize_bilinear
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONE_DIMS = (64, 96, 128)
+
+BASE_CONFIG = {"feature_channels": 128, "num_transformer_layers": 6, "ffn_dim_expansion": 4}
+
+
+# --- backbone ---------------------------------------------------------------------
+
+def residual_block(p, x, stride):
+    """Two 3x3 convs with instance norm and ReLU; a 1x1 conv + norm on the skip when the shape changes."""
+    y = relu(instance_norm(conv2d(x, p["conv1"], stride=stride, padding=1)))
+    y = relu(instance_norm(conv2d(y, p["conv2"], padding=1)))
+    if "downsample" in p:
+        x = instance_norm(conv2d(x, p["downsample"]["0"], stride=stride))
+    return relu(x + y)
+
+
+def backbone(p, x, num_scales):
+    """(N, H, W, 3) normalised RGB -> feature maps from coarse (1/8) to fine, 128 channels each."""
+    x = relu(instance_norm(conv2d(x, p["conv1"], stride=2, padding=3)))
+    last_stride = 2 if num_scales == 1 else 1   # refinement keeps 1/4 here
+    for name, stride in (("layer1", 1), ("layer2", 2), ("layer3", last_stride)):
+        x = residual_block(p[name]["0"], x, stride)
+        x = residual_block(p[name]["1"], x, 1)
+    x = conv2d(x, p["conv2"])
+    if num_scales == 1:
+        return [x]
+    # One shared 3x3 conv at strides 1, 2, ... gives the coarser scales ("trident").
+    feats = [conv2d(x, p["trident_conv"], stride=2 ** i, padding=1) for i in range(num_scales)]
+    return feats[::-1]
+
+
+# --- upsampling -------------------------------------------------------------------
+
+def upsample_flow(p, flow, feature, factor):
+    """Convex upsampling with weights predicted from [flow, feature] (no mask scaling, unlike RAFT)."""
+    xp = get_xp(flow)
+    x = xp.concatenate([flow, feature], axis=-1)
+    mask = conv2d(relu(conv2d(x, p["0"], padding=1)), p["2"])
+    return convex_upsample(flow, mask, factor)
+
+
+# --- forward ----------------------------------------------------------------------
+
+def normalize(img):
+    """(H, W, 3) BGR 0..255 -> RGB with ImageNet mean/std, float32."""
+    xp = get_xp(img)
+    mean = xp.asarray(IMAGENET_MEAN, dtype=xp.float32)
+    std = xp.asarray(IMAGENET_STD, dtype=xp.float32)
+    return (img[..., ::-1] / xp.float32(255.0) - mean) / std
+
+
+def gmflow_flow(p, img0, img1, config, bidirectional=False):
+    """Flow at the padded resolution. img0, img1: (H, W, 3) normalised RGB, H and W
+    multiples of the padding factor. Returns (B, H, W, 2), B = 2 (forward, backward)
+    when bidirectional else 1."""
+    xp = get_xp(img0)
+    num_scales = config["num_scales"]
+    feats = backbone(p["backbone"], xp.stack([img0, img1]), num_scales)
+    flow = None
+    for s in range(num_scales):
+        f0, f1 = feats[s][:1], feats[s][1:]
+        if bidirectional and s > 0:
+            f0, f1 = xp.concatenate([f0, f1]), xp.concatenate([f1, f0])
+        if flow is not None:
+            _, h, w, _ = flow.shape
+            flow = resize_bilinear(flow, 2 * h, 2 * w, align_corners=True) * xp.float32(2)
+            f1 = warp(f1, flow, padding="zeros")
+        splits = config["attn_splits_list"][s]
+        f0, f1 = add_window_position(f0, f1, splits)
+        f0, f1 = feature_transformer(p["transformer"], f0, f1, splits)
+        if bidirectional and s == 0:
+            # Backward flow: frame 1 matched against frame 0 with the same features.
+            f0, f1 = xp.concatenate([f0, f1]), xp.concatenate([f1, f0])
+        radius = config["corr_radius_list"][s]
+        delta = global_matching(f0, f1) if radius <= 0 else local_matching(f0, f1, radius)
+        flow = delta if flow is None else flow + delta
+        flow = propagate_flow(p["feature_flow_attn"], f0, flow, config["prop_radius_list"][s])
+    return upsample_flow(p["upsampler"], flow, f0, config["upsample_factor"])
+
+
+def forward(params, img0, img1, config, options, init_flow=None):
+    """cvflow forward protocol: BGR (H, W, 3) float32 0..255 frames -> (H, W, 2) flow.
+
+    With options["bidirectional"] it returns (forward flow, backward flow), both (H, W, 2).
+    GMFlow takes no initial flow; `init_flow` is ignored.
+    """
+    factor = config["padding_factor"]
+    a, pads = pad_to_multiple(normalize(img0), factor)
+    b, _ = pad_to_multiple(normalize(img1), factor)
+    bidir = bool(options.get("bidirectional", False))
+    xp = get_xp(a)
+    flows = unpad(gmflow_flow(params, a, b, config, bidirectional=bidir), pads)
+    if bidir:
+        return xp.ascontiguousarray(flows[0]), xp.ascontiguousarray(flows[1])
+    return xp.ascontiguousarray(flows[0])
+
+
+# --- definition -------------------------------------------------------------------
+
+def _layer_shapes(prefix, c, ffn):
+    shapes = {f"{prefix}.{n}.weight": (c, c) for n in ("q_proj", "k_proj", "v_proj", "merge")}
+    shapes.update({f"{prefix}.norm1.weight": (c,), f"{prefix}.norm1.bias": (c,)})
+    if ffn:
+        shapes.update({f"{prefix}.mlp.0.weight": (2 * c * ffn, 2 * c), f"{prefix}.mlp.2.weight": (c, 2 * c * ffn),
+                       f"{prefix}.norm2.weight": (c,), f"{prefix}.norm2.bias": (c,)})
+    return shapes
+
+
+def param_shapes(config):
+    """Every checkpoint key and its shape for a config."""
+    c = config["feature_channels"]
+    d0, d1, d2 = BACKBONE_DIMS
+    shapes = {"backbone.conv1.weight": (d0, 3, 7, 7)}
+    cin = d0
+    for i, d in enumerate(BACKBONE_DIMS, start=1):
+        for j in range(2):
+            pre = f"backbone.layer{i}.{j}"
+            shapes[f"{pre}.conv1.weight"] = (d, cin if j == 0 else d, 3, 3)
+            shapes[f"{pre}.conv2.weight"] = (d, d, 3, 3)
+            if j == 0 and cin != d:
+                shapes[f"{pre}.downsample.0.weight"] = (d, cin, 1, 1)
+                shapes[f"{pre}.downsample.0.bias"] = (d,)
+        cin = d
+    shapes.update({"backbone.conv2.weight": (c, d2, 1, 1), "backbone.conv2.bias": (c,)})
+    if config["num_scales"] > 1:
+        shapes["backbone.trident_conv.weight"] = (c, c, 3, 3)
+    for i in range(config["num_transformer_layers"]):
+        shapes.update(_layer_shapes(f"transformer.layers.{i}.self_attn", c, 0))
+        shapes.update(_layer_shapes(f"transformer.layers.{i}.cross_attn_ffn", c, config["ffn_dim_expansion"]))
+    for n in ("q_proj", "k_proj"):
+        shapes[f"feature_flow_attn.{n}.weight"] = (c, c)
+        shapes[f"feature_flow_attn.{n}.bias"] = (c,)
+    k = config["upsample_factor"]
+    shapes.update({"upsampler.0.weight": (256, 2 + c, 3, 3), "upsampler.0.bias": (256,),
+                   "upsampler.2.weight": (9 * k * k, 256, 1, 1), "upsampler.2.bias": (9 * k * k,)})
+    return shapes
+
+
+GMFLOW_CONFIG = {**BASE_CONFIG, "num_scales": 1, "upsample_factor": 8, "attn_splits_list": [2],
+                 "corr_radius_list": [-1], "prop_radius_list": [-1], "padding_factor": 16}
+GMFLOW_REFINE_CONFIG = {**BASE_CONFIG, "num_scales": 2, "upsample_factor": 4, "attn_splits_list": [2, 8],
+                        "corr_radius_list": [-1, 4], "prop_radius_list": [-1, 1], "padding_factor": 32}
+
+register(ModelDef(
+    name="gmflow", family="gmflow", config=GMFLOW_CONFIG, param_shapes=param_shapes, forward=forward,
+    options={"bidirectional": False}, checkpoint="gmflow_things-e9887eda.pth", min_size=0,
+    description="GMFlow, global matching at 1/8 with a 6-layer Transformer (Things)."))
+register(ModelDef(
+    name="gmflow-refine", family="gmflow", config=GMFLOW_REFINE_CONFIG, param_shapes=param_shapes,
+    forward=forward, options={"bidirectional": False}, checkpoint="gmflow_with_refine_things-36579974.pth",
+    min_size=0, description="GMFlow with refinement: global matching at 1/8, local (r=4) at 1/4 (Things)."))
