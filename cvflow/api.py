@@ -287,7 +287,7 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     model = get_model(name)
     dev = backend.resolve_device(device)
     algo = OpticalFlow(model, {}, dev, options)  # checks the options before any loading
-    flat = resolve_weights(model.name, weights)
+    flat = resolve_weights(model.name, weights, checkpoint=model.checkpoint)
     verify_weights(flat, model.param_shapes(model.config), model.name)
     placed = {k: backend.to_device(np.asarray(v, dtype=np.float32, order="C"), dev) for k, v in flat.items()}
     algo._params = nest(placed)
