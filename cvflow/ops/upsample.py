@@ -46,3 +46,25 @@ def upsample_nearest(x, factor):
     """Nearest-neighbour upsampling by an integer factor, (N, H, W, C) -> (N, fH, fW, C)."""
     xp = get_xp(x)
     return xp.repeat(xp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+def convex_upsample(flow, mask, factor):
+    """Convex upsampling (RAFT): each fine pixel is a softmax-weighted mix of the 3x3
+    coarse neighbours of its coarse pixel, with values scaled by `factor`.
+
+    flow: (N, H, W, C) coarse map (C = 2 for flow, in coarse pixels).
+    mask: (N, H, W, 9 * factor**2) logits, channel k * factor**2 + i * factor + j for
+    neighbour k (3x3, row-major) and sub-pixel (i, j); neighbours outside are 0.
+    Returns (N, factor*H, factor*W, C).
+    """
+    xp = get_xp(flow)
+    n, h, w, c = flow.shape
+    f2 = factor * factor
+    m = mask.reshape(n, h, w, 9, f2)
+    m = xp.exp(m - m.max(axis=3, keepdims=True))
+    m /= m.sum(axis=3, keepdims=True)
+    padded = xp.pad(flow * flow.dtype.type(factor), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    neigh = xp.stack([padded[:, ky:ky + h, kx:kx + w] for ky in range(3) for kx in range(3)], axis=3)
+    up = xp.matmul(m.transpose(0, 1, 2, 4, 3), neigh)           # (N, H, W, f*f, C)
+    up = up.reshape(n, h, w, factor, factor, c).transpose(0, 1, 3, 2, 4, 5)
+    return xp.ascontiguousarray(up.reshape(n, h * factor, w * factor, c))

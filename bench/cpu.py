@@ -1,0 +1,122 @@
+"""CPU throughput of cvflow models against NumPy's own float32 matrix-product rate.
+
+    python bench/cpu.py [--repeat N] [--only NAME ...]
+
+For each entry of BENCHES: seconds per frame pair (best of --repeat), effective GFLOP/s
+(the entry's GFLOP per pair / seconds), that rate as a fraction of the sgemm rate
+measured in the same run, and that fraction over the PyTorch reference's own fraction
+on the same machine kind ("x torch": 1.0 means as efficient as the reference).
+Timings drift between machines; compare ratios from one run, never raw seconds.
+
+Weights are random (shapes from the model's `param_shapes`): speed does not depend on
+their values. Frames come from ../shared when present (only frames), else noise.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import cvflow  # noqa: E402
+from cvflow.models.base import REGISTRY  # noqa: E402
+
+# (model name, H, W, GFLOP per pair, options). GFLOP counts as in ../shared/README.md.
+BENCHES = [
+    ("raft-small", 440, 1024, 169.1, {"iters": 12}),
+    ("raft", 440, 1024, 736.0, {"iters": 12}),
+    ("gmflow", 448, 1024, 406.0, {}),
+    ("flownet2-s", 448, 1024, 74.0, {}),
+    ("flownet2", 448, 1024, 463.0, {}),  # correlation not counted
+]
+
+# The PyTorch reference's effective rate as a fraction of NumPy's sgemm rate, measured on
+# the CI machine kind (../shared/README.md: GFLOP / reference seconds / 170 GFLOP/s).
+TORCH_FRACTION = {"raft-small": 0.48, "raft": 0.69, "flownet2-s": 0.9, "flownet2": 0.57, "gmflow": 0.39}
+
+SINTEL = ROOT.parent / "shared" / "data" / "sintel_market_2"
+
+
+def sgemm_rate(n=2048, repeat=5):
+    """Best-of-`repeat` GFLOP/s of an n x n x n float32 matrix product."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)  # warm-up: thread pool, page faults
+    best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeat))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def random_weights(name, seed=0):
+    """Fan-in scaled uniform weights of the registered model's checkpoint shapes."""
+    model = REGISTRY[name]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, shape in model.param_shapes(model.config).items():
+        if key.endswith("running_var"):
+            out[key] = np.ones(shape, np.float32)
+            continue
+        fan = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        scale = np.sqrt(3.0 / fan) if len(shape) > 1 else 0.05
+        out[key] = np.asarray(scale * (2 * rng.random(shape, dtype=np.float32) - 1), np.float32)
+    return out
+
+
+def frames(h, w):
+    """Two BGR uint8 frames of size (h, w): Sintel when ../shared is there, else noise."""
+    import cv2
+
+    paths = [SINTEL / "frame_0016.png", SINTEL / "frame_0017.png"]
+    if all(p.is_file() for p in paths):
+        return [cv2.resize(cv2.imread(str(p)), (w, h), interpolation=cv2.INTER_AREA) for p in paths]
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return [a, np.roll(a, 2, axis=1)]
+
+
+def bench(entry, repeat):
+    name, h, w, gflop, options = entry
+    algo = cvflow.create(name, weights=random_weights(name), device="cpu", **options)
+    f0, f1 = frames(h, w)
+    algo.calc(f0, f1, None)  # warm-up: caches derived weight matrices
+    return min(_timed(lambda: algo.calc(f0, f1, None)) for _ in range(repeat))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs per entry (best is kept)")
+    ap.add_argument("--only", nargs="*", help="model names to run (default: all entries)")
+    args = ap.parse_args(argv)
+    cvflow.list_models()
+    print(f"{'model':<14}{'input':>10}{'options':>14}{'s':>9}{'GFLOP/s':>10}{'sgemm':>8}"
+          f"{'x sgemm':>9}{'x torch':>9}")
+    for entry in BENCHES:
+        name, h, w, gflop, options = entry
+        if args.only and name not in args.only:
+            continue
+        # sgemm is timed right before and after each entry: a shared machine's load drifts
+        before = sgemm_rate(repeat=3)
+        sec = bench(entry, args.repeat)
+        rate = max(before, sgemm_rate(repeat=3))
+        frac = gflop / sec / rate
+        ref = TORCH_FRACTION.get(name)
+        vs = f"{frac / ref:9.2f}" if ref else f"{'-':>9}"
+        opts = ",".join(f"{k}={v}" for k, v in options.items())
+        print(f"{name:<14}{f'{h}x{w}':>10}{opts:>14}{sec:9.2f}{gflop / sec:10.1f}{rate:8.1f}{frac:9.2f}{vs}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""RAFT and RAFT-small (Teed & Deng, "RAFT: Recurrent All-Pairs Field Transforms", ECCV 2020).
+
+Both are one architecture under two configs: a feature encoder (both frames) and a
+context encoder (first frame) at 1/8 resolution, an all-pairs correlation pyramid,
+and `iters` recurrent updates of a 1/8-resolution flow, upsampled at the end (RAFT:
+learned convex combination; RAFT-small: bilinear x8). Weight keys are those of the
+release checkpoints (raft-things.pth, raft-small.pth, ...) without `module.`.
+
+Options: `iters` (default 12; the authors evaluate with 32 on Sintel, 24 on KITTI and
+FlyingChairs), `warm_start` (start from the caller's flow, see `calc`), `corr_budget`
+(bytes; above it the correlation pyramid is not stored but computed per lookup).
+"""
+from __future__ import annotations
+
+from cvflow.backend import get_xp
+from cvflow.models.base import ModelDef, register
+from cvflow.ops.act import relu, tanh
+from cvflow.ops.conv import conv2d
+from cvflow.ops.corr import build_corr, corr_lookup
+from cvflow.ops.gru import conv_gru, sep_conv_gru
+from cvflow.ops.norm import batch_norm, instance_norm
+from cvflow.ops.pad import pad_replicate, pad_to_multiple, unpad
+from cvflow.ops.upsample import convex_upsample, resize_bilinear
+
+_COMMON = {"corr_levels": 4, "stride": 8}
+
+CONFIGS = {
+    "raft": {
+        **_COMMON,
+        "block": "residual",          # encoder blocks: two 3x3 convs
+        "widths": (64, 64, 96, 128),  # stem, layer1, layer2, layer3 channels
+        "feature_dim": 256,
+        "context_norm": "batch",
+        "hidden_dim": 128,
+        "context_dim": 128,
+        "corr_radius": 4,
+        "corr_convs": (256, 192),     # convc1 (1x1), convc2 (3x3)
+        "flow_convs": (128, 64),      # convf1 (7x7), convf2 (3x3)
+        "motion_dim": 128,            # encoder output incl. the 2 flow channels
+        "gru": "separable",
+        "head_dim": 256,
+        "upsample": "convex",
+    },
+    "raft-small": {
+        **_COMMON,
+        "block": "bottleneck",        # encoder blocks: 1x1, 3x3, 1x1 at a quarter width
+        "widths": (32, 32, 64, 96),
+        "feature_dim": 128,
+        "context_norm": "none",
+        "hidden_dim": 96,
+        "context_dim": 64,
+        "corr_radius": 3,
+        "corr_convs": (96,),
+        "flow_convs": (64, 32),
+        "motion_dim": 82,
+        "gru": "conv",
+        "head_dim": 128,
+        "upsample": "bilinear",
+    },
+}
+
+OPTIONS = {"iters": 12, "warm_start": False, "corr_budget": 1 << 30}
+
+
+# -- layers ------------------------------------------------------------------------------
+def _same(x, p):
+    """Stride-1 'same' convolution (odd kernel, zero padding k // 2)."""
+    kh, kw = p["weight"].shape[2:]
+    return conv2d(x, p, padding=(kh // 2, kw // 2))
+
+
+def _norm(x, p, kind):
+    if kind == "instance":
+        return instance_norm(x)
+    if kind == "batch":
+        return batch_norm(x, p)
+    return x
+
+
+def _residual_block(x, p, stride, norm):
+    y = relu(_norm(conv2d(x, p["conv1"], stride=stride, padding=1), p.get("norm1"), norm))
+    y = relu(_norm(conv2d(y, p["conv2"], padding=1), p.get("norm2"), norm))
+    if stride != 1:
+        x = _norm(conv2d(x, p["downsample"]["0"], stride=stride), p["downsample"].get("1"), norm)
+    return relu(x + y)
+
+
+def _bottleneck_block(x, p, stride, norm):
+    y = relu(_norm(conv2d(x, p["conv1"]), p.get("norm1"), norm))
+    y = relu(_norm(conv2d(y, p["conv2"], stride=stride, padding=1), p.get("norm2"), norm))
+    y = relu(_norm(conv2d(y, p["conv3"]), p.get("norm3"), norm))
+    if stride != 1:
+        x = _norm(conv2d(x, p["downsample"]["0"], stride=stride), p["downsample"].get("1"), norm)
+    return relu(x + y)
+
+
+_BLOCKS = {"residual": _residual_block, "bottleneck": _bottleneck_block}
+_STAGES = (("layer1", 1), ("layer2", 2), ("layer3", 2))
+
+
+def encoder(x, p, config, norm):
+    """(N, H, W, 3) -> (N, H/8, W/8, conv2 channels): 7x7/2 stem, three stages of two blocks."""
+    block = _BLOCKS[config["block"]]
+    x = relu(_norm(conv2d(x, p["conv1"], stride=2, padding=3), p.get("norm1"), norm))
+    for name, stride in _STAGES:
+        x = block(x, p[name]["0"], stride, norm)
+        x = block(x, p[name]["1"], 1, norm)
+    return conv2d(x, p["conv2"])
+
+
+def motion_encoder(flow, corr, p, config):
+    """Correlation and flow features -> (N, H, W, motion_dim), the flow in the last 2 channels."""
+    xp = get_xp(flow)
+    cor = corr
+    for i in range(len(config["corr_convs"])):
+        cor = relu(_same(cor, p[f"convc{i + 1}"]))
+    flo = relu(_same(flow, p["convf1"]))
+    flo = relu(_same(flo, p["convf2"]))
+    out = relu(_same(xp.concatenate([cor, flo], axis=-1), p["conv"]))
+    return xp.concatenate([out, flow], axis=-1)
+
+
+def update(net, inp, corr, flow, p, config):
+    """One refinement: (hidden state, context, correlation, flow) -> (new state, flow delta)."""
+    xp = get_xp(net)
+    motion = motion_encoder(flow, corr, p["encoder"], config)
+    gru = sep_conv_gru if config["gru"] == "separable" else conv_gru
+    net = gru(net, xp.concatenate([inp, motion], axis=-1), p["gru"])
+    delta = _same(relu(_same(net, p["flow_head"]["conv1"])), p["flow_head"]["conv2"])
+    return net, delta
+
+
+def upsample_flow(flow, net, p, config):
+    """1/8-resolution flow (N, h, w, 2) -> full resolution (N, 8h, 8w, 2), in full-resolution px."""
+    s = config["stride"]
+    if config["upsample"] == "convex":
+        mask = _same(relu(_same(net, p["mask"]["0"])), p["mask"]["2"])
+        return convex_upsample(flow, mask * mask.dtype.type(0.25), s)
+    n, h, w, _ = flow.shape
+    return resize_bilinear(flow, s * h, s * w, align_corners=True) * flow.dtype.type(s)
+
+
+# -- model ---------------------------------------------------------------------------------
+def coords_grid(n, h, w, xp):
+    """(n, h, w, 2) float32 pixel positions (x, y)."""
+    ys, xs = xp.meshgrid(xp.arange(h, dtype=xp.float32), xp.arange(w, dtype=xp.float32), indexing="ij")
+    return xp.broadcast_to(xp.stack([xs, ys], axis=-1), (n, h, w, 2)).copy()
+
+
+def _coarse_init(init_flow, pads, stride):
+    """Full-resolution (H, W, 2) flow -> (1, H'/s, W'/s, 2) in coarse pixels: padded like the
+    frames, averaged over s x s blocks, divided by s."""
+    f = pad_replicate(init_flow, pads)
+    h, w = f.shape[0] // stride, f.shape[1] // stride
+    f = f.reshape(h, stride, w, stride, 2).mean(axis=(1, 3), dtype=f.dtype)
+    return (f * f.dtype.type(1 / stride))[None]
+
+
+def forward(params, img0, img1, config, options, init_flow=None):
+    """Flow from img0 to img1.
+
+    img0, img1: (H, W, 3) float32 BGR in 0..255. init_flow: (H, W, 2) float32 px or None.
+    Returns (H, W, 2) float32, flow[y, x] = (dx, dy) px.
+    """
+    xp = get_xp(img0)
+    frames = xp.stack([img0, img1])[..., ::-1]                  # BGR -> RGB
+    frames = 2 * (frames / xp.float32(255)) - 1
+    frames, pads = pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), config["stride"])
+
+    fmaps = encoder(frames, params["fnet"], config, "instance")
+    ctx = encoder(frames[:1], params["cnet"], config, config["context_norm"])
+    hd = config["hidden_dim"]
+    net, inp = tanh(ctx[..., :hd]), relu(ctx[..., hd:])
+
+    corr = build_corr(fmaps[:1], fmaps[1:], config["corr_levels"], options.get("corr_budget", 1 << 30))
+    n, h, w, _ = net.shape
+    coords0 = coords_grid(n, h, w, xp)
+    coords1 = coords0.copy()
+    if init_flow is not None:
+        coords1 = coords1 + _coarse_init(init_flow, pads, config["stride"])
+    for _ in range(options.get("iters", 12)):
+        window = corr_lookup(corr, coords1, config["corr_radius"])
+        net, delta = update(net, inp, window, coords1 - coords0, params["update_block"], config)
+        coords1 = coords1 + delta
+    up = upsample_flow(coords1 - coords0, net, params["update_block"], config)
+    return xp.ascontiguousarray(unpad(up, pads)[0])
+
+
+# -- checkpoint layout -------------------------------------------------------------------
+def _conv(shapes, key, o, i, kh, kw=None):
+    shapes[f"{key}.weight"] = (o, i, kh, kh if kw is None else kw)
+    shapes[f"{key}.bias"] = (o,)
+
+
+def _bn(shapes, key, c, kind):
+    if kind == "batch":
+        for leaf in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{key}.{leaf}"] = (c,)
+        shapes[f"{key}.num_batches_tracked"] = ()
+
+
+def _encoder_shapes(shapes, key, config, out_dim, norm):
+    stem = config["widths"][0]
+    _conv(shapes, f"{key}.conv1", stem, 3, 7)
+    _bn(shapes, f"{key}.norm1", stem, norm)
+    cin = stem
+    for (name, stride), planes in zip(_STAGES, config["widths"][1:]):
+        for j in range(2):
+            blk, s, i = f"{key}.{name}.{j}", stride if j == 0 else 1, cin if j == 0 else planes
+            if config["block"] == "residual":
+                convs = [("conv1", planes, i, 3), ("conv2", planes, planes, 3)]
+            else:
+                q = planes // 4
+                convs = [("conv1", q, i, 1), ("conv2", q, q, 3), ("conv3", planes, q, 1)]
+            for k, (cname, o, ci, kk) in enumerate(convs):
+                _conv(shapes, f"{blk}.{cname}", o, ci, kk)
+                _bn(shapes, f"{blk}.norm{k + 1}", o, norm)
+            if s != 1:  # the shortcut's norm is registered twice: normN and downsample.1
+                _bn(shapes, f"{blk}.norm{len(convs) + 1}", planes, norm)
+                _conv(shapes, f"{blk}.downsample.0", planes, i, 1)
+                _bn(shapes, f"{blk}.downsample.1", planes, norm)
+        cin = planes
+    _conv(shapes, f"{key}.conv2", out_dim, cin, 1)
+
+
+def _update_shapes(shapes, key, config):
+    levels, r, hd = config["corr_levels"], config["corr_radius"], config["hidden_dim"]
+    cin = levels * (2 * r + 1) ** 2
+    for j, c in enumerate(config["corr_convs"]):
+        _conv(shapes, f"{key}.encoder.convc{j + 1}", c, cin, 1 if j == 0 else 3)
+        cin = c
+    f1, f2 = config["flow_convs"]
+    _conv(shapes, f"{key}.encoder.convf1", f1, 2, 7)
+    _conv(shapes, f"{key}.encoder.convf2", f2, f1, 3)
+    _conv(shapes, f"{key}.encoder.conv", config["motion_dim"] - 2, cin + f2, 3)
+    gin = hd + config["context_dim"] + config["motion_dim"]
+    if config["gru"] == "separable":
+        for g in ("z", "r", "q"):
+            _conv(shapes, f"{key}.gru.conv{g}1", hd, gin, 1, 5)
+            _conv(shapes, f"{key}.gru.conv{g}2", hd, gin, 5, 1)
+    else:
+        for g in ("z", "r", "q"):
+            _conv(shapes, f"{key}.gru.conv{g}", hd, gin, 3)
+    _conv(shapes, f"{key}.flow_head.conv1", config["head_dim"], hd, 3)
+    _conv(shapes, f"{key}.flow_head.conv2", 2, config["head_dim"], 3)
+    if config["upsample"] == "convex":
+        s = config["stride"]
+        _conv(shapes, f"{key}.mask.0", 256, hd, 3)
+        _conv(shapes, f"{key}.mask.2", 9 * s * s, 256, 1)
+
+
+def param_shapes(config):
+    """{checkpoint key (no `module.`): shape} for every tensor of the release checkpoint."""
+    shapes: dict = {}
+    _encoder_shapes(shapes, "fnet", config, config["feature_dim"], "instance")
+    _encoder_shapes(shapes, "cnet", config, config["hidden_dim"] + config["context_dim"],
+                    config["context_norm"])
+    _update_shapes(shapes, "update_block", config)
+    return shapes
+
+
+for _name, _ckpt in (("raft", "raft-things.pth"), ("raft-small", "raft-small.pth")):
+    register(ModelDef(
+        name=_name,
+        family="raft",
+        config=CONFIGS[_name],
+        param_shapes=param_shapes,
+        forward=forward,
+        options=dict(OPTIONS),
+        checkpoint=_ckpt,
+        min_size=128,  # the 1/64-resolution pyramid level needs >= 2 px (the reference gives NaN)
+        description=f"{'RAFT' if _name == 'raft' else 'RAFT-small'} (Teed & Deng 2020)",
+    ))
