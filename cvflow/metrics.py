@@ -9,7 +9,7 @@ pixel). Rates are returned as **fractions** in [0, 1], not percentages
 import numpy as np
 
 from cvflow.errors import InputError
-from cvflow.io.flo import check_flow_array
+from cvflow.io.flo import check_flow_array, check_valid_mask
 
 __all__ = ["epe_map", "epe", "outlier_rates", "fl_all"]
 
@@ -26,16 +26,7 @@ def _check_mask(valid, shape):
     """(H, W) bool mask with at least one valid pixel."""
     if valid is None:
         return np.ones(shape, dtype=bool)
-    try:
-        v = np.asarray(valid)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"valid must be an (H, W) array: {e}") from None
-    if v.shape != shape or v.dtype.kind not in "biuf":
-        raise InputError(
-            f"valid must be a bool or numeric array of shape {shape} (flow height, width), "
-            f"got shape {v.shape} dtype {v.dtype}"
-        )
-    mask = v != 0
+    mask = check_valid_mask(valid, shape)
     if not mask.any():
         raise InputError("valid mask selects no pixels; the metric is undefined")
     return mask

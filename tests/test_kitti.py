@@ -98,7 +98,7 @@ def test_write_into_missing_directory(tmp):
 
 
 @pytest.mark.parametrize("valid, msg", [
-    (np.ones((2, 3), bool), r"shape \(3, 2\), got shape \(2, 3\) dtype bool"),
+    (np.ones((2, 3), bool), r"shape \(3, 2\) \(flow height, width\), got shape \(2, 3\) dtype bool"),
     (np.ones((3, 2), complex), r"got shape \(3, 2\) dtype complex128"),
 ])
 def test_write_rejects_bad_valid(tmp, valid, msg):

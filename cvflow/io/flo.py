@@ -47,6 +47,20 @@ def check_flow_array(flow, what="flow"):
     return arr
 
 
+def check_valid_mask(valid, shape):
+    """A validity mask as (H, W) bool (nonzero = valid); raises InputError naming the shapes."""
+    try:
+        v = np.asarray(valid)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"valid must be an (H, W) array: {e}") from None
+    if v.shape != shape or v.dtype.kind not in "biuf":
+        raise InputError(
+            f"valid must be a bool or numeric array of shape {shape} (flow height, width), "
+            f"got shape {v.shape} dtype {v.dtype}"
+        )
+    return v != 0
+
+
 def _open_for_reading(path):
     p = fspath(path)
     try:

@@ -13,8 +13,8 @@ representable range ``[-512, 511.984375]`` px (``(0 - 2**15) / 64`` to
 import cv2
 import numpy as np
 
-from cvflow.errors import CvflowFileNotFoundError, FlowFormatError, InputError
-from cvflow.io.flo import check_flow_array, fspath
+from cvflow.errors import CvflowFileNotFoundError, FlowFormatError
+from cvflow.io.flo import check_flow_array, check_valid_mask, fspath
 
 __all__ = ["read_kitti_flow", "write_kitti_flow", "KITTI_FLOW_MIN", "KITTI_FLOW_MAX"]
 
@@ -83,20 +83,6 @@ def read_kitti_flow(path):
     return flow, valid
 
 
-def _check_valid(valid, shape):
-    """Return the validity mask as (H, W) bool; nonzero means valid."""
-    try:
-        v = np.asarray(valid)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"valid must be an (H, W) array: {e}") from None
-    if v.shape != shape or v.dtype.kind not in "biuf":
-        raise InputError(
-            f"valid must be a bool or numeric array of shape {shape}, "
-            f"got shape {v.shape} dtype {v.dtype}"
-        )
-    return v != 0
-
-
 def write_kitti_flow(path, flow, valid=None):
     """Write ``flow`` as a KITTI 16-bit PNG.
 
@@ -120,7 +106,7 @@ def write_kitti_flow(path, flow, valid=None):
     arr = check_flow_array(flow).astype(np.float64)
     mask = np.isfinite(arr).all(axis=2)
     if valid is not None:
-        mask &= _check_valid(valid, arr.shape[:2])
+        mask &= check_valid_mask(valid, arr.shape[:2])
     arr[~mask] = 0.0
     q = np.clip(np.rint(arr * _SCALE + _OFFSET), 0, 2**16 - 1).astype(np.uint16)
     # cv2 writes BGR arrays as RGB files, so put u last to land in the R channel.
