@@ -14,9 +14,11 @@ from cvflow.backend import get_xp  # noqa: F401
 # from `pool_pyramid(fmap2)` and differ only in when the dot products are taken.
 import math as _math  # noqa: E402
 
+from cvflow.ops import parallel as _parallel  # noqa: E402
 from cvflow.ops.pool import avg_pool2x2 as _avg_pool2x2  # noqa: E402
 
 _CHUNK_BYTES = 16 << 20  # bound on gathered features per on-the-fly chunk
+_LOOKUP_PIXELS = 2048     # pixels per lookup piece: its index and tap arrays stay in cache
 
 
 def pool_pyramid(fmap, levels):
@@ -54,67 +56,76 @@ def build_corr(fmap1, fmap2, levels, budget=1 << 30):
     return {"f1": f1, "pyramid": pyramid, "volumes": volumes, "shape": (n, h, w)}
 
 
-def _window(coords, radius, level, hl, wl):
-    """Integer taps of the (2r+2)^2 window around coords / 2^level, clipped, with
-    their in-image mask and the shared fractional position (fx, fy), all per pixel.
-
-    Every sample of a window is offset by whole pixels, so all share one fractional
-    part: bilinear sampling of the window is interpolation of this tap grid.
-    """
-    xp = get_xp(coords)
-    pts = coords.reshape(-1, 2) * coords.dtype.type(0.5 ** level)
-    x0 = xp.floor(pts[:, 0])
-    y0 = xp.floor(pts[:, 1])
-    fx = pts[:, 0] - x0
-    fy = pts[:, 1] - y0
-    offs = xp.arange(-radius, radius + 2)
+def _axis_taps(pos, radius, size):
+    """Integer taps along one axis of the 2r+2 window around `pos` (P,): (2r+2, P), clipped
+    into the map, and the (2r+1, P) weights of taps i and i+1 of each sample, zero outside
+    the map (grid_sample's zero padding)."""
+    xp = get_xp(pos)
+    p0 = xp.floor(pos)
+    frac = pos - p0
     # clipping far-away (or NaN) corners keeps the integer cast safe; such windows stay outside
-    xi = xp.clip(x0, -radius - 2, wl + radius + 1).astype(xp.intp)[:, None] + offs
-    yi = xp.clip(y0, -radius - 2, hl + radius + 1).astype(xp.intp)[:, None] + offs
-    inside = ((yi >= 0) & (yi < hl))[:, :, None] & ((xi >= 0) & (xi < wl))[:, None, :]
-    idx = xp.clip(yi, 0, hl - 1)[:, :, None] * wl + xp.clip(xi, 0, wl - 1)[:, None, :]
-    p = pts.shape[0]
-    return idx.reshape(p, -1), inside.reshape(p, -1), fx, fy
+    taps = xp.arange(-radius, radius + 2)[:, None] + xp.clip(p0, -radius - 2, size + radius + 1).astype(xp.intp)
+    inside = ((taps >= 0) & (taps < size)).astype(pos.dtype)
+    return xp.clip(taps, 0, size - 1, out=taps), (1 - frac) * inside[:-1], frac * inside[1:]
 
 
-def _interpolate_window(taps, fx, fy):
-    """taps (P, S, S) at integer [y, x] -> (P, (S-1)^2) bilinear samples, x offset outermost.
+def _interpolate_window(taps, wx0, wx1, wy0, wy1, out):
+    """taps (S, S, P) at integer [x, y] -> out (S-1, S-1, P) bilinear samples [x, y].
 
-    Out-of-image taps are already 0 (grid_sample's zero padding). Weights and summation
-    order follow grid_sample: nw, ne, sw, se.
+    Every sample of a window is offset by whole pixels, so all share one fractional part
+    and bilinear sampling of the window is separable: 2-tap interpolation along x, then
+    along y (equal to grid_sample's four-corner sum up to float rounding). Pixels are the
+    last axis so every elementwise loop runs over P.
     """
-    fx = fx[:, None, None]
-    fy = fy[:, None, None]
-    gx, gy = 1 - fx, 1 - fy
-    out = (gx * gy) * taps[:, :-1, :-1]
-    out += (fx * gy) * taps[:, :-1, 1:]
-    out += (gx * fy) * taps[:, 1:, :-1]
-    out += (fx * fy) * taps[:, 1:, 1:]
-    p = taps.shape[0]
-    return out.transpose(0, 2, 1).reshape(p, -1)
+    xp = get_xp(taps)
+    u = taps[:-1] * wx0[:, None]
+    u += taps[1:] * wx1[:, None]                             # (S-1, S, P)
+    xp.multiply(u[:, :-1], wy0, out=out)
+    u[:, 1:] *= wy1
+    out += u[:, 1:]
+    return out
 
 
-def _taps_from_volume(vol, idx):
-    xp = get_xp(vol)
-    rows = xp.arange(vol.shape[0], dtype=idx.dtype)[:, None] * vol.shape[1]
-    return xp.take(vol.reshape(-1), rows + idx)
-
-
-def _taps_on_the_fly(f1, f2, idx, hw):
-    """Dot products of each pixel's feature with the gathered second-frame features."""
+def _taps_on_the_fly(f1, f2, idx, hw, first):
+    """Dot products of each pixel's feature with the gathered second-frame features;
+    idx (P, K) holds the taps of pixels first .. first + P."""
     xp = get_xp(f1)
     p, k = idx.shape
     d = f1.shape[1]
     flat = f2.reshape(-1, d)
     # pixel p belongs to pair p // hw; its taps index that pair's map
-    base = (xp.arange(p, dtype=idx.dtype) // hw)[:, None] * (f2.shape[1] * f2.shape[2])
+    base = (xp.arange(first, first + p, dtype=idx.dtype) // hw)[:, None] * (f2.shape[1] * f2.shape[2])
     out = xp.empty((p, k), dtype=f1.dtype)
     step = max(1, _CHUNK_BYTES // (k * d * f1.dtype.itemsize))
     for a in range(0, p, step):
         b = min(p, a + step)
-        feats = flat[base[a:b] + idx[a:b]]                          # (c, K, D)
-        out[a:b] = xp.einsum("pkd,pd->pk", feats, f1[a:b])         # batched dots: einsum beats matmul
+        feats = flat[base[a:b] + idx[a:b]]                                  # (c, K, D)
+        out[a:b] = xp.einsum("pkd,pd->pk", feats, f1[first + a:first + b])  # batched dots: einsum beats matmul
     return out
+
+
+def _lookup_share(state, pts, radius, out, first, last):
+    """`corr_lookup` for pixels first .. last: writes out[:, :, :, first:last]."""
+    xp = get_xp(pts)
+    _, h, w = state["shape"]
+    p = last - first
+    for lvl, f2 in enumerate(state["pyramid"]):
+        hl, wl = f2.shape[1:3]
+        if hl == 0 or wl == 0:  # pooled away (maps under 2^level px): every tap is outside
+            continue
+        pos = pts[first:last] * pts.dtype.type(0.5 ** lvl)
+        xs, wx0, wx1 = _axis_taps(pos[:, 0], radius, wl)
+        ys, wy0, wy1 = _axis_taps(pos[:, 1], radius, hl)
+        ys *= wl
+        vol = None if state["volumes"] is None else state["volumes"][lvl]
+        if vol is not None:  # flat indices into the (P, hl*wl) volume: row p starts at p*hl*wl
+            ys += xp.arange(first, last, dtype=ys.dtype) * (hl * wl)
+        idx = xs[:, None] + ys[None]                                # (S, S, p) [x, y]
+        if vol is not None:
+            taps = xp.take(vol.reshape(-1), idx)
+        else:
+            taps = _taps_on_the_fly(state["f1"], f2, idx.reshape(-1, p).T, h * w, first).T.reshape(idx.shape)
+        _interpolate_window(taps, wx0, wx1, wy0, wy1, out[lvl, :, :, first:last])
 
 
 def corr_lookup(state, coords, radius):
@@ -123,24 +134,18 @@ def corr_lookup(state, coords, radius):
     coords: (N, H, W, 2) float32 pixel positions (x, y) in the second frame at level 0.
     Returns (N, H, W, levels * (2r+1)^2); within a level, channel a*(2r+1)+b holds
     offset (dx, dy) = (a - r, b - r): the x offset is the outer index, as RAFT's.
+    The result is a transposed view (channels outermost in memory): it feeds a 1x1
+    convolution, whose matrix product takes it without a copy. Pixels are shared
+    among threads (gathers and interpolation are memory-bound NumPy loops).
     """
     xp = get_xp(coords)
     n, h, w = state["shape"]
-    out = []
-    for lvl, f2 in enumerate(state["pyramid"]):
-        hl, wl = f2.shape[1:3]
-        if hl == 0 or wl == 0:  # pooled away (maps under 2^level px): every tap is outside
-            out.append(xp.zeros((n * h * w, (2 * radius + 1) ** 2), dtype=coords.dtype))
-            continue
-        idx, inside, fx, fy = _window(coords, radius, lvl, hl, wl)
-        if state["volumes"] is not None:
-            taps = _taps_from_volume(state["volumes"][lvl], idx)
-        else:
-            taps = _taps_on_the_fly(state["f1"], f2, idx, h * w)
-        taps *= inside
-        s = 2 * radius + 2
-        out.append(_interpolate_window(taps.reshape(-1, s, s), fx, fy))
-    return xp.concatenate(out, axis=-1).reshape(n, h, w, -1)
+    k = 2 * radius + 1
+    pts = coords.reshape(-1, 2)
+    p = pts.shape[0]
+    out = xp.zeros((len(state["pyramid"]), k, k, p), dtype=coords.dtype)
+    _parallel.map_spans(lambda a, b: _lookup_share(state, pts, radius, out, a, b), p, 1, xp, _LOOKUP_PIXELS)
+    return out.reshape(-1, p).T.reshape(n, h, w, -1)
 
 
 # --- FlowNet: patch correlation (owned by the FlowNet work) ---
