@@ -1,19 +1,55 @@
 """2-D convolution and transposed convolution on NHWC activations.
 
 Weights keep PyTorch's layout: conv (O, I/groups, kh, kw), transposed conv
-(I, O, kh, kw). Convolutions lower to one matrix product per output chunk
-(im2col over a strided view), which keeps the work inside BLAS.
+(I, O, kh, kw). Every path is a few large matrix products (BLAS, all cores) fed by
+copies sized to stay in cache; zero padding is written into those copies, never
+materialised as a padded input. Paths, in the order `conv2d` picks them:
+
+- 1x1: the input is already the matrix.
+- 3x3, stride 1, C and O >= 64: Winograd F(2x2, 3x3) (`conv_winograd`), 16 products
+  per 2x2 outputs instead of 36.
+- stride 1, O <= 8 and O <= C/4 (flow heads): "output taps". One product per input
+  pixel gives every tap's contribution, each then added at its shift.
+- stride 1, kh == 1 or kw*C >= O: "row taps". Each chunk of output rows copies, per
+  input row, the kw taps of every output column side by side (kw*C values); kernel
+  row i is then a contiguous slab of that buffer starting i rows down, so kh
+  products sum the kernel rows without a kh-fold copy.
+- otherwise (strided, or few inputs for many outputs): im2col per chunk of output
+  rows, kh*kw*C values per output pixel, one product.
+- transposed: one product gives every tap's contribution, added at its place.
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
+import threading
 
-# Rows of the im2col buffer per chunk: bounds temporary memory on large frames.
-_COL_BYTES = 64 << 20
+from cvflow.backend import get_xp
+from cvflow.ops import conv_winograd as wino
+
+# Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
+_CHUNK_BYTES = 2 << 20
+_WINO_BYTES = 4 << 20
+_MIN_ROWS = 1024  # matrix rows per product, below which BLAS is inefficient
+# Outputs up to which a product per input pixel beats row taps (when C >= 4*O).
+_NARROW_MAX = 8
+_PLANES_BELOW = 32  # transposed conv: outputs below which taps are added as (O, H, W) planes
+_WINO_MIN_TILES = 256  # tiles per Winograd product
+_WINO_MIN_CHANNELS = 64  # min(C, O) from which Winograd beats row taps (measured)
+
+_LOCAL = threading.local()  # per-thread scratch buffers, reused across calls
 
 
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _scratch(xp, n, slot, dtype):
+    """A reusable flat buffer of n elements (grown on demand, one per slot and thread)."""
+    bufs = _LOCAL.__dict__.setdefault("bufs", {})
+    key = (xp.__name__, slot, dtype)
+    buf = bufs.get(key)
+    if buf is None or buf.size < n:
+        buf = bufs[key] = xp.empty(max(n, 1), dtype)
+    return buf[:n]
 
 
 def weight_matrix(w):
@@ -23,91 +59,228 @@ def weight_matrix(w):
     return xp.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, o))
 
 
-def _matrix(p):
-    # Cached on the layer's dict: derived once per weight, never recomputed per call.
-    m = p.get("_mat")
+def _cached(p, key, make):
+    # Derived once per weight (cached on the layer's dict), never recomputed per call.
+    m = p.get(key)
     if m is None:
-        m = p["_mat"] = weight_matrix(p["weight"])
+        m = p[key] = make(p["weight"])
     return m
 
 
-def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1):
+def _span(n_out, n_in, step, off):
+    """[a, b): the outputs o < n_out whose input o*step + off lies in [0, n_in)."""
+    a = max(0, -(off // step))
+    b = min(n_out, (n_in - 1 - off) // step + 1) if n_in > off else 0
+    return a, max(a, b)
+
+
+def _fill(dst, src, y0, sh, dh, sw, dw, pw):
+    """Zero-padded im2col: dst[t, c, i, j] = src[y0 + t*sh + i*dh, c*sw + j*dw - pw]
+    (zero where outside src). dst: (m, wo, kh, kw, C) view; src: (H, W, C)."""
+    xp = get_xp(src)
+    m, wo, kh, kw, c = dst.shape
+    h, w = src.shape[:2]
+    for i in range(kh):
+        a, b = _span(m, h, sh, y0 + i * dh)
+        dst[:a, :, i] = 0
+        dst[b:, :, i] = 0
+        if b == a:
+            continue
+        ys = y0 + i * dh + a * sh
+        rows = src[ys:ys + (b - a - 1) * sh + 1:sh]
+        out = dst[a:b, :, i]
+        # Columns whose kw taps are all inside: one copy of kw*C contiguous values each.
+        ca, cb = _span(wo, w - (kw - 1) * dw, sw, -pw) if dw == 1 else (0, 0)
+        if cb > ca:
+            first = rows[:, ca * sw - pw:]
+            view = xp.lib.stride_tricks.as_strided(
+                first, shape=(b - a, cb - ca, kw * c),
+                strides=(rows.strides[0], sw * src.strides[1], src.strides[2]))
+            out[:, ca:cb].reshape(b - a, cb - ca, kw * c)[...] = view
+        for j in range(kw):  # the rest, tap by tap (all of it when dilated)
+            ja, jb = _span(wo, w, sw, j * dw - pw)
+            for lo, hi in ((0, ca), (cb, wo)) if cb > ca else ((0, wo),):
+                lo_in = min(hi, max(lo, ja))
+                hi_in = max(lo_in, min(hi, jb))
+                out[:, lo:lo_in, j] = 0
+                out[:, hi_in:hi, j] = 0
+                if hi_in > lo_in:
+                    x0 = lo_in * sw + j * dw - pw
+                    out[:, lo_in:hi_in, j] = rows[:, x0:x0 + (hi_in - lo_in - 1) * sw + 1:sw]
+
+
+def _finish(res, bias, act, slope):
+    """Bias and activation on an output chunk, in place, while it is in cache."""
+    xp = get_xp(res)
+    if bias is not None:
+        res += bias
+    if act == "relu":
+        xp.maximum(res, 0, out=res)
+    elif act == "leaky":
+        xp.maximum(res, res * res.dtype.type(slope), out=res)
+
+
+def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1):
     """Convolution (cross-correlation, as PyTorch) with zero padding.
 
     x: (N, H, W, C) float32. p: {"weight": (O, C/groups, kh, kw), "bias": (O,) optional}.
+    act: None, "relu" or "leaky" (LeakyReLU with `slope`), applied after the bias.
     Returns (N, Ho, Wo, O) with Ho = (H + 2*ph - dh*(kh-1) - 1) // sh + 1.
     """
     xp = get_xp(x)
-    w = p["weight"]
-    o, ci, kh, kw = w.shape
+    x = xp.ascontiguousarray(x)  # _fill reads each kw*C run of a row as one block
+    if groups != 1:
+        return _grouped(x, p, stride, padding, dilation, groups, act, slope)
+    o, c, kh, kw = p["weight"].shape
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
     dh, dw = _pair(dilation)
-    n, h, wd, c = x.shape
-    if groups != 1:
-        return _grouped(x, p, (sh, sw), (ph, pw), (dh, dw), groups)
+    n, h, wd, _ = x.shape
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    mat = _matrix(p)
     bias = p.get("bias")
-    if kh == kw == 1 and sh == sw == 1 and ph == pw == 0:
-        out = x.reshape(-1, c) @ mat
-        if bias is not None:
-            out += bias
-        return out.reshape(n, h, wd, o)
-    if ph or pw:
-        x = xp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    if sh == sw == dh == dw == 1 and 4 * o <= c:
-        return _conv_narrow(x, p, ho, wo)
     out = xp.empty((n, ho, wo, o), dtype=x.dtype)
-    s = x.strides
-    rows = max(1, _COL_BYTES // max(1, wo * kh * kw * c * x.itemsize))
+    if kh == kw == 1 and ph == pw == 0:
+        xs = x[:, ::sh, ::sw] if sh > 1 or sw > 1 else x
+        res = out.reshape(-1, o)
+        xp.matmul(xs.reshape(-1, c), _cached(p, "_mat", weight_matrix), out=res)
+        _finish(res, bias, act, slope)
+    elif kh == kw == 3 and sh == sw == dh == dw == 1 and min(c, o) >= _WINO_MIN_CHANNELS:
+        _winograd(x, p, ph, pw, out, act, slope)
+    elif sh == sw == 1 and o <= _NARROW_MAX and c >= 4 * o:
+        _out_taps(x, p, ph, pw, (dh, dw), out, act, slope)
+    elif sh == sw == 1 and (kh == 1 or kw * c >= o):
+        _row_taps(x, p, ph, pw, dh, dw, out, act, slope)
+    else:
+        _im2col(x, p, (sh, sw), ph, pw, (dh, dw), out, act, slope)
+    return out
+
+
+def _chunk_rows(n_rows, row_bytes, row_len, budget, min_len=_MIN_ROWS):
+    """Rows per chunk: within `budget` bytes, but at least `min_len` matrix rows."""
+    rows = max(budget // max(1, row_bytes), -(-min_len // max(1, row_len)))
+    return max(1, min(n_rows, rows))
+
+
+def _im2col(x, p, stride, ph, pw, dilation, out, act, slope):
+    xp = get_xp(x)
+    n, _, _, c = x.shape
+    _, ho, wo, o = out.shape
+    kh, kw = p["weight"].shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    mat, bias = _cached(p, "_mat", weight_matrix), p.get("bias")
+    k = kh * kw * c
+    rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
+    buf = _scratch(xp, rows * wo * k, "cols", x.dtype)
     for b in range(n):
         for r0 in range(0, ho, rows):
-            r1 = min(ho, r0 + rows)
-            view = xp.lib.stride_tricks.as_strided(
-                x[b, r0 * sh:],
-                shape=(r1 - r0, wo, kh, kw, c),
-                strides=(s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]),
-            )
-            cols = view.reshape((r1 - r0) * wo, kh * kw * c)
-            res = out[b, r0:r1].reshape(-1, o)
-            xp.matmul(cols, mat, out=res)
-            if bias is not None:
-                res += bias
-    return out
+            m = min(ho, r0 + rows) - r0
+            cols = buf[:m * wo * k].reshape(m, wo, kh, kw, c)
+            _fill(cols, x[b], r0 * sh - ph, sh, dh, sw, dw, pw)
+            res = out[b, r0:r0 + m].reshape(-1, o)
+            xp.matmul(cols.reshape(m * wo, k), mat, out=res)
+            _finish(res, bias, act, slope)
 
 
-def _conv_narrow(x, p, ho, wo):
-    """Stride-1 conv of an already padded x with few outputs (O <= C/4, e.g. flow heads).
-
-    One product x @ W gives every tap's contribution (kh*kw*O columns, far smaller than
-    an im2col of kh*kw*C); the taps are then summed at their shifts.
-    """
+def _row_taps(x, p, ph, pw, dh, dw, out, act, slope):
+    """Stride 1: taps[t, c] = the kw inputs of output column c on input row t; output row
+    r sums, over kernel rows i, taps[r + i*dh] @ W[i] (kh products per chunk)."""
     xp = get_xp(x)
-    w, bias = p["weight"], p.get("bias")
-    o, c, kh, kw = w.shape
-    n, _, wp, _ = x.shape
-    tmat = p.get("_omat")
-    if tmat is None:  # (C, kh*kw*O)
-        tmat = p["_omat"] = xp.ascontiguousarray(w.transpose(1, 2, 3, 0).reshape(c, -1))
-    out = xp.empty((n, ho, wo, o), dtype=x.dtype)
-    rows = max(1, _COL_BYTES // max(1, wp * kh * kw * o * x.itemsize))
-    for r0 in range(0, ho, rows):
-        r1 = min(ho, r0 + rows)
-        taps = (x[:, r0:r1 + kh - 1].reshape(-1, c) @ tmat).reshape(n, r1 - r0 + kh - 1, wp, kh, kw, o)
-        acc = out[:, r0:r1]
-        acc[...] = taps[:, 0:r1 - r0, 0:wo, 0, 0]
-        for i in range(kh):
-            for j in range(kw):
-                if i or j:
-                    acc += taps[:, i:i + r1 - r0, j:j + wo, i, j]
-    if bias is not None:
-        out += bias
-    return out
+    n, _, _, c = x.shape
+    _, ho, wo, o = out.shape
+    kh, kw = p["weight"].shape[2:]
+    mat, bias = _cached(p, "_mat", weight_matrix), p.get("bias")
+    k = kw * c
+    halo = (kh - 1) * dh
+    rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
+    buf = _scratch(xp, (rows + halo) * wo * k, "taps", x.dtype)
+    tmp = _scratch(xp, rows * wo * o, "part", x.dtype) if kh > 1 else None
+    for b in range(n):
+        for r0 in range(0, ho, rows):
+            m = min(ho, r0 + rows) - r0
+            taps = buf[:(m + halo) * wo * k].reshape(m + halo, wo, 1, kw, c)
+            _fill(taps, x[b], r0 - ph, 1, 0, 1, dw, pw)
+            flat = taps.reshape(-1, k)
+            res = out[b, r0:r0 + m].reshape(-1, o)
+            xp.matmul(flat[:m * wo], mat[:k], out=res)
+            for i in range(1, kh):
+                part = tmp[:m * wo * o].reshape(-1, o)
+                xp.matmul(flat[i * dh * wo:(i * dh + m) * wo], mat[i * k:(i + 1) * k], out=part)
+                res += part
+            _finish(res, bias, act, slope)
 
 
-def _grouped(x, p, stride, padding, dilation, groups):
+def _out_taps(x, p, ph, pw, dilation, out, act, slope):
+    """Stride 1, few outputs, many inputs (flow heads): one product per input pixel gives
+    every tap's contribution, taps = W (kh*kw*O, C) @ x^T, each tap a (rows, W) plane;
+    output (r, c) then sums taps[i, j][r + i*dh - ph, c + j*dw - pw] (long row runs)."""
+    xp = get_xp(x)
+    n, h, wd, c = x.shape
+    _, ho, wo, o = out.shape
+    kh, kw = p["weight"].shape[2:]
+    dh, dw = dilation
+    tmat = _cached(p, "_omat_t", lambda w: xp.ascontiguousarray(w.transpose(2, 3, 0, 1).reshape(-1, c)))
+    bias = p.get("bias")
+    k = kh * kw * o
+    halo = (kh - 1) * dh
+    rows = _chunk_rows(ho, wd * (k + o) * x.itemsize, wd, _CHUNK_BYTES)
+    buf = _scratch(xp, (rows + halo) * wd * k, "out_taps", x.dtype)
+    acc = _scratch(xp, o * rows * wo, "out_acc", x.dtype)
+    for b in range(n):
+        for r0 in range(0, ho, rows):
+            m = min(ho, r0 + rows) - r0
+            planes = acc[:o * m * wo].reshape(o, m, wo)
+            planes[...] = 0
+            ya, yb = max(0, r0 - ph), min(h, r0 + m + halo - ph)  # input rows this chunk reads
+            if yb > ya:
+                taps = buf[:k * (yb - ya) * wd].reshape(kh, kw, o, yb - ya, wd)
+                xp.matmul(tmat, x[b, ya:yb].reshape(-1, c).T, out=taps.reshape(k, -1))
+            for i in range(kh):
+                off = r0 + i * dh - ph - ya  # chunk row t reads taps row t + off
+                ra, rb = _span(m, yb - ya, 1, off)
+                for j in range(kw if rb > ra else 0):
+                    ca, cb = _span(wo, wd, 1, j * dw - pw)
+                    if cb > ca:
+                        x0 = ca + j * dw - pw
+                        planes[:, ra:rb, ca:cb] += taps[i, j, :, ra + off:rb + off, x0:x0 + cb - ca]
+            res = out[b, r0:r0 + m]
+            res[...] = planes.transpose(1, 2, 0)
+            _finish(res, bias, act, slope)
+
+
+def _winograd(x, p, ph, pw, out, act, slope):
+    """3x3 stride 1 by Winograd F(2x2, 3x3), in chunks of tile rows."""
+    xp = get_xp(x)
+    n, _, _, c = x.shape
+    _, ho, wo, o = out.shape
+    u, bias = _cached(p, "_wino", wino.weights), p.get("bias")
+    th, tw = -(-ho // 2), -(-wo // 2)
+    wp = 2 * tw + 2
+    rows = _chunk_rows(th, 16 * tw * (c + o) * x.itemsize, tw, _WINO_BYTES, _WINO_MIN_TILES)
+    tile_in = _scratch(xp, (2 * rows + 2) * wp * c, "wino_in", x.dtype)
+    r = _scratch(xp, 4 * rows * wp * c, "wino_rows", x.dtype)
+    v = _scratch(xp, 16 * rows * tw * c, "wino_v", x.dtype)
+    prod = _scratch(xp, 16 * rows * tw * o, "wino_prod", x.dtype)
+    y = _scratch(xp, 4 * rows * tw * o, "wino_out", x.dtype)
+    for b in range(n):
+        for t0 in range(0, th, rows):
+            m = min(th, t0 + rows) - t0
+            d = tile_in[:(2 * m + 2) * wp * c].reshape(2 * m + 2, wp, c)
+            _fill(d.reshape(2 * m + 2, wp, 1, 1, c), x[b], 2 * t0 - ph, 1, 0, 1, 1, pw)
+            vm = v[:16 * m * tw * c].reshape(16, m, tw, c)
+            wino.in_transform(d, r[:4 * m * wp * c].reshape(4, m, wp, c), vm)
+            pm = prod[:16 * m * tw * o].reshape(16, m * tw, o)
+            xp.matmul(vm.reshape(16, m * tw, c), u, out=pm)
+            if bias is not None:
+                pm[5] += bias
+            ym = y[:4 * m * tw * o].reshape(4, m, tw, o)
+            wino.out_transform(pm.reshape(16, m, tw, o), ym)
+            res = out[b, 2 * t0:min(ho, 2 * t0 + 2 * m)]
+            wino.scatter(ym, res)
+            _finish(res, None, act, slope)
+
+
+def _grouped(x, p, stride, padding, dilation, groups, act, slope):
     xp = get_xp(x)
     w, bias = p["weight"], p.get("bias")
     og, cg = w.shape[0] // groups, x.shape[-1] // groups
@@ -117,34 +290,63 @@ def _grouped(x, p, stride, padding, dilation, groups):
         if bias is not None:
             pg["bias"] = bias[g * og:(g + 1) * og]
         xg = xp.ascontiguousarray(x[..., g * cg:(g + 1) * cg])
-        parts.append(conv2d(xg, pg, stride, padding, dilation))
+        parts.append(conv2d(xg, pg, stride, padding, dilation, act=act, slope=slope))
     return xp.concatenate(parts, axis=-1)
 
 
-def conv_transpose2d(x, p, stride=1, padding=0, output_padding=0):
+def conv_transpose2d(x, p, stride=1, padding=0, output_padding=0, act=None, slope=0.1):
     """Transposed convolution (PyTorch ConvTranspose2d, groups=1, dilation=1).
 
-    x: (N, H, W, I). p: {"weight": (I, O, kh, kw), "bias": (O,) optional}.
-    Returns (N, (H-1)*sh - 2*ph + kh + oph, ..., O).
+    x: (N, H, W, I). p: {"weight": (I, O, kh, kw), "bias": (O,) optional}; act, slope
+    as in `conv2d`. Returns (N, (H-1)*sh - 2*ph + kh + oph, ..., O).
     """
     xp = get_xp(x)
-    w = p["weight"]
-    ci, o, kh, kw = w.shape
+    ci, o, kh, kw = p["weight"].shape
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
     oph, opw = _pair(output_padding)
     n, h, wd, _ = x.shape
-    tmat = p.get("_tmat")
-    if tmat is None:  # (I, kh*kw*O): one product gives every tap's contribution
-        tmat = p["_tmat"] = xp.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(ci, -1))
-    cols = (x.reshape(-1, ci) @ tmat).reshape(n, h, wd, kh, kw, o)
-    full = xp.zeros((n, (h - 1) * sh + kh + oph, (wd - 1) * sw + kw + opw, o), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            full[:, i:i + (h - 1) * sh + 1:sh, j:j + (wd - 1) * sw + 1:sw] += cols[:, :, :, i, j]
     ho = (h - 1) * sh - 2 * ph + kh + oph
     wo = (wd - 1) * sw - 2 * pw + kw + opw
-    out = full[:, ph:ph + ho, pw:pw + wo]
-    if p.get("bias") is not None:
-        out = out + p["bias"]
-    return xp.ascontiguousarray(out)
+    bias = p.get("bias")
+    # Few outputs: taps as (O, rows, W) planes, so that the adds run along image rows.
+    planes = o < _PLANES_BELOW
+    if planes:  # (kh*kw*O, I) or (I, kh*kw*O)
+        tmat = _cached(p, "_tmat_t", lambda w: xp.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, ci)))
+    else:
+        tmat = _cached(p, "_tmat", lambda w: xp.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(ci, -1)))
+    out = xp.empty((n, ho, wo, o), dtype=x.dtype)
+    rows = _chunk_rows(h, wd * kh * kw * o * x.itemsize, wd, _CHUNK_BYTES)
+    buf = _scratch(xp, rows * wd * kh * kw * o, "tconv", x.dtype)
+    acc = _scratch(xp, o * ho * wo, "tconv_acc", x.dtype).reshape(o, ho, wo) if planes else None
+    for b in range(n):
+        if planes:
+            acc[...] = 0
+        else:
+            out[b] = 0 if bias is None else bias
+        for r0 in range(0, h, rows):
+            m = min(h, r0 + rows) - r0
+            xb = x[b, r0:r0 + m].reshape(-1, ci)
+            if planes:
+                taps = buf[:m * wd * kh * kw * o].reshape(kh, kw, o, m, wd)
+                xp.matmul(tmat, xb.T, out=taps.reshape(kh * kw * o, -1))
+            else:
+                taps = buf[:m * wd * kh * kw * o].reshape(m, wd, kh, kw, o)
+                xp.matmul(xb, tmat, out=taps.reshape(m * wd, -1))
+            for i in range(kh):
+                # input row r0 + t lands on output row (r0 + t)*sh + i - ph
+                ta, tb = _span(m, ho, sh, r0 * sh + i - ph)
+                y0 = (r0 + ta) * sh + i - ph
+                ys = slice(y0, y0 + (tb - ta - 1) * sh + 1, sh)
+                for j in range(kw if tb > ta else 0):
+                    ca, cb = _span(wd, wo, sw, j - pw)
+                    x0 = ca * sw + j - pw
+                    xs = slice(x0, x0 + (cb - ca - 1) * sw + 1, sw)
+                    if cb > ca and planes:
+                        acc[:, ys, xs] += taps[i, j, :, ta:tb, ca:cb]
+                    elif cb > ca:
+                        out[b, ys, xs] += taps[ta:tb, ca:cb, i, j]
+        if planes:
+            out[b] = acc.transpose(1, 2, 0)
+        _finish(out[b], bias if planes else None, act, slope)
+    return out
