@@ -123,7 +123,7 @@ def param_shapes(cfg, prefix=""):
 
 def _conv_block(x, p, k, s):
     """conv (bias) + LeakyReLU(0.1): the reference's `conv(batchNorm=False, ...)`."""
-    return leaky_relu_(conv2d(x, p["0"], stride=s, padding=(k - 1) // 2), SLOPE)
+    return conv2d(x, p["0"], stride=s, padding=(k - 1) // 2, act="leaky", slope=SLOPE)
 
 
 def _encode(p, x, cfg):
@@ -169,6 +169,6 @@ def flownet(p, x, cfg):
     for i, (level, _, _, _) in enumerate(steps):
         flow = _predict(p, feat, level, cfg, cfg["inter_conv"] and i > 0)
         up = conv_transpose2d(flow, p[f"upsampled_flow{level}_to_{level - 1}"], stride=2, padding=1)
-        dec = leaky_relu_(conv_transpose2d(feat, p[f"deconv{level - 1}"]["0"], stride=2, padding=1), SLOPE)
+        dec = conv_transpose2d(feat, p[f"deconv{level - 1}"]["0"], stride=2, padding=1, act="leaky", slope=SLOPE)
         feat = xp.concatenate([skips[level - 1], dec, up], axis=-1)
     return _predict(p, feat, last, cfg, cfg["inter_conv"])

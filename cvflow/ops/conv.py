@@ -43,7 +43,9 @@ def _pair(v):
 
 
 def _scratch(xp, n, slot, dtype):
-    """A reusable flat buffer of n elements (grown on demand, one per slot and thread)."""
+    """A reusable flat buffer of n elements, one per slot and thread, grown on demand.
+    A slot holds the largest chunk seen (a few MB by the budgets above; tens of MB for
+    the widest layers), so calls skip fresh page faults without holding whole images."""
     bufs = _LOCAL.__dict__.setdefault("bufs", {})
     key = (xp.__name__, slot, dtype)
     buf = bufs.get(key)
@@ -110,14 +112,21 @@ def _fill(dst, src, y0, sh, dh, sw, dw, pw):
 
 
 def _finish(res, bias, act, slope):
-    """Bias and activation on an output chunk, in place, while it is in cache."""
+    """Bias and activation in place on a C-contiguous output chunk (..., O), while it is
+    in cache. LeakyReLU is max(x, slope*x), for 0 <= slope <= 1."""
     xp = get_xp(res)
     if bias is not None:
         res += bias
     if act == "relu":
         xp.maximum(res, 0, out=res)
     elif act == "leaky":
-        xp.maximum(res, res * res.dtype.type(slope), out=res)
+        flat = res.reshape(-1)
+        step = _CHUNK_BYTES // res.itemsize
+        scaled = _scratch(xp, min(step, flat.size), "act", res.dtype)
+        for a in range(0, flat.size, step):
+            piece = flat[a:a + step]
+            xp.multiply(piece, res.dtype.type(slope), out=scaled[:piece.size])
+            xp.maximum(piece, scaled[:piece.size], out=piece)
 
 
 def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1):
@@ -141,10 +150,12 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1)
     bias = p.get("bias")
     out = xp.empty((n, ho, wo, o), dtype=x.dtype)
     if kh == kw == 1 and ph == pw == 0:
-        xs = x[:, ::sh, ::sw] if sh > 1 or sw > 1 else x
-        res = out.reshape(-1, o)
-        xp.matmul(xs.reshape(-1, c), _cached(p, "_mat", weight_matrix), out=res)
-        _finish(res, bias, act, slope)
+        xs = (x[:, ::sh, ::sw] if sh > 1 or sw > 1 else x).reshape(-1, c)
+        res, mat = out.reshape(-1, o), _cached(p, "_mat", weight_matrix)
+        step = max(_MIN_ROWS, _CHUNK_BYTES // ((c + o) * x.itemsize))
+        for a in range(0, res.shape[0], step):  # in pieces: bias and act while in cache
+            xp.matmul(xs[a:a + step], mat, out=res[a:a + step])
+            _finish(res[a:a + step], bias, act, slope)
     elif kh == kw == 3 and sh == sw == dh == dw == 1 and min(c, o) >= _WINO_MIN_CHANNELS:
         _winograd(x, p, ph, pw, out, act, slope)
     elif sh == sw == 1 and o <= _NARROW_MAX and c >= 4 * o:
@@ -163,6 +174,8 @@ def _chunk_rows(n_rows, row_bytes, row_len, budget, min_len=_MIN_ROWS):
 
 
 def _im2col(x, p, stride, ph, pw, dilation, out, act, slope):
+    """Any stride/dilation: per chunk of output rows, cols[r, c] = the kh*kw*C inputs of
+    output (r, c), then one product with the (kh*kw*C, O) weight matrix."""
     xp = get_xp(x)
     n, _, _, c = x.shape
     _, ho, wo, o = out.shape
@@ -318,7 +331,7 @@ def conv_transpose2d(x, p, stride=1, padding=0, output_padding=0, act=None, slop
     out = xp.empty((n, ho, wo, o), dtype=x.dtype)
     rows = _chunk_rows(h, wd * kh * kw * o * x.itemsize, wd, _CHUNK_BYTES)
     buf = _scratch(xp, rows * wd * kh * kw * o, "tconv", x.dtype)
-    acc = _scratch(xp, o * ho * wo, "tconv_acc", x.dtype).reshape(o, ho, wo) if planes else None
+    acc = xp.empty((o, ho, wo), dtype=x.dtype) if planes else None
     for b in range(n):
         if planes:
             acc[...] = 0
