@@ -24,6 +24,7 @@ import threading
 
 from cvflow.backend import get_xp
 from cvflow.ops import conv_winograd as wino
+from cvflow.ops.act import relu_
 
 # Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
 _CHUNK_BYTES = 2 << 20
@@ -118,7 +119,7 @@ def _finish(res, bias, act, slope):
     if bias is not None:
         res += bias
     if act == "relu":
-        xp.maximum(res, 0, out=res)
+        relu_(res)  # the shared in-place ReLU (cv2.threshold on NumPy float32)
     elif act == "leaky":
         flat = res.reshape(-1)
         step = _CHUNK_BYTES // res.itemsize
