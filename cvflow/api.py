@@ -13,6 +13,7 @@ import numpy as np
 from cvflow import backend
 from cvflow.errors import CvflowTypeError, InputError, ModelNotFoundError
 from cvflow.models.base import REGISTRY, ModelDef, nest
+from cvflow.ops.arena import Arena
 from cvflow.ops.pad import pad_replicate
 
 # Same value as cv2.OPTFLOW_USE_INITIAL_FLOW, so cv2's constant works with setFlags.
@@ -81,6 +82,7 @@ class OpticalFlow:
         self._device = device
         self._options = dict(model.options)
         self._flags = 0
+        self._arena = Arena()  # large CPU activations kept between calls
         for key, value in options.items():
             self.set(key, value)
 
@@ -127,7 +129,8 @@ class OpticalFlow:
         return [self.calc(a, b, f) for a, b, f in zip(frames0, frames1, flows)]
 
     def collectGarbage(self) -> None:
-        """Release cached device memory (CuPy pools); a no-op on the CPU."""
+        """Release the memory kept between calls: the CPU activation arena, CuPy's pools."""
+        self._arena.release()
         if self._device == "cuda":
             cupy = backend.module_for("cuda")
             cupy.get_default_memory_pool().free_all_blocks()
@@ -214,6 +217,18 @@ class OpticalFlow:
         return flow
 
     def _run(self, img0, img1, init, options):
+        """Forward pass (in the object's arena, for models that reuse buffers); results
+        come back as arrays of their own."""
+        if not self._model.reuse_buffers:
+            return self._forward(img0, img1, init, options)
+        with self._arena.active():
+            out = self._forward(img0, img1, init, options)
+        # A result may be an arena buffer or a view of one: hand out a copy that owns its memory.
+        if isinstance(out, tuple):
+            return tuple(o.copy() for o in out)
+        return out.copy()
+
+    def _forward(self, img0, img1, init, options):
         """Forward pass, padding frames below the model's minimum size and cropping back."""
         h, w = img0.shape[:2]
         m = self._model.min_size

@@ -9,7 +9,7 @@ NVIDIA flownet2-pytorch release (`conv1.0.weight`, `deconv5.0.bias`, `predict_fl
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
+from cvflow.ops import arena
 from cvflow.ops.act import leaky_relu_
 from cvflow.ops.conv import conv2d, conv_transpose2d
 from cvflow.ops.corr import patch_correlation
@@ -128,14 +128,13 @@ def _conv_block(x, p, k, s):
 
 def _encode(p, x, cfg):
     """Run the encoder; returns the coarsest map and {level: skip map}."""
-    xp = get_xp(x)
     plan = _encoder_plan(cfg)
     skips = {}
     n_siam = cfg["siamese"] if cfg["correlation"] is not None else 0
     if n_siam:
         cin = cfg["in_channels"]
         # Both frames through the shared layers in one batch.
-        feats = xp.concatenate([x[..., :cin], x[..., cin:]], axis=0)
+        feats = arena.concatenate([x[..., :cin], x[..., cin:]], axis=0)
         for name, _, _, k, s, level in plan[:n_siam]:
             feats = _conv_block(feats, p[name], k, s)
             skips[level] = feats[:1]
@@ -143,7 +142,7 @@ def _encode(p, x, cfg):
         c = cfg["correlation"]
         corr = leaky_relu_(patch_correlation(fa, fb, c["max_displacement"], c["stride"]), SLOPE)
         redir = _conv_block(fa, p["conv_redir"], 1, 1)
-        x = xp.concatenate([redir, corr], axis=-1)
+        x = arena.concatenate([redir, corr], axis=-1)
     for name, _, _, k, s, level in plan[n_siam:]:
         x = _conv_block(x, p[name], k, s)
         skips[level] = x
@@ -163,12 +162,11 @@ def flownet(p, x, cfg):
     2**levels (64 for FlowNetS/C/SD). Returns the finest predicted flow, (N, H/4, W/4, 2)
     for FlowNetS/C/SD and (N, H, W, 2) for the fusion net, in the net's own units.
     """
-    xp = get_xp(x)
     feat, skips = _encode(p, x, cfg)
     steps, last, _ = _decoder_plan(cfg)
     for i, (level, _, _, _) in enumerate(steps):
         flow = _predict(p, feat, level, cfg, cfg["inter_conv"] and i > 0)
         up = conv_transpose2d(flow, p[f"upsampled_flow{level}_to_{level - 1}"], stride=2, padding=1)
         dec = conv_transpose2d(feat, p[f"deconv{level - 1}"]["0"], stride=2, padding=1, act="leaky", slope=SLOPE)
-        feat = xp.concatenate([skips[level - 1], dec, up], axis=-1)
+        feat = arena.concatenate([skips[level - 1], dec, up], axis=-1)
     return _predict(p, feat, last, cfg, cfg["inter_conv"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 from cvflow.backend import get_xp
 from cvflow.models.base import ModelDef, register
 from cvflow.models.flownet import FLOWNETC, FLOWNETS, FLOWNETSD, FUSION, flownet, param_shapes, stacked
+from cvflow.ops import arena
 from cvflow.ops.norm import channel_norm
 from cvflow.ops.sample import warp
 from cvflow.ops.upsample import resize_bilinear, upsample_nearest
@@ -93,7 +94,7 @@ def _chain(params, x, chain):
         inp = x
         if flow is not None:
             warped, err = _error(x, flow)
-            inp = xp.concatenate([x, warped, flow / xp.float32(DIV_FLOW), err], axis=-1)
+            inp = arena.concatenate([x, warped, flow / xp.float32(DIV_FLOW), err], axis=-1)
         flow = _upsample4(flownet(_sub(params, prefix), inp, net) * xp.float32(DIV_FLOW), mode)
     return flow
 
@@ -106,7 +107,7 @@ def _fuse(params, x, flow_css, fusion):
     flow_sd = upsample_nearest(flownet(_sub(params, sd_prefix), x, sd_net) / xp.float32(DIV_FLOW), 4)
     _, err_sd = _error(x, flow_sd)
     _, err_css = _error(x, flow_css)
-    inp = xp.concatenate([x[..., :3], flow_sd, flow_css, channel_norm(flow_sd), channel_norm(flow_css),
+    inp = arena.concatenate([x[..., :3], flow_sd, flow_css, channel_norm(flow_sd), channel_norm(flow_css),
                           err_sd, err_css], axis=-1)
     prefix, net = fusion["net"]
     return flownet(_sub(params, prefix), inp, net)
@@ -157,4 +158,4 @@ for _name in (*_RELEASES, *_ALIASES):
     _ckpt, _desc = _RELEASES[_ALIASES.get(_name, _name)]
     register(ModelDef(name=_name, family="flownet2", config=CONFIGS[_ALIASES.get(_name, _name)],
                       param_shapes=chain_param_shapes, forward=forward, checkpoint=_ckpt,
-                      description=_desc + " (research use only)"))
+                      description=_desc + " (research use only)", reuse_buffers=True))

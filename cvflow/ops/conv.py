@@ -10,12 +10,14 @@ materialised as a padded input. Paths, in the order `conv2d` picks them:
   per 2x2 outputs instead of 36.
 - stride 1, O <= 8 and O <= C/4 (flow heads): "output taps". One product per input
   pixel gives every tap's contribution, each then added at its shift.
-- stride 1, kh == 1 or kw*C >= O: "row taps". Each chunk of output rows copies, per
+- C <= 8 (frames, flows): im2col from channel planes, one copy per tap of whole
+  output rows (`_planar`).
+- stride 1, or kernels of 5+ rows: "row taps". Each chunk of output rows copies, per
   input row, the kw taps of every output column side by side (kw*C values); kernel
-  row i is then a contiguous slab of that buffer starting i rows down, so kh
-  products sum the kernel rows without a kh-fold copy.
-- otherwise (strided, or few inputs for many outputs): im2col per chunk of output
-  rows, kh*kw*C values per output pixel, one product.
+  row i is then a contiguous slab of that buffer (of the rows of its phase, when
+  strided), so kh products sum the kernel rows without a kh-fold copy.
+- otherwise (3x3 strided): im2col per chunk of output rows, kh*kw*C values per output
+  pixel, one product.
 - transposed: one product gives every tap's contribution, added at its place.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import threading
 
 from cvflow.backend import get_xp
+from cvflow.ops import arena
 from cvflow.ops import conv_winograd as wino
 from cvflow.ops.act import relu_
 
@@ -35,6 +38,8 @@ _NARROW_MAX = 8
 _PLANES_BELOW = 32  # transposed conv: outputs below which taps are added as (O, H, W) planes
 _WINO_MIN_TILES = 256  # tiles per Winograd product
 _WINO_MIN_CHANNELS = 64  # min(C, O) from which Winograd beats row taps (measured)
+_PLANAR_MAX = 8  # input channels up to which im2col from channel planes wins (frames, flows)
+_ROW_TAPS_MIN_KH = 5  # strided convs: kernel rows from which row taps beat im2col (measured)
 
 _LOCAL = threading.local()  # per-thread scratch buffers, reused across calls
 
@@ -149,7 +154,7 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1)
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     bias = p.get("bias")
-    out = xp.empty((n, ho, wo, o), dtype=x.dtype)
+    out = arena.empty(xp, (n, ho, wo, o), x.dtype)
     if kh == kw == 1 and ph == pw == 0:
         xs = (x[:, ::sh, ::sw] if sh > 1 or sw > 1 else x).reshape(-1, c)
         res, mat = out.reshape(-1, o), _cached(p, "_mat", weight_matrix)
@@ -161,8 +166,10 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1)
         _winograd(x, p, ph, pw, out, act, slope)
     elif sh == sw == 1 and o <= _NARROW_MAX and c >= 4 * o:
         _out_taps(x, p, ph, pw, (dh, dw), out, act, slope)
-    elif sh == sw == 1 and (kh == 1 or kw * c >= o):
-        _row_taps(x, p, ph, pw, dh, dw, out, act, slope)
+    elif c <= _PLANAR_MAX:
+        _planar(x, p, (sh, sw), ph, pw, (dh, dw), out, act, slope)
+    elif sh == 1 or kh >= _ROW_TAPS_MIN_KH:
+        _row_taps(x, p, (sh, sw), ph, pw, (dh, dw), out, act, slope)
     else:
         _im2col(x, p, (sh, sw), ph, pw, (dh, dw), out, act, slope)
     return out
@@ -196,31 +203,71 @@ def _im2col(x, p, stride, ph, pw, dilation, out, act, slope):
             _finish(res, bias, act, slope)
 
 
-def _row_taps(x, p, ph, pw, dh, dw, out, act, slope):
-    """Stride 1: taps[t, c] = the kw inputs of output column c on input row t; output row
-    r sums, over kernel rows i, taps[r + i*dh] @ W[i] (kh products per chunk)."""
+def _row_taps(x, p, stride, ph, pw, dilation, out, act, slope):
+    """taps[t, c] = the kw inputs of output column c on input row t; output row r sums,
+    over kernel rows i, taps[r*sh + i*dh] @ W[i] (kh products per chunk). With row
+    stride sh the taps are kept per input-row phase (t mod sh), so that every kernel
+    row reads a contiguous slab: each input row is copied once, not kh/sh times."""
     xp = get_xp(x)
     n, _, _, c = x.shape
     _, ho, wo, o = out.shape
     kh, kw = p["weight"].shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
     mat, bias = _cached(p, "_mat", weight_matrix), p.get("bias")
     k = kw * c
-    halo = (kh - 1) * dh
-    rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
-    buf = _scratch(xp, (rows + halo) * wo * k, "taps", x.dtype)
+    # kernel row i reads phase (i*dh) % sh, at offset (i*dh) // sh rows down that phase
+    where = [((i * dh) % sh, (i * dh) // sh) for i in range(kh)]
+    depth = {q: max(d for qq, d in where if qq == q) for q, _ in where}  # extra rows per phase
+    rows = _chunk_rows(ho, wo * k * x.itemsize * len(depth), wo, _CHUNK_BYTES)
+    bufs = {q: _scratch(xp, (rows + extra) * wo * k, f"taps{q}", x.dtype) for q, extra in depth.items()}
     tmp = _scratch(xp, rows * wo * o, "part", x.dtype) if kh > 1 else None
     for b in range(n):
         for r0 in range(0, ho, rows):
             m = min(ho, r0 + rows) - r0
-            taps = buf[:(m + halo) * wo * k].reshape(m + halo, wo, 1, kw, c)
-            _fill(taps, x[b], r0 - ph, 1, 0, 1, dw, pw)
-            flat = taps.reshape(-1, k)
+            flats = {}
+            for q, extra in depth.items():
+                taps = bufs[q][:(m + extra) * wo * k].reshape(m + extra, wo, 1, kw, c)
+                _fill(taps, x[b], r0 * sh - ph + q, sh, 0, sw, dw, pw)
+                flats[q] = taps.reshape(-1, k)
             res = out[b, r0:r0 + m].reshape(-1, o)
-            xp.matmul(flat[:m * wo], mat[:k], out=res)
-            for i in range(1, kh):
-                part = tmp[:m * wo * o].reshape(-1, o)
-                xp.matmul(flat[i * dh * wo:(i * dh + m) * wo], mat[i * k:(i + 1) * k], out=part)
-                res += part
+            for i, (q, d) in enumerate(where):
+                dst = res if i == 0 else tmp[:m * wo * o].reshape(-1, o)
+                xp.matmul(flats[q][d * wo:(d + m) * wo], mat[i * k:(i + 1) * k], out=dst)
+                if i:
+                    res += dst
+            _finish(res, bias, act, slope)
+
+
+def _planar(x, p, stride, ph, pw, dilation, out, act, slope):
+    """Few input channels (frames, flows): im2col from channel planes. The zero-padded
+    input is split once into planes (C, row phase, column phase, rows, columns), so
+    the column matrix of each chunk - one row per (tap, channel), one column per output
+    pixel - is built from contiguous runs of whole output rows, C planes per copy; it
+    enters the product transposed, (pixels, kh*kw*C) @ (kh*kw*C, O)."""
+    xp = get_xp(x)
+    n, h, wd, c = x.shape
+    _, ho, wo, o = out.shape
+    kh, kw = p["weight"].shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    mat, bias = _cached(p, "_mat", weight_matrix), p.get("bias")
+    k = kh * kw * c
+    hs, ws = -(-(h + 2 * ph) // sh), -(-(wd + 2 * pw) // sw)  # rows, columns per phase
+    padded = _scratch(xp, c * hs * sh * ws * sw, "planar_in", x.dtype).reshape(c, hs * sh, ws * sw)
+    phases = _scratch(xp, padded.size, "planar_ph", x.dtype).reshape(c, sh, sw, hs, ws)
+    rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
+    cols = _scratch(xp, k * rows * wo, "planar_cols", x.dtype)
+    taps = [((i * dh) % sh, (j * dw) % sw, (i * dh) // sh, (j * dw) // sw) for i in range(kh) for j in range(kw)]
+    for b in range(n):
+        padded[...] = 0
+        padded[:, ph:ph + h, pw:pw + wd] = x[b].transpose(2, 0, 1)
+        phases[...] = padded.reshape(c, hs, sh, ws, sw).transpose(0, 2, 4, 1, 3)
+        for r0 in range(0, ho, rows):
+            m = min(ho, r0 + rows) - r0
+            cm = cols[:k * m * wo].reshape(kh * kw, c, m, wo)
+            for t, (qy, qx, oy, ox) in enumerate(taps):
+                cm[t] = phases[:, qy, qx, r0 + oy:r0 + oy + m, ox:ox + wo]
+            res = out[b, r0:r0 + m].reshape(-1, o)
+            xp.matmul(cm.reshape(k, m * wo).T, mat, out=res)
             _finish(res, bias, act, slope)
 
 
@@ -305,7 +352,7 @@ def _grouped(x, p, stride, padding, dilation, groups, act, slope):
             pg["bias"] = bias[g * og:(g + 1) * og]
         xg = xp.ascontiguousarray(x[..., g * cg:(g + 1) * cg])
         parts.append(conv2d(xg, pg, stride, padding, dilation, act=act, slope=slope))
-    return xp.concatenate(parts, axis=-1)
+    return arena.concatenate(parts, axis=-1)
 
 
 def conv_transpose2d(x, p, stride=1, padding=0, output_padding=0, act=None, slope=0.1):
@@ -329,10 +376,10 @@ def conv_transpose2d(x, p, stride=1, padding=0, output_padding=0, act=None, slop
         tmat = _cached(p, "_tmat_t", lambda w: xp.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, ci)))
     else:
         tmat = _cached(p, "_tmat", lambda w: xp.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(ci, -1)))
-    out = xp.empty((n, ho, wo, o), dtype=x.dtype)
+    out = arena.empty(xp, (n, ho, wo, o), x.dtype)
     rows = _chunk_rows(h, wd * kh * kw * o * x.itemsize, wd, _CHUNK_BYTES)
     buf = _scratch(xp, rows * wd * kh * kw * o, "tconv", x.dtype)
-    acc = xp.empty((o, ho, wo), dtype=x.dtype) if planes else None
+    acc = arena.empty(xp, (o, ho, wo), x.dtype) if planes else None
     for b in range(n):
         if planes:
             acc[...] = 0

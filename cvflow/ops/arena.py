@@ -1,0 +1,99 @@
+"""Large NumPy arrays reused from one call to the next instead of freshly allocated.
+
+A model call allocates the same large activations every time. Allocations of that
+size come straight from the OS (mmap) and are returned to it on free, so every call
+pays a page fault per 4 KiB of every activation; on virtual machines, where a fresh
+page also faults on the host, that costs as much as the convolutions filling them
+(FlowNet2 at 448x1024 on a 2-core VM: about 0.9 s of 4.2 s).
+
+While an `Arena` is active in a thread (`with arena.active():`), `empty` and
+`concatenate` hand out buffers the arena already holds whenever one is idle. A buffer
+is idle when nothing but the arena refers to it: every NumPy view keeps the array that
+owns its memory alive (`ndarray.base`), so an array still in use anywhere - a skip
+connection, a result the caller kept - is never handed out twice. Buffers the arena
+did not hand out during an activation are dropped when it ends, and `release` drops
+them all. Other array modules (CuPy has its own pool) and small arrays bypass it.
+`OpticalFlow` activates its arena for models registered with `reuse_buffers=True`
+(the FlowNet2 family): idle buffers are held until reused, which raises the peak
+memory of models with many sizes of activations (RAFT: +50%) for no gain there.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+MIN_BYTES = 1 << 20  # below this, malloc keeps and reuses the memory itself
+_SLACK = 1.25  # a buffer serves requests down to 1/_SLACK of its size
+_LOCAL = threading.local()
+
+
+class Arena:
+    """A set of large byte buffers, handed out as arrays while idle."""
+
+    def __init__(self):
+        self._bufs: list[np.ndarray] = []
+        self._taken: set[int] = set()  # ids of buffers handed out in this activation
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self._bufs)
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """An idle uint8 buffer of at least `nbytes` (the smallest that fits), or a new one."""
+        best = None
+        for i in range(len(self._bufs)):
+            # References while idle: the list's, and getrefcount's argument.
+            size = self._bufs[i].size
+            if nbytes <= size <= nbytes * _SLACK and sys.getrefcount(self._bufs[i]) == 2 \
+                    and (best is None or size < self._bufs[best].size):
+                best = i
+        if best is None:
+            self._bufs.append(np.empty(nbytes, np.uint8))
+            best = len(self._bufs) - 1
+        self._taken.add(id(self._bufs[best]))
+        return self._bufs[best]
+
+    def release(self) -> None:
+        """Drop every buffer (arrays still in use keep their own memory alive)."""
+        self._bufs.clear()
+        self._taken.clear()
+
+    @contextmanager
+    def active(self):
+        """Serve `empty`/`concatenate` in this thread from the arena (nested: the outer one)."""
+        if getattr(_LOCAL, "arena", None) is not None:
+            yield self
+            return
+        _LOCAL.arena = self
+        self._taken.clear()
+        try:
+            yield self
+        finally:
+            _LOCAL.arena = None
+            self._bufs = [b for b in self._bufs if id(b) in self._taken]
+            self._taken.clear()
+
+
+def empty(xp, shape, dtype):
+    """xp.empty(shape, dtype), from the active arena when it is NumPy and large."""
+    arena = getattr(_LOCAL, "arena", None)
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if arena is None or xp is not np or n < MIN_BYTES:
+        return xp.empty(shape, dtype)
+    return arena.take(n)[:n].view(dtype).reshape(shape)
+
+
+def concatenate(parts, axis=-1):
+    """xp.concatenate(parts, axis) into an `empty` array (all parts of one dtype and module)."""
+    from cvflow.backend import get_xp
+
+    xp = get_xp(parts[0])
+    shape = list(parts[0].shape)
+    ax = axis % len(shape)
+    shape[ax] = sum(p.shape[ax] for p in parts)
+    out = empty(xp, tuple(shape), parts[0].dtype)
+    return xp.concatenate(parts, axis=ax, out=out)

@@ -1,0 +1,95 @@
+"""The activation arena: buffers come back only when nothing refers to them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cvflow
+from cvflow.models.base import REGISTRY, ModelDef, register
+from cvflow.ops import arena
+
+BIG = (512, 1024)  # 2 MiB of float32, above arena.MIN_BYTES
+
+
+def test_idle_buffer_is_reused_across_activations():
+    a = arena.Arena()
+    with a.active():
+        first = arena.empty(np, BIG, np.float32)
+        addr = first.__array_interface__["data"][0]
+        del first
+    with a.active():
+        again = arena.empty(np, BIG, np.float32)
+    assert again.__array_interface__["data"][0] == addr
+    assert a.nbytes == again.nbytes
+
+
+def test_buffer_in_use_is_never_handed_out_twice():
+    a = arena.Arena()
+    with a.active():
+        held = arena.empty(np, BIG, np.float32)
+        view = held[10:20]  # a view keeps the buffer in use after `held` is gone
+        del held
+        other = arena.empty(np, BIG, np.float32)
+        assert not np.shares_memory(view, other)
+        del other
+        third = arena.empty(np, BIG, np.float32)  # `other`'s buffer is idle again
+        assert not np.shares_memory(view, third)
+    assert a.nbytes == 2 * third.nbytes
+
+
+def test_small_arrays_and_inactive_arena_allocate_normally():
+    a = arena.Arena()
+    plain = arena.empty(np, BIG, np.float32)  # no arena active
+    with a.active():
+        small = arena.empty(np, (4, 4), np.float32)
+    assert a.nbytes == 0 and plain.flags.owndata and small.flags.owndata
+
+
+def test_unused_buffers_are_dropped_and_release_drops_all():
+    a = arena.Arena()
+    with a.active():
+        arena.empty(np, BIG, np.float32)
+        arena.empty(np, (1024, 1024), np.float32)
+    assert a.nbytes == (2 + 4) << 20
+    with a.active():
+        arena.empty(np, BIG, np.float32)  # the 4 MiB buffer is not used this time
+    assert a.nbytes == 2 << 20
+    a.release()
+    assert a.nbytes == 0
+
+
+def test_concatenate_matches_numpy():
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((1, 256, 512, c)).astype(np.float32) for c in (3, 1, 2)]
+    with arena.Arena().active():
+        out = arena.concatenate(parts, axis=-1)
+    np.testing.assert_array_equal(out, np.concatenate(parts, axis=-1))
+
+
+def _arena_forward(params, img0, img1, config, options, init_flow):
+    """A model whose result is an arena buffer, as a real model's last layer may be."""
+    flow = arena.empty(np, img0.shape[:2] + (2,), np.float32)
+    flow[...] = (img1 - img0)[..., :2]
+    return flow
+
+
+@pytest.fixture
+def stub_model():
+    model = register(ModelDef(name="test-arena", family="test", config={}, param_shapes=lambda cfg: {"unused": (1,)},
+                              forward=_arena_forward, reuse_buffers=True))
+    yield model.name
+    REGISTRY.pop(model.name, None)
+
+
+def test_calc_results_own_their_memory(stub_model):
+    algo = cvflow.create(stub_model, weights={"unused": np.zeros(1, np.float32)}, device="cpu")
+    rng = np.random.default_rng(1)
+    f0, f1 = (rng.integers(0, 256, (600, 800, 3), dtype=np.uint8) for _ in range(2))
+    first = algo.calc(f0, f1, None)
+    kept = first.copy()
+    second = algo.calc(f1, f0, None)
+    np.testing.assert_array_equal(first, kept)
+    assert not np.shares_memory(first, second)
+    assert first.flags.owndata and second.flags.owndata  # not views into the arena
+    algo.collectGarbage()
+    assert algo._arena.nbytes == 0
