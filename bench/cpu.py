@@ -96,7 +96,7 @@ def bench(entry, repeat):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=2, help="timed runs per entry (best is kept)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per entry (best is kept)")
     ap.add_argument("--only", nargs="*", help="model names to run (default: all entries)")
     args = ap.parse_args(argv)
     cvflow.list_models()

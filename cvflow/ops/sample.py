@@ -23,24 +23,34 @@ def bilinear_sample(img, x, y, padding="zeros"):
     y0f = xp.floor(y)
     ax = (x - x0f).astype(img.dtype)
     ay = (y - y0f).astype(img.dtype)
-    x0 = x0f.astype(xp.int64)
-    y0 = y0f.astype(xp.int64)
-    flat = img.reshape(n, hh * ww, c)
-    base = (xp.arange(n) * (hh * ww)).reshape(n, 1, 1)
-    flat = flat.reshape(n * hh * ww, c)
-    out = None
-    for dy, wy in ((0, 1 - ay), (1, ay)):
-        for dx, wx in ((0, 1 - ax), (1, ax)):
-            xi = x0 + dx
-            yi = y0 + dy
-            wgt = wy * wx
-            if padding == "zeros":
-                inside = (xi >= 0) & (xi < ww) & (yi >= 0) & (yi < hh)
-                wgt = wgt * inside
-            xi = xp.clip(xi, 0, ww - 1)
-            yi = xp.clip(yi, 0, hh - 1)
-            tap = flat[base + yi * ww + xi] * wgt[..., None]
-            out = tap if out is None else out + tap
+    itype = xp.int32 if n * hh * ww < 2**31 else xp.int64  # narrower indices: less traffic
+    x0 = x0f.astype(itype)
+    y0 = y0f.astype(itype)
+    flat = img.reshape(n * hh * ww, c)
+    base = (xp.arange(n, dtype=itype) * (hh * ww)).reshape(n, 1, 1)
+    # Per tap row / column: the clamped index part and its weight (0 outside, for zeros).
+    rows, cols = [], []
+    for d, w in ((0, 1 - ay), (1, ay)):
+        yi = y0 + d
+        if padding == "zeros":
+            w = w * ((yi >= 0) & (yi < hh))
+        rows.append((xp.clip(yi, 0, hh - 1, out=yi) * ww + base, w))
+    for d, w in ((0, 1 - ax), (1, ax)):
+        xi = x0 + d
+        if padding == "zeros":
+            w = w * ((xi >= 0) & (xi < ww))
+        cols.append((xp.clip(xi, 0, ww - 1, out=xi), w))
+    out = xp.zeros(x.shape + (c,), img.dtype)
+    tap = xp.empty_like(out)
+    wgt = xp.empty(x.shape, img.dtype)
+    idx = xp.empty(x.shape, itype)
+    for r, wy in rows:
+        for q, wx in cols:
+            xp.add(r, q, out=idx)
+            xp.multiply(wy, wx, out=wgt)
+            xp.take(flat, idx.reshape(-1), axis=0, out=tap.reshape(-1, c))
+            tap *= wgt[..., None]
+            out += tap
     return out
 
 
