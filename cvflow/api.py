@@ -13,6 +13,7 @@ import numpy as np
 from cvflow import backend
 from cvflow.errors import CvflowTypeError, InputError, ModelNotFoundError
 from cvflow.models.base import REGISTRY, ModelDef, nest
+from cvflow.ops import conv
 from cvflow.ops.arena import Arena
 from cvflow.ops.pad import pad_replicate
 
@@ -129,8 +130,10 @@ class OpticalFlow:
         return [self.calc(a, b, f) for a, b, f in zip(frames0, frames1, flows)]
 
     def collectGarbage(self) -> None:
-        """Release the memory kept between calls: the CPU activation arena, CuPy's pools."""
+        """Release the memory kept between calls: the CPU activation arena, this thread's
+        convolution scratch buffers, CuPy's pools."""
         self._arena.release()
+        conv.release_scratch()
         if self._device == "cuda":
             cupy = backend.module_for("cuda")
             cupy.get_default_memory_pool().free_all_blocks()

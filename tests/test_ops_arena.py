@@ -6,7 +6,7 @@ import pytest
 
 import cvflow
 from cvflow.models.base import REGISTRY, ModelDef, register
-from cvflow.ops import arena
+from cvflow.ops import arena, conv
 
 BIG = (512, 1024)  # 2 MiB of float32, above arena.MIN_BYTES
 
@@ -91,5 +91,7 @@ def test_calc_results_own_their_memory(stub_model):
     np.testing.assert_array_equal(first, kept)
     assert not np.shares_memory(first, second)
     assert first.flags.owndata and second.flags.owndata  # not views into the arena
+    conv.conv2d(np.ones((1, 8, 8, 4), np.float32), {"weight": np.ones((4, 4, 3, 3), np.float32)})
+    assert conv._LOCAL.bufs
     algo.collectGarbage()
-    assert algo._arena.nbytes == 0
+    assert algo._arena.nbytes == 0 and not getattr(conv._LOCAL, "bufs", None)

@@ -60,6 +60,11 @@ def _scratch(xp, n, slot, dtype):
     return buf[:n]
 
 
+def release_scratch():
+    """Drop this thread's scratch buffers (they are re-made, smaller or larger, on demand)."""
+    _LOCAL.__dict__.pop("bufs", None)
+
+
 def weight_matrix(w):
     """(O, I, kh, kw) conv weight -> (kh*kw*I, O) matrix matching NHWC im2col."""
     xp = get_xp(w)
