@@ -1,6 +1,9 @@
 """The activation arena: buffers come back only when nothing refers to them."""
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -70,6 +73,7 @@ def _arena_forward(params, img0, img1, config, options, init_flow):
     """A model whose result is an arena buffer, as a real model's last layer may be."""
     flow = arena.empty(np, img0.shape[:2] + (2,), np.float32)
     flow[...] = (img1 - img0)[..., :2]
+    time.sleep(0.002)  # lets another thread run between filling and returning
     return flow
 
 
@@ -95,3 +99,23 @@ def test_calc_results_own_their_memory(stub_model):
     assert conv._LOCAL.bufs
     algo.collectGarbage()
     assert algo._arena.nbytes == 0 and not getattr(conv._LOCAL, "bufs", None)
+
+
+def test_threads_sharing_one_object_never_share_a_buffer(stub_model):
+    algo = cvflow.create(stub_model, weights={"unused": np.zeros(1, np.float32)}, device="cpu")
+    base = np.zeros((600, 800, 3), np.uint8)
+    bad = []
+
+    def work(k):
+        for i in range(15):
+            value = 10 * k + i
+            got = algo.calc(base, base + np.uint8(value), None)
+            if not (got == value).all():
+                bad.append((k, i))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad

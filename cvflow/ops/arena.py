@@ -36,30 +36,37 @@ class Arena:
     def __init__(self):
         self._bufs: list[np.ndarray] = []
         self._taken: set[int] = set()  # ids of buffers handed out in this activation
+        self._lock = threading.Lock()
 
     @property
     def nbytes(self) -> int:
         return sum(b.nbytes for b in self._bufs)
 
-    def take(self, nbytes: int) -> np.ndarray:
-        """An idle uint8 buffer of at least `nbytes` (the smallest that fits), or a new one."""
-        best = None
-        for i in range(len(self._bufs)):
-            # References while idle: the list's, and getrefcount's argument.
-            size = self._bufs[i].size
-            if nbytes <= size <= nbytes * _SLACK and sys.getrefcount(self._bufs[i]) == 2 \
-                    and (best is None or size < self._bufs[best].size):
-                best = i
-        if best is None:
-            self._bufs.append(np.empty(nbytes, np.uint8))
-            best = len(self._bufs) - 1
-        self._taken.add(id(self._bufs[best]))
-        return self._bufs[best]
+    def empty(self, shape, dtype) -> np.ndarray:
+        """An array on an idle buffer of at least its size (the smallest that fits), or on a
+        new one. The view is made under the lock: two threads sharing the arena never
+        both see a buffer idle."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        with self._lock:
+            best = None
+            for i in range(len(self._bufs)):
+                # References while idle: the list's, and getrefcount's argument.
+                size = self._bufs[i].size
+                if nbytes <= size <= nbytes * _SLACK and sys.getrefcount(self._bufs[i]) == 2 \
+                        and (best is None or size < self._bufs[best].size):
+                    best = i
+            if best is None:
+                self._bufs.append(np.empty(nbytes, np.uint8))
+                best = len(self._bufs) - 1
+            self._taken.add(id(self._bufs[best]))
+            return self._bufs[best][:nbytes].view(dtype).reshape(shape)
 
     def release(self) -> None:
         """Drop every buffer (arrays still in use keep their own memory alive)."""
-        self._bufs.clear()
-        self._taken.clear()
+        with self._lock:
+            self._bufs.clear()
+            self._taken.clear()
 
     @contextmanager
     def active(self):
@@ -68,23 +75,21 @@ class Arena:
             yield self
             return
         _LOCAL.arena = self
-        self._taken.clear()
         try:
             yield self
         finally:
             _LOCAL.arena = None
-            self._bufs = [b for b in self._bufs if id(b) in self._taken]
-            self._taken.clear()
+            with self._lock:
+                self._bufs = [b for b in self._bufs if id(b) in self._taken]
+                self._taken.clear()
 
 
 def empty(xp, shape, dtype):
     """xp.empty(shape, dtype), from the active arena when it is NumPy and large."""
     arena = getattr(_LOCAL, "arena", None)
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if arena is None or xp is not np or n < MIN_BYTES:
+    if arena is None or xp is not np or int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize < MIN_BYTES:
         return xp.empty(shape, dtype)
-    return arena.take(n)[:n].view(dtype).reshape(shape)
+    return arena.empty(shape, dtype)
 
 
 def concatenate(parts, axis=-1):
