@@ -148,7 +148,6 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1)
     Returns (N, Ho, Wo, O) with Ho = (H + 2*ph - dh*(kh-1) - 1) // sh + 1.
     """
     xp = get_xp(x)
-    x = xp.ascontiguousarray(x)  # _fill reads each kw*C run of a row as one block
     if groups != 1:
         return _grouped(x, p, stride, padding, dilation, groups, act, slope)
     o, c, kh, kw = p["weight"].shape
@@ -161,13 +160,16 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1)
     bias = p.get("bias")
     out = arena.empty(xp, (n, ho, wo, o), x.dtype)
     if kh == kw == 1 and ph == pw == 0:
+        # any layout BLAS takes as it is (a channels-outermost view: transposed operand)
         xs = (x[:, ::sh, ::sw] if sh > 1 or sw > 1 else x).reshape(-1, c)
         res, mat = out.reshape(-1, o), _cached(p, "_mat", weight_matrix)
         step = max(_MIN_ROWS, _CHUNK_BYTES // ((c + o) * x.itemsize))
         for a in range(0, res.shape[0], step):  # in pieces: bias and act while in cache
             xp.matmul(xs[a:a + step], mat, out=res[a:a + step])
             _finish(res[a:a + step], bias, act, slope)
-    elif kh == kw == 3 and sh == sw == dh == dw == 1 and min(c, o) >= _WINO_MIN_CHANNELS:
+        return out
+    x = xp.ascontiguousarray(x)  # the copies below read each kw*C run of a row as one block
+    if kh == kw == 3 and sh == sw == dh == dw == 1 and min(c, o) >= _WINO_MIN_CHANNELS:
         _winograd(x, p, ph, pw, out, act, slope)
     elif sh == sw == 1 and o <= _NARROW_MAX and c >= 4 * o:
         _out_taps(x, p, ph, pw, (dh, dw), out, act, slope)
