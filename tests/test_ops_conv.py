@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from cvflow.ops import conv
+from cvflow.ops import conv, conv_transpose
 
 seeds = st.integers(0, 2**31 - 1)
 RTOL = 1e-4
@@ -201,7 +201,7 @@ def test_conv_transpose2d_matches_definition(n, h, w, c, o, k, s, data, bias, se
     p = {"weight": rng.standard_normal((c, o, k, k)).astype(np.float32)}
     if bias:
         p["bias"] = rng.standard_normal(o).astype(np.float32)
-    out = conv.conv_transpose2d(x, p, stride=s, padding=pad, output_padding=opad)
+    out = conv_transpose.conv_transpose2d(x, p, stride=s, padding=pad, output_padding=opad)
     _close(out, _naive_conv_t(x, p["weight"], p.get("bias"), (s, s), (pad, pad), (opad, opad)))
 
 
@@ -210,8 +210,8 @@ def test_conv_transpose2d_fused_leaky():
     x = rng.standard_normal((1, 5, 6, 12)).astype(np.float32)
     p = {"weight": rng.standard_normal((12, 40, 4, 4)).astype(np.float32),
          "bias": rng.standard_normal(40).astype(np.float32)}
-    plain = conv.conv_transpose2d(x, p, stride=2, padding=1)
-    fused = conv.conv_transpose2d(x, p, stride=2, padding=1, act="leaky", slope=0.1)
+    plain = conv_transpose.conv_transpose2d(x, p, stride=2, padding=1)
+    fused = conv_transpose.conv_transpose2d(x, p, stride=2, padding=1, act="leaky", slope=0.1)
     np.testing.assert_allclose(fused, np.maximum(plain, plain * np.float32(0.1)), rtol=1e-6)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from cvflow.ops import arena
 from cvflow.ops.act import leaky_relu_
-from cvflow.ops.conv import conv2d, conv_transpose2d
+from cvflow.ops.conv import conv2d
+from cvflow.ops.conv_transpose import conv_transpose2d
 from cvflow.ops.corr import patch_correlation
 
 SLOPE = 0.1

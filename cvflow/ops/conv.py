@@ -1,7 +1,6 @@
-"""2-D convolution and transposed convolution on NHWC activations.
+"""2-D convolution on NHWC activations.
 
-Weights keep PyTorch's layout: conv (O, I/groups, kh, kw), transposed conv
-(I, O, kh, kw). Every path is a few large matrix products (BLAS, all cores) fed by
+Weights keep PyTorch's layout (O, I/groups, kh, kw). Every path is a few large matrix products (BLAS, all cores) fed by
 copies sized to stay in cache; zero padding is written into those copies, never
 materialised as a padded input. Paths, in the order `conv2d` picks them:
 
@@ -18,7 +17,7 @@ materialised as a padded input. Paths, in the order `conv2d` picks them:
   strided), so kh products sum the kernel rows without a kh-fold copy.
 - otherwise (3x3 strided): im2col per chunk of output rows, kh*kw*C values per output
   pixel, one product.
-- transposed: one product gives every tap's contribution, added at its place.
+Transposed convolution: `cvflow.ops.conv_transpose`.
 """
 from __future__ import annotations
 
@@ -35,7 +34,6 @@ _WINO_BYTES = 4 << 20
 _MIN_ROWS = 1024  # matrix rows per product, below which BLAS is inefficient
 # Outputs up to which a product per input pixel beats row taps (when C >= 4*O).
 _NARROW_MAX = 8
-_PLANES_BELOW = 32  # transposed conv: outputs below which taps are added as (O, H, W) planes
 _WINO_MIN_TILES = 256  # tiles per Winograd product
 _WINO_MIN_CHANNELS = 64  # min(C, O) from which Winograd beats row taps (measured)
 _PLANAR_MAX = 8  # input channels up to which im2col from channel planes wins (frames, flows)
@@ -182,6 +180,13 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1)
     return out
 
 
+def _setup(x, p, out):
+    """What every path starts from: xp, C, Ho, Wo, O, kh, kw, the weight matrix, the bias."""
+    kh, kw = p["weight"].shape[2:]
+    _, ho, wo, o = out.shape
+    return get_xp(x), x.shape[-1], ho, wo, o, kh, kw, _cached(p, "_mat", weight_matrix), p.get("bias")
+
+
 def _chunk_rows(n_rows, row_bytes, row_len, budget, min_len=_MIN_ROWS):
     """Rows per chunk: within `budget` bytes, but at least `min_len` matrix rows."""
     rows = max(budget // max(1, row_bytes), -(-min_len // max(1, row_len)))
@@ -191,16 +196,12 @@ def _chunk_rows(n_rows, row_bytes, row_len, budget, min_len=_MIN_ROWS):
 def _im2col(x, p, stride, ph, pw, dilation, out, act, slope):
     """Any stride/dilation: per chunk of output rows, cols[r, c] = the kh*kw*C inputs of
     output (r, c), then one product with the (kh*kw*C, O) weight matrix."""
-    xp = get_xp(x)
-    n, _, _, c = x.shape
-    _, ho, wo, o = out.shape
-    kh, kw = p["weight"].shape[2:]
+    xp, c, ho, wo, o, kh, kw, mat, bias = _setup(x, p, out)
     (sh, sw), (dh, dw) = stride, dilation
-    mat, bias = _cached(p, "_mat", weight_matrix), p.get("bias")
     k = kh * kw * c
     rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
     buf = _scratch(xp, rows * wo * k, "cols", x.dtype)
-    for b in range(n):
+    for b in range(len(x)):
         for r0 in range(0, ho, rows):
             m = min(ho, r0 + rows) - r0
             cols = buf[:m * wo * k].reshape(m, wo, kh, kw, c)
@@ -215,12 +216,8 @@ def _row_taps(x, p, stride, ph, pw, dilation, out, act, slope):
     over kernel rows i, taps[r*sh + i*dh] @ W[i] (kh products per chunk). With row
     stride sh the taps are kept per input-row phase (t mod sh), so that every kernel
     row reads a contiguous slab: each input row is copied once, not kh/sh times."""
-    xp = get_xp(x)
-    n, _, _, c = x.shape
-    _, ho, wo, o = out.shape
-    kh, kw = p["weight"].shape[2:]
+    xp, c, ho, wo, o, kh, kw, mat, bias = _setup(x, p, out)
     (sh, sw), (dh, dw) = stride, dilation
-    mat, bias = _cached(p, "_mat", weight_matrix), p.get("bias")
     k = kw * c
     # kernel row i reads phase (i*dh) % sh, at offset (i*dh) // sh rows down that phase
     where = [((i * dh) % sh, (i * dh) // sh) for i in range(kh)]
@@ -228,7 +225,7 @@ def _row_taps(x, p, stride, ph, pw, dilation, out, act, slope):
     rows = _chunk_rows(ho, wo * k * x.itemsize * len(depth), wo, _CHUNK_BYTES)
     bufs = {q: _scratch(xp, (rows + extra) * wo * k, f"taps{q}", x.dtype) for q, extra in depth.items()}
     tmp = _scratch(xp, rows * wo * o, "part", x.dtype) if kh > 1 else None
-    for b in range(n):
+    for b in range(len(x)):
         for r0 in range(0, ho, rows):
             m = min(ho, r0 + rows) - r0
             flats = {}
@@ -251,12 +248,9 @@ def _planar(x, p, stride, ph, pw, dilation, out, act, slope):
     the column matrix of each chunk - one row per (tap, channel), one column per output
     pixel - is built from contiguous runs of whole output rows, C planes per copy; it
     enters the product transposed, (pixels, kh*kw*C) @ (kh*kw*C, O)."""
-    xp = get_xp(x)
-    n, h, wd, c = x.shape
-    _, ho, wo, o = out.shape
-    kh, kw = p["weight"].shape[2:]
+    xp, c, ho, wo, o, kh, kw, mat, bias = _setup(x, p, out)
+    n, h, wd = x.shape[:3]
     (sh, sw), (dh, dw) = stride, dilation
-    mat, bias = _cached(p, "_mat", weight_matrix), p.get("bias")
     k = kh * kw * c
     hs, ws = -(-(h + 2 * ph) // sh), -(-(wd + 2 * pw) // sw)  # rows, columns per phase
     padded = _scratch(xp, c * hs * sh * ws * sw, "planar_in", x.dtype).reshape(c, hs * sh, ws * sw)
@@ -360,61 +354,3 @@ def _grouped(x, p, stride, padding, dilation, groups, act, slope):
         xg = xp.ascontiguousarray(x[..., g * cg:(g + 1) * cg])
         parts.append(conv2d(xg, pg, stride, padding, dilation, act=act, slope=slope))
     return arena.concatenate(parts, axis=-1)
-
-
-def conv_transpose2d(x, p, stride=1, padding=0, output_padding=0, act=None, slope=0.1):
-    """Transposed convolution (PyTorch ConvTranspose2d, groups=1, dilation=1).
-
-    x: (N, H, W, I). p: {"weight": (I, O, kh, kw), "bias": (O,) optional}; act, slope
-    as in `conv2d`. Returns (N, (H-1)*sh - 2*ph + kh + oph, ..., O).
-    """
-    xp = get_xp(x)
-    ci, o, kh, kw = p["weight"].shape
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    oph, opw = _pair(output_padding)
-    n, h, wd, _ = x.shape
-    ho = (h - 1) * sh - 2 * ph + kh + oph
-    wo = (wd - 1) * sw - 2 * pw + kw + opw
-    bias = p.get("bias")
-    # Few outputs: taps as (O, rows, W) planes, so that the adds run along image rows.
-    planes = o < _PLANES_BELOW
-    if planes:  # (kh*kw*O, I) or (I, kh*kw*O)
-        tmat = _cached(p, "_tmat_t", lambda w: xp.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, ci)))
-    else:
-        tmat = _cached(p, "_tmat", lambda w: xp.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(ci, -1)))
-    out = arena.empty(xp, (n, ho, wo, o), x.dtype)
-    rows = _chunk_rows(h, wd * kh * kw * o * x.itemsize, wd, _CHUNK_BYTES)
-    buf = _scratch(xp, rows * wd * kh * kw * o, "tconv", x.dtype)
-    acc = arena.empty(xp, (o, ho, wo), x.dtype) if planes else None
-    for b in range(n):
-        if planes:
-            acc[...] = 0
-        else:
-            out[b] = 0 if bias is None else bias
-        for r0 in range(0, h, rows):
-            m = min(h, r0 + rows) - r0
-            xb = x[b, r0:r0 + m].reshape(-1, ci)
-            if planes:
-                taps = buf[:m * wd * kh * kw * o].reshape(kh, kw, o, m, wd)
-                xp.matmul(tmat, xb.T, out=taps.reshape(kh * kw * o, -1))
-            else:
-                taps = buf[:m * wd * kh * kw * o].reshape(m, wd, kh, kw, o)
-                xp.matmul(xb, tmat, out=taps.reshape(m * wd, -1))
-            for i in range(kh):
-                # input row r0 + t lands on output row (r0 + t)*sh + i - ph
-                ta, tb = _span(m, ho, sh, r0 * sh + i - ph)
-                y0 = (r0 + ta) * sh + i - ph
-                ys = slice(y0, y0 + (tb - ta - 1) * sh + 1, sh)
-                for j in range(kw if tb > ta else 0):
-                    ca, cb = _span(wd, wo, sw, j - pw)
-                    x0 = ca * sw + j - pw
-                    xs = slice(x0, x0 + (cb - ca - 1) * sw + 1, sw)
-                    if cb > ca and planes:
-                        acc[:, ys, xs] += taps[i, j, :, ta:tb, ca:cb]
-                    elif cb > ca:
-                        out[b, ys, xs] += taps[ta:tb, ca:cb, i, j]
-        if planes:
-            out[b] = acc.transpose(1, 2, 0)
-        _finish(out[b], bias if planes else None, act, slope)
-    return out
