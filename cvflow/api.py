@@ -198,6 +198,17 @@ class OpticalFlow:
         return f"<cvflow {self._model.name} on {self._device}{', ' + opts if opts else ''}>"
 
     # -- internals ------------------------------------------------------------------
+    def _prepare(self):
+        """One forward pass on a blank pair of the model's `prepare_size`: every layer
+        derives its matrices now, so the first `calc` costs what every later one does."""
+        side = self._model.prepare_size
+        if side:
+            blank = backend.module_for(self._device).zeros((side, side, 3), np.float32)
+            opts = self._options
+            if opts.get("bidirectional"):
+                opts = {**opts, "bidirectional": False}
+            self._run(blank, blank, None, opts)
+
     def _frames(self, I0, I1):
         """Validate a frame pair; return both as float32 (H, W, 3) BGR on the model's device."""
         _check_frame("I0", I0)
@@ -309,4 +320,5 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     verify_weights(flat, model.param_shapes(model.config), model.name)
     placed = {k: backend.to_device(np.asarray(v, dtype=np.float32, order="C"), dev) for k, v in flat.items()}
     algo._params = nest(placed)
+    algo._prepare()
     return algo

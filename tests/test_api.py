@@ -177,3 +177,29 @@ def test_calc_bidirectional_needs_a_model_with_that_mode():
     f0, f1 = frames()
     with pytest.raises(ValueError, match="has no bidirectional mode"):
         make().calcBidirectional(f0, f1)
+
+
+def _derived_keys(tree, path=""):
+    """Paths of every cached derived entry (keys starting with "_") in a weight tree."""
+    out = set()
+    for key, value in tree.items():
+        if key.startswith("_"):
+            out.add(path + key)
+        if isinstance(value, dict):
+            out |= _derived_keys(value, f"{path}{key}.")
+    return out
+
+
+@pytest.mark.parametrize("name", ["raft-small", "flownet2-s", "gmflow"])
+def test_create_prepares_every_layer(name):
+    """The first calc derives nothing new: create() did it (on a blank pair)."""
+    cvflow.list_models()  # registers the built-in models
+    model = REGISTRY[name]
+    rng = np.random.default_rng(0)
+    weights = {k: (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in model.param_shapes(model.config).items()}
+    algo = cvflow.create(name, weights=weights, device="cpu", **({"iters": 2} if "raft" in name else {}))
+    before = _derived_keys(algo._params)
+    assert before
+    a = rng.integers(0, 256, (136, 200, 3), dtype=np.uint8)
+    algo.calc(a, np.roll(a, 2, axis=1), None)
+    assert _derived_keys(algo._params) == before

@@ -18,6 +18,9 @@ class ModelDef:
     forward(params, img0, img1, config, options, init_flow) -> (H, W, 2) float32 flow,
     with img0/img1 float32 (H, W, 3) BGR in 0..255 and params the nested weight dict.
     param_shapes(config) -> {checkpoint key (no `module.`): shape} for every tensor.
+    prepare_size: side of a blank frame pair that `create()` runs once, so that every
+    layer's derived weight matrices (transposed, Winograd-transformed) exist before the
+    first `calc` (0: none).
     reuse_buffers: run forward in the object's activation arena (`cvflow.ops.arena`):
     worth it where large activations dominate (FlowNet2's full-resolution nets, -0.9 s
     of 4.2 s), not where it would only raise peak memory (RAFT: +50%, no gain).
@@ -33,6 +36,7 @@ class ModelDef:
     min_size: int = 0
     description: str = ""
     reuse_buffers: bool = False
+    prepare_size: int = 0
 
 
 def register(model: ModelDef) -> ModelDef:

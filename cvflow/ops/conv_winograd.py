@@ -22,11 +22,19 @@ _A2 = np.kron(_AT, _AT)  # (4, 16): output 2a+c from product 4k+l
 def weights(w):
     """(O, C, 3, 3) conv weight -> (16, C, O) transformed kernels, U[4k+l] = (G w G^T)[k, l].
 
-    Computed in float64 and rounded once."""
+    vec(G w G^T) = (G kron G) vec(w): one (16, 9) @ (9, O*C) product gives every kernel.
+    Computed in float64 and rounded once, in column pieces that keep the float64
+    intermediate in cache. The result is a transposed view of a contiguous (16, O, C)
+    array (the product's own order; BLAS takes the view as it is)."""
     xp = get_xp(w)
-    g = xp.asarray(_G)
-    u = xp.einsum("ki,ocij,lj->klco", g, w.astype(xp.float64), g)
-    return xp.ascontiguousarray(u.reshape(16, w.shape[1], w.shape[0]).astype(w.dtype))
+    o, c = w.shape[:2]
+    flat = w.reshape(o * c, 9)
+    kron = xp.asarray(np.kron(_G, _G))
+    u = xp.empty((16, o * c), w.dtype)
+    step = 1 << 15
+    for a in range(0, o * c, step):
+        u[:, a:a + step] = kron @ flat[a:a + step].astype(xp.float64).T
+    return u.reshape(16, o, c).transpose(0, 2, 1)
 
 
 def in_transform(p, r, v):
