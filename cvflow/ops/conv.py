@@ -30,11 +30,15 @@ from cvflow.ops.act import relu_
 
 # Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
 _CHUNK_BYTES = 2 << 20
-_WINO_BYTES = 4 << 20
-_MIN_ROWS = 1024  # matrix rows per product, below which BLAS is inefficient
+_WINO_BYTES = 16 << 20
+# Matrix rows per product (at least). Every BLAS call hands its work to OpenBLAS's threads,
+# and on a loaded VM that hand-off costs ~0.1 ms: few, large products keep it negligible
+# (RAFT-small, 440x1024: 6,474 products per pair at 1024 rows / 256 tiles, 1,475 with
+# these minimums; 2.1-2.9 s -> 1.6-2.0 s in a slow spell, the same when the machine is quiet).
+_MIN_ROWS = 4096
 # Outputs up to which a product per input pixel beats row taps (when C >= 4*O).
 _NARROW_MAX = 8
-_WINO_MIN_TILES = 256  # tiles per Winograd product
+_WINO_MIN_TILES = 2048  # tiles per Winograd product (see _MIN_ROWS)
 _WINO_MIN_CHANNELS = 64  # min(C, O) from which Winograd beats row taps (measured)
 _PLANAR_MAX = 8  # input channels up to which im2col from channel planes wins (frames, flows)
 _ROW_TAPS_MIN_KH = 5  # strided convs: kernel rows from which row taps beat im2col (measured)
@@ -187,8 +191,9 @@ def _setup(x, p, out):
     return get_xp(x), x.shape[-1], ho, wo, o, kh, kw, _cached(p, "_mat", weight_matrix), p.get("bias")
 
 
-def _chunk_rows(n_rows, row_bytes, row_len, budget, min_len=_MIN_ROWS):
+def _chunk_rows(n_rows, row_bytes, row_len, budget, min_len=None):
     """Rows per chunk: within `budget` bytes, but at least `min_len` matrix rows."""
+    min_len = _MIN_ROWS if min_len is None else min_len
     rows = max(budget // max(1, row_bytes), -(-min_len // max(1, row_len)))
     return max(1, min(n_rows, rows))
 
