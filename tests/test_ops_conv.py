@@ -222,3 +222,19 @@ def test_winograd_single_tile():
     p = _layer(rng, 64, 64, 3, 3)
     out = conv.conv2d(x, p)  # one 2x2 Winograd tile, no padding
     _close(out, _naive_conv(x, p["weight"], p["bias"], (1, 1), (0, 0), (1, 1)))
+
+
+@pytest.mark.parametrize("c, o, k, s", [(64, 64, 3, 1), (24, 2, 3, 1), (3, 16, 7, 2), (12, 20, 5, 1),
+                                        (12, 20, 5, 2), (12, 20, 3, 2), (16, 24, 1, 1)])
+def test_many_chunks_equal_one(monkeypatch, c, o, k, s):
+    """Tiny chunk budgets split every path into many pieces (halos, phases, Winograd tile
+    rows, odd last chunks): the result is the definition's."""
+    monkeypatch.setattr(conv, "_MIN_ROWS", 1)
+    monkeypatch.setattr(conv, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv, "_WINO_BYTES", 1)
+    monkeypatch.setattr(conv, "_WINO_MIN_TILES", 1)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 13, 17, c)).astype(np.float32)
+    p = _layer(rng, o, c, k, k)
+    out = conv.conv2d(x, p, stride=s, padding=k // 2)
+    _close(out, _naive_conv(x, p["weight"], p["bias"], (s, s), (k // 2, k // 2), (1, 1)))
