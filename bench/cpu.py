@@ -6,7 +6,9 @@ For each entry of BENCHES: seconds per frame pair (best of --repeat), effective 
 (the entry's GFLOP per pair / seconds), that rate as a fraction of the sgemm rate
 measured in the same run, and that fraction over the PyTorch reference's own fraction
 on the same machine kind ("x torch": 1.0 means as efficient as the reference).
-Timings drift between machines; compare ratios from one run, never raw seconds.
+Timings drift between machines; compare ratios from one run, never raw seconds. The
+2-core CI machine kind has slow spells lasting minutes (same code up to 1.7x slower,
+sgemm nearly unchanged): rerun when a ratio looks off.
 
 Weights are random (shapes from the model's `param_shapes`): speed does not depend on
 their values. Frames come from ../shared when present (only frames), else noise.
