@@ -99,10 +99,7 @@ class OpticalFlow:
         init = self._initial_flow(flow, *I0.shape[:2])
         if init is not None:
             init = backend.module_for(self._device).asarray(init, dtype=np.float32)
-        opts = self._options
-        if opts.get("bidirectional"):
-            opts = {**opts, "bidirectional": False}  # calc returns one direction; see calcBidirectional
-        out = self._run(img0, img1, init, opts)
+        out = self._run(img0, img1, init, self._one_way_options())
         return self._deliver(out, flow, I0)
 
     def calcBidirectional(self, I0, I1):
@@ -204,10 +201,13 @@ class OpticalFlow:
         side = self._model.prepare_size
         if side:
             blank = backend.module_for(self._device).zeros((side, side, 3), np.float32)
-            opts = self._options
-            if opts.get("bidirectional"):
-                opts = {**opts, "bidirectional": False}
-            self._run(blank, blank, None, opts)
+            self._run(blank, blank, None, self._one_way_options())
+
+    def _one_way_options(self):
+        """The options of a `calc` pass: one direction even when `bidirectional` is set
+        (see calcBidirectional)."""
+        opts = self._options
+        return {**opts, "bidirectional": False} if opts.get("bidirectional") else opts
 
     def _frames(self, I0, I1):
         """Validate a frame pair; return both as float32 (H, W, 3) BGR on the model's device."""

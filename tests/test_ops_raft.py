@@ -50,6 +50,20 @@ def test_integer_shift_sampling_is_slicing(h, w, dx, dy, seed):
     np.testing.assert_array_equal(out[:, ys, xs], shifted)
 
 
+def test_far_away_and_nan_coordinates():
+    """Coordinates far outside (or NaN) neither overflow the integer cast nor wrap:
+    zeros padding gives 0 (NaN stays NaN), border padding the nearest edge pixel."""
+    img = _rand(np.random.default_rng(3), 1, 5, 6, 2)
+    x = np.array([[[1e12, -1e12, 3e9, np.nan]]], np.float32)
+    y = np.full_like(x, 2.0)
+    with np.errstate(invalid="raise"):
+        zeros = bilinear_sample(img, x, y, "zeros")
+        border = bilinear_sample(img, x, y, "border")
+    np.testing.assert_array_equal(zeros[0, 0, :3], 0)
+    np.testing.assert_array_equal(border[0, 0, :3], img[0, 2, [5, 0, 5]])
+    assert np.isnan(zeros[0, 0, 3]).all() and np.isnan(border[0, 0, 3]).all()
+
+
 # -- correlation -------------------------------------------------------------------------
 def _naive_lookup(f1, f2, coords, levels, radius):
     """Direct definition: pooled all-pairs volumes sampled per offset with bilinear_sample."""

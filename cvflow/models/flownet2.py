@@ -108,7 +108,7 @@ def _fuse(params, x, flow_css, fusion):
     _, err_sd = _error(x, flow_sd)
     _, err_css = _error(x, flow_css)
     inp = arena.concatenate([x[..., :3], flow_sd, flow_css, channel_norm(flow_sd), channel_norm(flow_css),
-                          err_sd, err_css], axis=-1)
+                             err_sd, err_css], axis=-1)
     prefix, net = fusion["net"]
     return flownet(_sub(params, prefix), inp, net)
 

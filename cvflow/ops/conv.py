@@ -1,8 +1,8 @@
 """2-D convolution on NHWC activations.
 
-Weights keep PyTorch's layout (O, I/groups, kh, kw). Every path is a few large matrix products (BLAS, all cores) fed by
-copies sized to stay in cache; zero padding is written into those copies, never
-materialised as a padded input. Paths, in the order `conv2d` picks them:
+Weights keep PyTorch's layout (O, I/groups, kh, kw). Every path is a few large matrix
+products (BLAS, all cores) fed by copies sized to stay in cache; zero padding is
+written into those copies, never materialised as a padded input. Paths, in the order `conv2d` picks them:
 
 - 1x1: the input is already the matrix.
 - 3x3, stride 1, C and O >= 64: Winograd F(2x2, 3x3) (`conv_winograd`), 16 products

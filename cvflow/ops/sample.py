@@ -24,8 +24,10 @@ def bilinear_sample(img, x, y, padding="zeros"):
     ax = (x - x0f).astype(img.dtype)
     ay = (y - y0f).astype(img.dtype)
     itype = xp.int32 if n * hh * ww < 2**31 else xp.int64  # narrower indices: less traffic
-    x0 = x0f.astype(itype)
-    y0 = y0f.astype(itype)
+    # Far-away (or NaN) corners clipped to just outside keep the integer cast defined;
+    # both of their taps stay outside, so nothing else changes.
+    x0 = xp.fmin(xp.fmax(x0f, -2, out=x0f), ww, out=x0f).astype(itype)  # fmax: NaN -> -2
+    y0 = xp.fmin(xp.fmax(y0f, -2, out=y0f), hh, out=y0f).astype(itype)
     flat = img.reshape(n * hh * ww, c)
     base = (xp.arange(n, dtype=itype) * (hh * ww)).reshape(n, 1, 1)
     # Per tap row / column: the clamped index part and its weight (0 outside, for zeros).
