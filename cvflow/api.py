@@ -83,7 +83,7 @@ class OpticalFlow:
         self._device = device
         self._options = dict(model.options)
         self._flags = 0
-        self._arena = Arena()  # large CPU activations kept between calls
+        self._arena = Arena(model.reuse_bytes)  # large CPU activations kept between calls
         for key, value in options.items():
             self.set(key, value)
 
@@ -233,7 +233,7 @@ class OpticalFlow:
     def _run(self, img0, img1, init, options):
         """Forward pass (in the object's arena, for models that reuse buffers); results
         come back as arrays of their own."""
-        if not self._model.reuse_buffers:
+        if not self._model.reuse_bytes:
             return self._forward(img0, img1, init, options)
         with self._arena.active():
             out = self._forward(img0, img1, init, options)

@@ -11,7 +11,7 @@ import cvflow
 from cvflow.models.base import REGISTRY, ModelDef, register
 from cvflow.ops import arena, conv
 
-BIG = (512, 1024)  # 2 MiB of float32, above arena.MIN_BYTES
+BIG = (512, 1024)  # 2 MiB of float32, above an Arena()'s default floor (arena.MIN_BYTES)
 
 
 def test_idle_buffer_is_reused_across_activations():
@@ -80,7 +80,7 @@ def _arena_forward(params, img0, img1, config, options, init_flow):
 @pytest.fixture
 def stub_model():
     model = register(ModelDef(name="test-arena", family="test", config={}, param_shapes=lambda cfg: {"unused": (1,)},
-                              forward=_arena_forward, reuse_buffers=True))
+                              forward=_arena_forward, reuse_bytes=arena.MIN_BYTES))
     yield model.name
     REGISTRY.pop(model.name, None)
 

@@ -21,9 +21,11 @@ class ModelDef:
     prepare_size: side of a blank frame pair that `create()` runs once, so that every
     layer's derived weight matrices (transposed, Winograd-transformed) exist before the
     first `calc` (0: none).
-    reuse_buffers: run forward in the object's activation arena (`cvflow.ops.arena`):
-    worth it where large activations dominate (FlowNet2's full-resolution nets, -0.9 s
-    of 4.2 s), not where it would only raise peak memory (RAFT: +50%, no gain).
+    reuse_bytes: run forward in the object's activation arena (`cvflow.ops.arena`),
+    keeping arrays of at least this many bytes between calls (0: no arena). Fresh
+    pages of large arrays cost FlowNet2 ~0.9 s of 4.2 s (1 MiB floor) and RAFT-small's
+    correlation volumes up to 0.25 s per pair (32 MiB floor; a 1 MiB floor raised
+    RAFT's peak memory by half for no further gain).
     """
 
     name: str
@@ -35,7 +37,7 @@ class ModelDef:
     checkpoint: str | None = None
     min_size: int = 0
     description: str = ""
-    reuse_buffers: bool = False
+    reuse_bytes: int = 0
     prepare_size: int = 0
 
 

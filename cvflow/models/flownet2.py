@@ -158,5 +158,5 @@ for _name in (*_RELEASES, *_ALIASES):
     _ckpt, _desc = _RELEASES[_ALIASES.get(_name, _name)]
     register(ModelDef(name=_name, family="flownet2", config=CONFIGS[_ALIASES.get(_name, _name)],
                       param_shapes=chain_param_shapes, forward=forward, checkpoint=_ckpt,
-                      description=_desc + " (research use only)", reuse_buffers=True,
+                      description=_desc + " (research use only)", reuse_bytes=1 << 20,
                       prepare_size=MULTIPLE))

@@ -311,5 +311,6 @@ for _name, _ckpt in (("raft", "raft-things.pth"), ("raft-small", "raft-small.pth
         checkpoint=_ckpt,
         min_size=128,  # the 1/64-resolution pyramid level needs >= 2 px (the reference gives NaN)
         prepare_size=128,
+        reuse_bytes=32 << 20,
         description=f"{'RAFT' if _name == 'raft' else 'RAFT-small'} (Teed & Deng 2020)",
     ))

@@ -13,9 +13,11 @@ owns its memory alive (`ndarray.base`), so an array still in use anywhere - a sk
 connection, a result the caller kept - is never handed out twice. Buffers the arena
 did not hand out during an activation are dropped when it ends, and `release` drops
 them all. Other array modules (CuPy has its own pool) and small arrays bypass it.
-`OpticalFlow` activates its arena for models registered with `reuse_buffers=True`
-(the FlowNet2 family): idle buffers are held until reused, which raises the peak
-memory of models with many sizes of activations (RAFT: +50%) for no gain there.
+`OpticalFlow` activates its arena for models registered with `reuse_bytes`, the size
+from which arrays are kept: 1 MiB for the FlowNet2 family, 32 MiB for RAFT (only its
+correlation volumes and half-resolution features: idle buffers are held until reused,
+and with RAFT's many sizes of smaller activations that raised the peak by 50% for no
+gain).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-MIN_BYTES = 1 << 20  # below this, malloc keeps and reuses the memory itself
+MIN_BYTES = 1 << 20  # default floor: below this, malloc keeps and reuses the memory itself
 _SLACK = 1.25  # a buffer serves requests down to 1/_SLACK of its size
 _LOCAL = threading.local()
 
@@ -33,7 +35,8 @@ _LOCAL = threading.local()
 class Arena:
     """A set of large byte buffers, handed out as arrays while idle."""
 
-    def __init__(self):
+    def __init__(self, min_bytes: int = MIN_BYTES):
+        self.min_bytes = min_bytes  # smaller arrays are allocated as usual
         self._bufs: list[np.ndarray] = []
         self._taken: set[int] = set()  # ids of buffers handed out in this activation
         self._lock = threading.Lock()
@@ -87,7 +90,8 @@ class Arena:
 def empty(xp, shape, dtype):
     """xp.empty(shape, dtype), from the active arena when it is NumPy and large."""
     arena = getattr(_LOCAL, "arena", None)
-    if arena is None or xp is not np or int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize < MIN_BYTES:
+    if arena is None or xp is not np or \
+            int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize < arena.min_bytes:
         return xp.empty(shape, dtype)
     return arena.empty(shape, dtype)
 

@@ -14,6 +14,7 @@ from cvflow.backend import get_xp  # noqa: F401
 # from `pool_pyramid(fmap2)` and differ only in when the dot products are taken.
 import math as _math  # noqa: E402
 
+from cvflow.ops import arena as _arena  # noqa: E402
 from cvflow.ops import parallel as _parallel  # noqa: E402
 from cvflow.ops.pool import avg_pool2x2 as _avg_pool2x2  # noqa: E402
 
@@ -51,7 +52,8 @@ def build_corr(fmap1, fmap2, levels, budget=1 << 30):
         volumes = []
         for f2 in pyramid:
             hl, wl = f2.shape[1:3]
-            v = xp.matmul(f1.reshape(n, h * w, d), f2.reshape(n, hl * wl, d).transpose(0, 2, 1))
+            v = _arena.empty(xp, (n, h * w, hl * wl), f1.dtype)
+            xp.matmul(f1.reshape(n, h * w, d), f2.reshape(n, hl * wl, d).transpose(0, 2, 1), out=v)
             volumes.append(v.reshape(n * h * w, hl * wl))
     return {"f1": f1, "pyramid": pyramid, "volumes": volumes, "shape": (n, h, w)}
 
