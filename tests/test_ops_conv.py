@@ -233,6 +233,7 @@ def test_many_chunks_equal_one(monkeypatch, c, o, k, s):
     monkeypatch.setattr(conv, "_CHUNK_BYTES", 1)
     monkeypatch.setattr(conv, "_WINO_BYTES", 1)
     monkeypatch.setattr(conv, "_WINO_MIN_TILES", 1)
+    monkeypatch.setattr(conv, "_WINO_WHOLE_TILES", 0)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 13, 17, c)).astype(np.float32)
     p = _layer(rng, o, c, k, k)

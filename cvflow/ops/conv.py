@@ -30,15 +30,20 @@ from cvflow.ops.act import relu_
 
 # Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
 _CHUNK_BYTES = 2 << 20
-_WINO_BYTES = 16 << 20
+_WINO_BYTES = 4 << 20
 # Matrix rows per product (at least). Every BLAS call hands its work to OpenBLAS's threads,
 # and on a loaded VM that hand-off costs ~0.1 ms: few, large products keep it negligible
-# (RAFT-small, 440x1024: 6,474 products per pair at 1024 rows / 256 tiles, 1,475 with
-# these minimums; 2.1-2.9 s -> 1.6-2.0 s in a slow spell, the same when the machine is quiet).
+# (RAFT-small, 440x1024: 6,474 products per pair at 1024 rows and 256-tile Winograd
+# chunks, 1,475 with these minimums and whole 1/8-resolution maps per Winograd product;
+# 2.1-2.9 s -> 1.6-2.0 s in a slow spell, the same when the machine is quiet).
 _MIN_ROWS = 4096
 # Outputs up to which a product per input pixel beats row taps (when C >= 4*O).
 _NARROW_MAX = 8
-_WINO_MIN_TILES = 2048  # tiles per Winograd product (see _MIN_ROWS)
+_WINO_MIN_TILES = 256  # tiles per Winograd product, when chunked
+# Maps of up to this many 2x2 tiles go in one chunk (16 products per conv: see _MIN_ROWS).
+# Chunking larger maps by _WINO_BYTES stays faster (2x220x512x64: 106 ms vs 139 in one
+# 2048-tile chunks); single chunks win on small maps (55x128x82->288: 15.6 vs 17.1 ms).
+_WINO_WHOLE_TILES = 4096
 _WINO_MIN_CHANNELS = 64  # min(C, O) from which Winograd beats row taps (measured)
 _PLANAR_MAX = 8  # input channels up to which im2col from channel planes wins (frames, flows)
 _ROW_TAPS_MIN_KH = 5  # strided convs: kernel rows from which row taps beat im2col (measured)
@@ -323,7 +328,10 @@ def _winograd(x, p, ph, pw, out, act, slope):
     u, bias = _cached(p, "_wino", wino.weights), p.get("bias")
     th, tw = -(-ho // 2), -(-wo // 2)
     wp = 2 * tw + 2
-    rows = _chunk_rows(th, 16 * tw * (c + o) * x.itemsize, tw, _WINO_BYTES, _WINO_MIN_TILES)
+    if th * tw <= _WINO_WHOLE_TILES:
+        rows = th
+    else:
+        rows = _chunk_rows(th, 16 * tw * (c + o) * x.itemsize, tw, _WINO_BYTES, _WINO_MIN_TILES)
     tile_in = _scratch(xp, (2 * rows + 2) * wp * c, "wino_in", x.dtype)
     r = _scratch(xp, 4 * rows * wp * c, "wino_rows", x.dtype)
     v = _scratch(xp, 16 * rows * tw * c, "wino_v", x.dtype)
