@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvflow.ops import corr, parallel
-from cvflow.ops.act import add_relu_, relu, relu_
+from cvflow.ops import act, corr, parallel
+from cvflow.ops.act import add_relu_, leaky_relu, leaky_relu_, relu, relu_
 from cvflow.ops.corr import build_corr, corr_lookup
 from cvflow.ops.gru import conv_gru, conv_gru_constant, gru_step, h_gate_params, sep_conv_gru, sep_conv_gru_constant
 from cvflow.ops.norm import batch_norm, batch_norm_, instance_norm
@@ -100,6 +100,17 @@ def test_in_place_ops_equal_their_definitions():
         got = relu(a)
         assert got.dtype == a.dtype and not np.shares_memory(got, a)
         np.testing.assert_array_equal(got, np.maximum(a, 0))
+    # LeakyReLU in pieces (x spans many of them, the last one partial) and on a strided view
+
+
+def test_leaky_relu_in_pieces_equals_its_definition(monkeypatch):
+    monkeypatch.setattr(act, "_PIECE", 1000)  # many pieces, the last one partial
+    y = _rand(np.random.default_rng(1), 2, 70, 90, 24)
+    np.testing.assert_array_equal(leaky_relu_(y.copy(), 0.2), leaky_relu(y, 0.2))
+    z = y.copy()  # a strided view: updated where it points, nowhere else
+    leaky_relu_(z[:, ::3], 0.2)
+    np.testing.assert_array_equal(z[:, ::3], leaky_relu(y[:, ::3], 0.2))
+    np.testing.assert_array_equal(z[:, 1::3], y[:, 1::3])
 
 
 # -- GRU: constant input and precomputed h-share --------------------------------------------------

@@ -9,6 +9,8 @@ import numpy as np
 from cvflow.backend import get_xp
 from cvflow.ops.parallel import map_spans
 
+_PIECE = 1 << 19  # elements per in-place piece: 2 MiB of float32, cache-resident
+
 
 def relu(x):
     xp = get_xp(x)
@@ -52,9 +54,21 @@ def leaky_relu(x, slope=0.1):
 
 
 def leaky_relu_(x, slope=0.1):
-    """In-place LeakyReLU for buffers the caller owns; 0 <= slope <= 1 (then it is max(x, slope*x))."""
+    """In-place LeakyReLU for buffers the caller owns; 0 <= slope <= 1 (then it is
+    max(x, slope*x)). Contiguous buffers go in cache-sized pieces with one piece-sized
+    temporary, not a temporary as large as x."""
     xp = get_xp(x)
-    return xp.maximum(x, x * x.dtype.type(slope), out=x)
+    s = x.dtype.type(slope)
+    if not x.flags.c_contiguous:
+        return xp.maximum(x, x * s, out=x)
+    flat = x.reshape(-1)
+    step = _PIECE
+    scaled = xp.empty(min(step, flat.size), x.dtype)
+    for a in range(0, flat.size, step):
+        piece = flat[a:a + step]
+        xp.multiply(piece, s, out=scaled[:piece.size])
+        xp.maximum(piece, scaled[:piece.size], out=piece)
+    return x
 
 
 def sigmoid(x):

@@ -2,7 +2,8 @@
 
 Weights keep PyTorch's layout (O, I/groups, kh, kw). Every path is a few large matrix
 products (BLAS, all cores) fed by copies sized to stay in cache; zero padding is
-written into those copies, never materialised as a padded input. Paths, in the order `conv2d` picks them:
+written into those copies, never materialised as a padded input. Paths, in the order
+`conv2d` picks them:
 
 - 1x1: the input is already the matrix.
 - 3x3, stride 1, C and O >= 64: Winograd F(2x2, 3x3) (`conv_winograd`), 16 products
@@ -26,7 +27,7 @@ import threading
 from cvflow.backend import get_xp
 from cvflow.ops import arena
 from cvflow.ops import conv_winograd as wino
-from cvflow.ops.act import relu_
+from cvflow.ops.act import leaky_relu_, relu_
 
 # Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
 _CHUNK_BYTES = 2 << 20
@@ -132,19 +133,12 @@ def _fill(dst, src, y0, sh, dh, sw, dw, pw):
 def _finish(res, bias, act, slope):
     """Bias and activation in place on a C-contiguous output chunk (..., O), while it is
     in cache. LeakyReLU is max(x, slope*x), for 0 <= slope <= 1."""
-    xp = get_xp(res)
     if bias is not None:
         res += bias
     if act == "relu":
         relu_(res)  # the shared in-place ReLU (cv2.threshold on NumPy float32)
     elif act == "leaky":
-        flat = res.reshape(-1)
-        step = _CHUNK_BYTES // res.itemsize
-        scaled = _scratch(xp, min(step, flat.size), "act", res.dtype)
-        for a in range(0, flat.size, step):
-            piece = flat[a:a + step]
-            xp.multiply(piece, res.dtype.type(slope), out=scaled[:piece.size])
-            xp.maximum(piece, scaled[:piece.size], out=piece)
+        leaky_relu_(res, slope)  # the shared in-place LeakyReLU (cache-sized pieces)
 
 
 def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1):
