@@ -102,15 +102,34 @@ class OpticalFlow:
         out = self._run(img0, img1, init, self._one_way_options())
         return self._deliver(out, flow, I0)
 
-    def calcBidirectional(self, I0, I1):
-        """(flow I0->I1, flow I1->I0), each (H, W, 2) float32, for models that give both
-        from one pass (GMFlow: the matching is transposed, the features are shared)."""
-        if "bidirectional" not in self._options:
-            raise InputError(f"model {self._model.name!r} has no bidirectional mode; "
-                             "call calc twice with the frames swapped")
+    def calcBidirectional(self, I0, I1, occlusion=False):
+        """Flow both ways between I0 and I1 (frames as in `calc`), sharing work between the
+        directions where the model allows (RAFT: the feature encoder's pass and the
+        correlation volume; FlowNet2 family: one batch of two; GMFlow: the features).
+
+        Returns the tuple (fw, bw): fw = flow I0 -> I1 and bw = flow I1 -> I0, each a new
+        (H, W, 2) float32 array, as `calc(I0, I1)` and `calc(I1, I0)` give them (to float32
+        rounding). With occlusion=True it returns (fw, bw, occ0, occ1), adding two (H, W)
+        bool masks from `cvflow.occlusion_mask` with its default thresholds: occ0 =
+        occlusion_mask(fw, bw), True where a pixel of I0 has no match in I1 (covered), and
+        occ1 = occlusion_mask(bw, fw), True where a pixel of I1 has none in I0 (uncovered).
+        No initial flow is used (OPTFLOW_USE_INITIAL_FLOW and `warm_start` are ignored).
+        """
+        if not isinstance(occlusion, (bool, np.bool_)):
+            raise CvflowTypeError(f"`occlusion` must be a bool, got {occlusion!r}")
         img0, img1 = self._frames(I0, I1)
-        fw, bw = self._run(img0, img1, None, {**self._options, "bidirectional": True})
-        return self._deliver(fw, None, I0), self._deliver(bw, None, I0)
+        options = self._one_way_options()
+        if self._model.forward_both is None:
+            fw = self._run(img0, img1, None, options)
+            bw = self._run(img1, img0, None, options)
+        else:
+            fw, bw = self._run(img0, img1, None, options, both=True)
+        fw, bw = self._deliver(fw, None, I0), self._deliver(bw, None, I0)
+        if not occlusion:
+            return fw, bw
+        from cvflow.occlusion import occlusion_mask
+
+        return fw, bw, occlusion_mask(fw, bw), occlusion_mask(bw, fw)
 
     def calc_batch(self, frames0, frames1, flows=None) -> list:
         """Flow for each pair (frames0[i], frames1[i]); `flows[i]`, when given, as in `calc`.
@@ -230,34 +249,40 @@ class OpticalFlow:
             raise InputError("initial `flow` contains NaN or Inf")
         return flow
 
-    def _run(self, img0, img1, init, options):
+    def _run(self, img0, img1, init, options, both=False):
         """Forward pass (in the object's arena, for models that reuse buffers); results
-        come back as arrays of their own."""
+        come back as arrays of their own. both: the model's `forward_both` (a tuple)."""
         if not self._model.reuse_bytes:
-            return self._forward(img0, img1, init, options)
+            return self._forward(img0, img1, init, options, both)
         with self._arena.active():
-            out = self._forward(img0, img1, init, options)
+            out = self._forward(img0, img1, init, options, both)
         # A result may be an arena buffer or a view of one: hand out a copy that owns its memory.
         if isinstance(out, tuple):
             return tuple(o.copy() for o in out)
         return out.copy()
 
-    def _forward(self, img0, img1, init, options):
+    def _forward(self, img0, img1, init, options, both=False):
         """Forward pass, padding frames below the model's minimum size and cropping back."""
         h, w = img0.shape[:2]
         m = self._model.min_size
         if h >= m and w >= m:
-            return self._model.forward(self._params, img0, img1, self._model.config, options, init)
+            return self._call(img0, img1, init, options, both)
         ph, pw = max(0, m - h), max(0, m - w)
         pads = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
         img0, img1 = pad_replicate(img0, pads), pad_replicate(img1, pads)
         if init is not None:
             init = pad_replicate(init, pads)
-        out = self._model.forward(self._params, img0, img1, self._model.config, options, init)
+        out = self._call(img0, img1, init, options, both)
         crop = (slice(pads[0], pads[0] + h), slice(pads[2], pads[2] + w))
         if isinstance(out, tuple):
             return tuple(o[crop] for o in out)
         return out[crop]
+
+    def _call(self, img0, img1, init, options, both):
+        model = self._model
+        if both:
+            return model.forward_both(self._params, img0, img1, model.config, options)
+        return model.forward(self._params, img0, img1, model.config, options, init)
 
     def _deliver(self, out, flow, like):
         """Return on the caller's side: NumPy for NumPy frames; fill `flow` in place if it fits."""

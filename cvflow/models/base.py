@@ -26,6 +26,9 @@ class ModelDef:
     pages of large arrays cost FlowNet2 ~0.9 s of 4.2 s (1 MiB floor) and RAFT-small's
     correlation volumes up to 0.25 s per pair (32 MiB floor; a 1 MiB floor raised
     RAFT's peak memory by half for no further gain).
+    forward_both(params, img0, img1, config, options) -> (flow img0->img1, flow img1->img0),
+    each (H, W, 2) float32: both directions in one pass that shares what it can (None:
+    `calcBidirectional` runs `forward` twice, with the frames swapped).
     """
 
     name: str
@@ -39,6 +42,7 @@ class ModelDef:
     description: str = ""
     reuse_bytes: int = 0
     prepare_size: int = 0
+    forward_both: Callable[..., Any] | None = None
 
 
 def register(model: ModelDef) -> ModelDef:

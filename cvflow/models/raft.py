@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from cvflow.backend import get_xp
 from cvflow.models.base import ModelDef, register
+from cvflow.ops import arena, parallel
 from cvflow.ops.act import add_relu_, relu, relu_, tanh
 from cvflow.ops.conv import conv2d
-from cvflow.ops.corr import build_corr, corr_lookup
+from cvflow.ops.corr import build_corr, corr_lookup, corr_volume_bytes
 from cvflow.ops.gru import conv_gru, conv_gru_constant, h_gate_params, sep_conv_gru, sep_conv_gru_constant
 from cvflow.ops.norm import batch_norm_, instance_norm
 from cvflow.ops.pad import pad_replicate, pad_to_multiple, unpad
@@ -227,6 +228,72 @@ def forward(params, img0, img1, config, options, init_flow=None):
     return xp.ascontiguousarray(unpad(up, pads)[0])
 
 
+def forward_both(params, img0, img1, config, options):
+    """Flows img0 -> img1 and img1 -> img0 in one pass: (fw, bw), each (H, W, 2) float32 px.
+
+    Shared between the directions: the feature encoder's pass over both frames, and the
+    frame preparation. Both directions then run as one batch of two: the context
+    encoder sees both frames, the correlation state holds both pairs' pyramids (the
+    backward volume is the forward one transposed, see `_both_corr`), and the updates
+    run batched. Each direction equals `forward` on its pair (to float32 rounding).
+    """
+    xp = get_xp(img0)
+    frames = xp.stack([img0, img1])[..., ::-1]                  # BGR -> RGB
+    frames = 2 * (frames / xp.float32(255)) - 1
+    frames, pads = pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), config["stride"])
+
+    fmaps = encoder(frames, params["fnet"], config, "instance")
+    ctx = encoder(frames, params["cnet"], config, config["context_norm"])
+    hd = config["hidden_dim"]
+    net, inp = tanh(ctx[..., :hd]), relu(ctx[..., hd:])
+    inp_const = context_constant(inp, params["update_block"], config)
+
+    corr = _both_corr(fmaps, config["corr_levels"], options.get("corr_budget", 1 << 30))
+    n, h, w, _ = net.shape
+    coords0 = coords_grid(n, h, w, xp)
+    coords1 = coords0.copy()
+    iters, h_zr = options.get("iters", 12), None
+    for i in range(iters):
+        window = corr_lookup(corr, coords1, config["corr_radius"])
+        net, delta, h_zr = update(net, inp_const, window, coords1 - coords0, params["update_block"], config,
+                                  h_zr, last=i == iters - 1)
+        coords1 = coords1 + delta
+    up = unpad(upsample_flow(coords1 - coords0, net, params["update_block"], config), pads)
+    return xp.ascontiguousarray(up[0]), xp.ascontiguousarray(up[1])
+
+
+def _both_corr(fmaps, levels, budget):
+    """`build_corr` state for the pairs (frame 0, frame 1) and (frame 1, frame 0) as a batch of
+    two. fmaps: (2, H, W, D). Level 0 of the backward volume is the forward one transposed
+    (C10[q, p] = f1[q] . f0[p] = C01[p, q]), so only its coarser levels take products."""
+    xp = get_xp(fmaps)
+    _, h, w, d = fmaps.shape
+    if corr_volume_bytes(2, h, w, levels, fmaps.dtype.itemsize) > budget:
+        return build_corr(fmaps, fmaps[::-1], levels, budget)  # on the fly: no volume to share
+    state = build_corr(fmaps, fmaps[::-1], levels, budget=0)   # scaled features and pyramids only
+    f = state["f1"].reshape(2, h * w, d)
+    volumes = []
+    for lvl, f2 in enumerate(state["pyramid"]):
+        hl, wl = f2.shape[1:3]
+        v = arena.empty(xp, (2, h * w, hl * wl), f.dtype)
+        if lvl == 0:
+            xp.matmul(f[0], f2[0].reshape(hl * wl, d).T, out=v[0])
+            _transpose_into(v[0], v[1])
+        else:
+            xp.matmul(f, f2.reshape(2, hl * wl, d).transpose(0, 2, 1), out=v)
+        volumes.append(v.reshape(2 * h * w, hl * wl))
+    return {**state, "volumes": volumes}
+
+
+def _transpose_into(src, dst, rows=256):
+    """dst[...] = src.T for square src, in strips of `rows` source rows (a whole-array
+    transposed copy misses the cache on every element: ~4x slower than these strips,
+    and slower than the matrix product it replaces), the strips spread over threads."""
+    def strip(a, b):
+        dst[:, a:b] = src[a:b].T
+    parallel.map_spans(strip, src.shape[0], src.shape[1], get_xp(src), rows * src.shape[1])
+
+
 # -- checkpoint layout -------------------------------------------------------------------
 def _conv(shapes, key, o, i, kh, kw=None):
     shapes[f"{key}.weight"] = (o, i, kh, kh if kw is None else kw)
@@ -313,4 +380,5 @@ for _name, _ckpt in (("raft", "raft-things.pth"), ("raft-small", "raft-small.pth
         prepare_size=128,
         reuse_bytes=32 << 20,
         description=f"{'RAFT' if _name == 'raft' else 'RAFT-small'} (Teed & Deng 2020)",
+        forward_both=forward_both,
     ))
