@@ -38,6 +38,7 @@ _LAZY = {
     "flow_to_color": "cvflow.viz",
     "flow_panel": "cvflow.viz",
     "warp": "cvflow.warp",
+    "occlusion_mask": "cvflow.occlusion",
     "epe": "cvflow.metrics",
     "epe_map": "cvflow.metrics",
     "outlier_rates": "cvflow.metrics",

@@ -133,13 +133,13 @@ def _encode(p, x, cfg):
     skips = {}
     n_siam = cfg["siamese"] if cfg["correlation"] is not None else 0
     if n_siam:
-        cin = cfg["in_channels"]
-        # Both frames through the shared layers in one batch.
+        cin, n = cfg["in_channels"], x.shape[0]
+        # Both frames through the shared layers in one batch: first frames, then second ones.
         feats = arena.concatenate([x[..., :cin], x[..., cin:]], axis=0)
         for name, _, _, k, s, level in plan[:n_siam]:
             feats = _conv_block(feats, p[name], k, s)
-            skips[level] = feats[:1]
-        fa, fb = feats[:1], feats[1:]
+            skips[level] = feats[:n]
+        fa, fb = feats[:n], feats[n:]
         c = cfg["correlation"]
         corr = leaky_relu_(patch_correlation(fa, fb, c["max_displacement"], c["stride"]), SLOPE)
         redir = _conv_block(fa, p["conv_redir"], 1, 1)

@@ -114,7 +114,7 @@ def _fuse(params, x, flow_css, fusion):
 
 
 def predict(params, x, config):
-    """Flow (1, H, W, 2) in px for normalised frames x (1, H, W, 6), H and W multiples of 64."""
+    """Flow (N, H, W, 2) in px for normalised frame pairs x (N, H, W, 6), H and W multiples of 64."""
     flow = _chain(params, x, config["chain"])
     if config["fusion"] is not None:
         flow = _fuse(params, x, flow, config["fusion"])
@@ -124,7 +124,7 @@ def predict(params, x, config):
 def resized_call(fn, x, multiple=MULTIPLE):
     """fn(x) on x resized up to multiples of `multiple`; the flow comes back at x's size.
 
-    x: (1, H, W, C); fn maps (1, H', W', C) -> (1, H', W', 2) flow in px of the resized
+    x: (N, H, W, C); fn maps (N, H', W', C) -> (N, H', W', 2) flow in px of the resized
     frames. Each flow axis is rescaled by the resize ratio of that axis.
     """
     xp = get_xp(x)
@@ -144,6 +144,19 @@ def forward(params, img0, img1, config, options, init_flow=None):
     return get_xp(flow).ascontiguousarray(flow[0], dtype=flow.dtype)
 
 
+def forward_both(params, img0, img1, config, options):
+    """Flows img0 -> img1 and img1 -> img0 as one batch of two: (fw, bw), each (H, W, 2).
+
+    The input protocol is symmetric in the frames (one mean over both), so the swapped
+    pair's input is the same tensor with its two frames' channels exchanged.
+    """
+    xp = get_xp(img0)
+    x = normalize(img0, img1)
+    x = xp.concatenate([x, xp.concatenate([x[..., 3:], x[..., :3]], axis=-1)])
+    flow = resized_call(lambda t: predict(params, t, config), x)
+    return xp.ascontiguousarray(flow[0]), xp.ascontiguousarray(flow[1])
+
+
 _RELEASES = {
     "flownet2": ("FlowNet2_checkpoint.pth.tar", "FlowNet2: FlowNetC, two FlowNetS, FlowNet-SD and fusion"),
     "flownet2-c": ("FlowNet2-C_checkpoint.pth.tar", "FlowNetC as trained for FlowNet2"),
@@ -159,4 +172,4 @@ for _name in (*_RELEASES, *_ALIASES):
     register(ModelDef(name=_name, family="flownet2", config=CONFIGS[_ALIASES.get(_name, _name)],
                       param_shapes=chain_param_shapes, forward=forward, checkpoint=_ckpt,
                       description=_desc + " (research use only)", reuse_bytes=1 << 20,
-                      prepare_size=MULTIPLE))
+                      prepare_size=MULTIPLE, forward_both=forward_both))

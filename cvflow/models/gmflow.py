@@ -120,6 +120,12 @@ def forward(params, img0, img1, config, options, init_flow=None):
     return xp.ascontiguousarray(flows[0])
 
 
+def forward_both(params, img0, img1, config, options):
+    """(flow img0 -> img1, flow img1 -> img0), each (H, W, 2): GMFlow's bidirectional mode
+    (one feature pass, the matching transposed)."""
+    return forward(params, img0, img1, config, {**options, "bidirectional": True})
+
+
 # --- definition -------------------------------------------------------------------
 
 def _layer_shapes(prefix, c, ffn):
@@ -169,8 +175,8 @@ GMFLOW_REFINE_CONFIG = {**BASE_CONFIG, "num_scales": 2, "upsample_factor": 4, "a
 register(ModelDef(
     name="gmflow", family="gmflow", config=GMFLOW_CONFIG, param_shapes=param_shapes, forward=forward,
     options={"bidirectional": False}, checkpoint="gmflow_things-e9887eda.pth", min_size=0,
-    prepare_size=64, description="GMFlow, global matching at 1/8 with a 6-layer Transformer (Things)."))
+    prepare_size=64, forward_both=forward_both, description="GMFlow, global matching at 1/8 with a 6-layer Transformer (Things)."))
 register(ModelDef(
     name="gmflow-refine", family="gmflow", config=GMFLOW_REFINE_CONFIG, param_shapes=param_shapes,
     forward=forward, options={"bidirectional": False}, checkpoint="gmflow_with_refine_things-36579974.pth",
-    min_size=0, prepare_size=64, description="GMFlow with refinement: global matching at 1/8, local (r=4) at 1/4 (Things)."))
+    min_size=0, prepare_size=64, forward_both=forward_both, description="GMFlow with refinement: global matching at 1/8, local (r=4) at 1/4 (Things)."))
