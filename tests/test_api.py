@@ -173,12 +173,6 @@ def test_import_never_imports_cupy():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_calc_bidirectional_needs_a_model_with_that_mode():
-    f0, f1 = frames()
-    with pytest.raises(ValueError, match="has no bidirectional mode"):
-        make().calcBidirectional(f0, f1)
-
-
 def _derived_keys(tree, path=""):
     """Paths of every cached derived entry (keys starting with "_") in a weight tree."""
     out = set()
