@@ -91,17 +91,54 @@ def _options(pairs):
     return out
 
 
+def _check_new_file(path: str, what: str, suffixes=None) -> None:
+    """Fail before any compute when `path` cannot be written: its directory is missing or
+    not writable, it is a directory, or its extension is not one of `suffixes` (None: an
+    image format OpenCV writes)."""
+    import os
+
+    import cv2
+
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} {path} is a directory; give a file name")
+    ext = p.suffix.lower()
+    if suffixes is not None and ext not in suffixes:
+        raise InputError(f"{what} {path} must end in {' or '.join(suffixes)}")
+    if suffixes is None and not cv2.haveImageWriter(path):
+        raise InputError(f"{what} {path}: OpenCV has no image writer for {ext or 'no extension'} (use .png)")
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {what} {path}: directory {parent} is not writable")
+
+
 def cmd_flow(args) -> int:
     import cvflow
 
+    both = args.backward is not None or args.occlusion is not None
+    if args.backward is not None:
+        _check_new_file(args.backward, "--backward", (".flo",))
+    if args.occlusion is not None:
+        _check_new_file(args.occlusion, "--occlusion")
     img0, img1 = _read_image(args.frame0), _read_image(args.frame1)
     algo = _create(args)
-    flow = algo.calc(img0, img1, None)
+    if both:
+        flow, back, occ, _ = algo.calcBidirectional(img0, img1, occlusion=True)
+    else:
+        flow = algo.calc(img0, img1, None)
     cvflow.writeOpticalFlow(args.output, flow)
     print(f"wrote {args.output} ({flow.shape[1]}x{flow.shape[0]}, {args.model})")
     if args.png:
         _write_image(args.png, cvflow.flow_to_color(flow, max_flow=args.max_flow))
         print(f"wrote {args.png}")
+    if args.backward is not None:
+        cvflow.writeOpticalFlow(args.backward, back)
+        print(f"wrote {args.backward} (backward flow)")
+    if args.occlusion is not None:
+        _write_image(args.occlusion, occ.astype("uint8") * 255)
+        print(f"wrote {args.occlusion} (occlusion mask: {100 * occ.mean():.1f}% of FRAME0 occluded)")
     return 0
 
 
@@ -139,19 +176,21 @@ def cmd_viz(args) -> int:
 def cmd_video(args) -> int:
     from cvflow.video import VideoInterrupted, open_video, plural, run_video
 
+    if args.occlusion and args.npz:
+        raise InputError("--occlusion writes per-pair .flo and .png files; it cannot be combined with --npz")
     open_video(args.input).release()  # a bad video fails before the weights are loaded
     algo = _create(args)
     try:
         res = run_video(args.input, algo, args.output, every=args.every, max_side=args.max_side,
                         warm_start=not args.no_warm_start, npz=args.npz, mp4=not args.no_mp4,
-                        max_flow=args.max_flow, progress=not args.no_progress)
+                        max_flow=args.max_flow, progress=not args.no_progress, occlusion=args.occlusion)
     except VideoInterrupted as stop:
         res = stop.summary
         print(f"cvflow video: interrupted after {plural(res['pairs'], 'pair')}; their outputs in "
               f"{args.output} are complete", file=sys.stderr)
         return 130
     h, w = res["size"]
-    what = "flow.npz" if args.npz else ".flo files"
+    what = "flow.npz" if args.npz else ".flo files" + (", backward .flo files, occlusion PNGs" if args.occlusion else "")
     print(f"wrote {plural(res['pairs'], 'pair')} ({w}x{h}, {args.model}) to {args.output}: {what}"
           + (" and flow.mp4" if not args.no_mp4 else "")
           + f"; {res['pairs_per_s']:.2f} pairs/s")
@@ -203,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", help="also write the colour-coded flow to this PNG")
     p.add_argument("--max-flow", type=_positive_float, default=None,
                    help="flow magnitude (px) mapped to full saturation (default: the largest)")
+    p.add_argument("--backward", metavar="BW.flo",
+                   help="also write the backward flow (FRAME1 -> FRAME0) to this .flo")
+    p.add_argument("--occlusion", metavar="MASK.png",
+                   help="also write the occlusion mask of FRAME0 (255: no match in FRAME1; "
+                        "forward-backward check) to this image")
     p.set_defaults(func=cmd_flow)
 
     p = sub.add_parser(
@@ -226,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-flow", type=_positive_float, default=None,
                    help="flow magnitude (px) of full colour in flow.mp4 (default: each frame's largest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--occlusion", action="store_true",
+                   help="also write each pair's backward flow (flow_bw_000000.flo) and occlusion masks "
+                        "(occ_000000.png: frame k, occ_bw_000000.png: frame k+1; 255 = occluded); "
+                        "no warm start; not with --npz")
     p.set_defaults(func=cmd_video)
 
     p = sub.add_parser(

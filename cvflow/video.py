@@ -18,7 +18,7 @@ import numpy as np
 
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError
 
-__all__ = ["iter_video_flow", "run_video", "open_video", "VideoInterrupted", "Progress"]
+__all__ = ["iter_video_flow", "iter_video_bidirectional", "run_video", "open_video", "VideoInterrupted", "Progress"]
 
 _DEFAULT_FPS = 25.0  # written when the source does not report a usable frame rate
 _TMP = ".tmp-"  # prefix of files being written; renamed away when complete
@@ -137,10 +137,6 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
     has_option = "warm_start" in algo.options
     saved_option = algo.options.get("warm_start")
     try:
-        frames = _kept_frames(cap, every, max_side)
-        first = next(frames, None)
-        if first is None:
-            raise InputError(f"cannot read video {os.fspath(path)}: no frame could be decoded (corrupt or empty file)")
         # Only models that accept an initial flow get it; others never see the buffer as input.
         flags = saved_flags & ~OPTFLOW_USE_INITIAL_FLOW
         if has_option:
@@ -148,27 +144,56 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
             if warm_start:
                 flags |= OPTFLOW_USE_INITIAL_FLOW
         algo.setFlags(flags)
-        _, prev = first
         buf = None
-        k = 0
-        for _, frame in frames:
-            if frame.shape != prev.shape:
-                raise InputError(f"video {os.fspath(path)}: frame size changed from {prev.shape[1]}x{prev.shape[0]} "
-                                 f"to {frame.shape[1]}x{frame.shape[0]} at pair {k}")
+        for k, prev, frame in _frame_pairs(cap, path, every, max_side):
             buf = algo.calc(prev, frame, buf)  # fills `buf` in place after the first pair
             view = buf.view()
             view.flags.writeable = False
             yield k, prev, frame, view
-            prev = frame
-            k += 1
-        if k == 0:
-            raise InputError(f"video {os.fspath(path)} has fewer than two frames to pair"
-                             + (f" when keeping one frame in {every}" if every > 1 else ""))
     finally:
         cap.release()
         algo.setFlags(saved_flags)
         if has_option:
             algo.set("warm_start", saved_option)
+
+
+def iter_video_bidirectional(path, algo, every=1, max_side=None):
+    """Yield `(k, frame0, frame1, fw, bw, occ0, occ1)` for each pair k of kept frames of a video:
+    `algo.calcBidirectional(frame0, frame1, occlusion=True)` (see there: fw, bw (h, w, 2)
+    float32, occ0/occ1 (h, w) bool masks of frame0/frame1), new arrays for every pair.
+
+    path, every, max_side, errors: as in `iter_video_flow`. No warm start: each pair is
+    computed from zero flow in both directions.
+    """
+    every = _check_int("every", every, 1)
+    max_side = _check_int("max_side", max_side, 1, allow_none=True)
+    cap = open_video(path)
+    try:
+        for k, prev, frame in _frame_pairs(cap, path, every, max_side):
+            yield (k, prev, frame, *algo.calcBidirectional(prev, frame, occlusion=True))
+    finally:
+        cap.release()
+
+
+def _frame_pairs(cap, path, every, max_side):
+    """Yield (k, frame0, frame1) for the consecutive pairs of kept frames of an opened video;
+    InputError when nothing decodes, fewer than two frames are kept, or the size changes."""
+    frames = _kept_frames(cap, every, max_side)
+    first = next(frames, None)
+    if first is None:
+        raise InputError(f"cannot read video {os.fspath(path)}: no frame could be decoded (corrupt or empty file)")
+    _, prev = first
+    k = 0
+    for _, frame in frames:
+        if frame.shape != prev.shape:
+            raise InputError(f"video {os.fspath(path)}: frame size changed from {prev.shape[1]}x{prev.shape[0]} "
+                             f"to {frame.shape[1]}x{frame.shape[0]} at pair {k}")
+        yield k, prev, frame
+        prev = frame
+        k += 1
+    if k == 0:
+        raise InputError(f"video {os.fspath(path)} has fewer than two frames to pair"
+                         + (f" when keeping one frame in {every}" if every > 1 else ""))
 
 
 class Progress:
@@ -239,14 +264,33 @@ class _Outputs:
     def _tmp(self, name):
         return self.dir / f"{_TMP}{name}"
 
-    def add(self, k, source_pair, frame0, flow):
+    def add(self, k, source_pair, frame0, flow, backward=()):
+        """Pair k's outputs; backward: () or (bw, occ0, occ1) as `iter_video_bidirectional` gives."""
         if self.npz:
             self._add_npz(source_pair, flow)
         else:
             self._write_flo(self.dir / f"flow_{k:06d}.flo", flow)
+        if backward:
+            bw, occ0, occ1 = backward
+            self._write_flo(self.dir / f"flow_bw_{k:06d}.flo", bw)
+            self._write_mask(self.dir / f"occ_{k:06d}.png", occ0)
+            self._write_mask(self.dir / f"occ_bw_{k:06d}.png", occ1)
         if self.mp4:
             self._add_mp4(frame0, flow)
         self.count += 1
+
+    def _write_mask(self, final: Path, mask):
+        import cv2
+
+        tmp = self._tmp(final.name)
+        try:
+            if not cv2.imwrite(str(tmp), mask.astype(np.uint8) * 255):
+                raise CvflowError(f"cannot write {final}: OpenCV's PNG write failed")
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.files.append(str(final))
 
     def _write_flo(self, final: Path, flow):
         from cvflow.io.flo import writeOpticalFlow
@@ -327,7 +371,7 @@ class _Outputs:
 
 
 def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, npz=False, mp4=True,
-              max_flow=None, progress=True, on_pair=None) -> dict:
+              max_flow=None, progress=True, on_pair=None, occlusion=False) -> dict:
     """Compute the flow of every pair of a video and write it to `out_dir` (created if needed).
 
     Writes `flow_000000.flo`, `flow_000001.flo`, ... (pair k = kept frames k -> k+1), or
@@ -339,6 +383,10 @@ def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, n
     `max_flow`: colour normalisation of the MP4 (default: each frame's largest flow).
     progress: show a progress bar (tqdm if installed) on stderr. on_pair: called as
     `on_pair(k, flow)` after pair k's outputs are written.
+    occlusion: also write, per pair, the backward flow `flow_bw_000000.flo` (kept frame
+    k+1 -> k) and the occlusion masks `occ_000000.png` (frame k's pixels with no match in
+    frame k+1: 255) and `occ_bw_000000.png` (frame k+1's pixels with none in frame k), from
+    `iter_video_bidirectional` (no warm start); not with `npz=True`.
 
     Returns {"pairs", "seconds", "pairs_per_s", "size": [h, w], "files": [...]}.
     On Ctrl-C the outputs of the completed pairs are finalised (the MP4 and NPZ hold
@@ -346,6 +394,8 @@ def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, n
     KeyboardInterrupt carrying that summary) is raised.
     """
     every = _check_int("every", every, 1)
+    if occlusion and npz:
+        raise InputError("`occlusion` writes per-pair .flo and .png files; it cannot be combined with `npz`")
     out = Path(os.fspath(out_dir))
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a directory")
@@ -356,7 +406,10 @@ def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, n
     outputs = _Outputs(out, npz=npz, mp4=mp4, fps=(fps or _DEFAULT_FPS) / every, max_flow=max_flow)
     bar = Progress(total=pair_count(count, every) or None, desc="video", enabled=progress)
     size = None
-    gen = iter_video_flow(path, algo, every=every, max_side=max_side, warm_start=warm_start)
+    if occlusion:
+        gen = iter_video_bidirectional(path, algo, every=every, max_side=max_side)
+    else:
+        gen = iter_video_flow(path, algo, every=every, max_side=max_side, warm_start=warm_start)
     start = time.perf_counter()
 
     def summary():
@@ -367,9 +420,9 @@ def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, n
 
     interrupted = False
     try:
-        for k, frame0, _, flow in gen:
+        for k, frame0, _, flow, *backward in gen:
             size = list(flow.shape[:2])
-            outputs.add(k, (k * every, (k + 1) * every), frame0, flow)
+            outputs.add(k, (k * every, (k + 1) * every), frame0, flow, backward)
             bar.update()
             if on_pair is not None:
                 on_pair(k, flow)
