@@ -190,7 +190,9 @@ def cmd_video(args) -> int:
               f"{args.output} are complete", file=sys.stderr)
         return 130
     h, w = res["size"]
-    what = "flow.npz" if args.npz else ".flo files" + (", backward .flo files, occlusion PNGs" if args.occlusion else "")
+    what = "flow.npz" if args.npz else ".flo files"
+    if args.occlusion:
+        what += ", backward .flo files, occlusion PNGs"
     print(f"wrote {plural(res['pairs'], 'pair')} ({w}x{h}, {args.model}) to {args.output}: {what}"
           + (" and flow.mp4" if not args.no_mp4 else "")
           + f"; {res['pairs_per_s']:.2f} pairs/s")

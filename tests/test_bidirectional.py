@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cvflow
+from cvflow.backend import to_numpy
 from cvflow.models.base import REGISTRY, ModelDef, register
 from conftest import GOLDEN, SHARED, case_weights, golden_cases, load_frames, need_shared
 
@@ -43,7 +44,7 @@ def _weights(family, model):
     return case_weights(family, case)
 
 
-def _setup(name):
+def _setup(name, device="cpu"):
     need_shared()
     family, source, (h, w), options = _SOURCES[name]
     case = next((c for c in golden_cases(family) if c["model"] == source), None)
@@ -53,7 +54,7 @@ def _setup(name):
     if name == "flownet2-cs":
         weights = {k: v for k, v in weights.items() if not k.startswith("flownets_2.")}
     f0, f1 = (np.ascontiguousarray(f[:h, :w]) for f in load_frames(case))
-    return cvflow.create(name, weights=weights, device="cpu", **options), f0, f1
+    return cvflow.create(name, weights=weights, device=device, **options), f0, f1
 
 
 @pytest.mark.parametrize("name", sorted(_SOURCES))
@@ -66,6 +67,16 @@ def test_backward_equals_forward_of_swapped_pair(name):
     assert np.abs(fw - algo.calc(f0, f1)).max() <= 1e-4
     assert np.abs(bw - algo.calc(f1, f0)).max() <= 1e-4
     assert np.abs(bw).max() > 0.1 and np.abs(bw - fw).max() > 0.1   # real, distinct flows
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["raft-small", "flownet2-c", "gmflow-refine"])
+def test_backward_equals_forward_of_swapped_pair_on_the_gpu(name):
+    algo, f0, f1 = _setup(name, device="cuda")
+    fw, bw, occ0, occ1 = algo.calcBidirectional(f0, f1, occlusion=True)
+    assert all(type(a) is np.ndarray for a in (fw, bw, occ0, occ1))   # NumPy frames in, NumPy out
+    assert np.abs(fw - algo.calc(f0, f1)).max() <= 1e-4
+    assert np.abs(bw - algo.calc(f1, f0)).max() <= 1e-4
 
 
 def test_raft_on_the_fly_correlation_shares_nothing_but_agrees():
@@ -180,10 +191,12 @@ def test_scene_flows_are_true():
         assert np.median(err[inner & ~occ]) < np.median(err[occ]) / 5
 
 
-def test_occlusion_mask_finds_covered_and_uncovered_regions():
+def test_occlusion_mask_finds_covered_and_uncovered_regions(xp):
     _, _, fw, bw, covered, uncovered = _scene()
+    fw, bw = xp.asarray(fw), xp.asarray(bw)
     for mask, truth in ((cvflow.occlusion_mask(fw, bw), covered), (cvflow.occlusion_mask(bw, fw), uncovered)):
-        assert mask.shape == (H, W) and mask.dtype == np.bool_
+        assert mask.shape == (H, W) and mask.dtype == np.bool_ and type(mask) is type(fw)
+        mask = to_numpy(mask)
         assert _iou(mask, truth) >= 0.8
         assert mask[~truth].mean() < 0.01
 

@@ -1,0 +1,82 @@
+"""Cost of both flow directions from one `calcBidirectional` call against one `calc`.
+
+    python bench/bidir.py [--repeat N] [--only NAME ...] [--size H W] [--iters K]
+
+For each model: seconds of `calc(I0, I1)` (one direction) and of
+`calcBidirectional(I0, I1)` (both, sharing work), each the best of --repeat runs taken
+alternately (A, B, A, B, ...) so that a load change on a shared machine hits both, and
+their ratio; 2.0 is what two `calc` calls cost. RAFT-small uses the release checkpoint
+and RAFT the synthetic weights of ../shared (speed does not depend on the values);
+frames are Sintel market_2 16 -> 17 resized to the size (noise without ../shared).
+Compare ratios from one run, never raw seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cvflow  # noqa: E402
+from cpu import frames, random_weights  # noqa: E402  (bench/cpu.py)
+
+MODELS = ("raft-small", "raft")
+
+
+def weights(name):
+    """The release checkpoint (raft-small) or ../shared's synthetic recipe (raft); random
+    weights of the right shapes when ../shared is absent."""
+    if name == "raft-small" and (SHARED / "weights" / "raft-small.pth").is_file():
+        return str(SHARED / "weights" / "raft-small.pth")
+    manifest = SHARED / "golden" / "raft" / f"manifest_{name}.json"
+    if manifest.is_file():
+        sys.path.insert(0, str(SHARED / "tools"))
+        from synth_weights import synth_weights
+
+        return synth_weights(json.loads(manifest.read_text()))
+    return random_weights(name)
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench(name, h, w, iters, repeat):
+    """(best calc s, best calcBidirectional s), runs alternating."""
+    algo = cvflow.create(name, weights=weights(name), device="cpu", iters=iters)
+    f0, f1 = frames(h, w)
+    algo.calc(f0, f1)  # warm-up: arena buffers of both sizes, thread pool
+    algo.calcBidirectional(f0, f1)
+    one, both = [], []
+    for _ in range(repeat):
+        one.append(_timed(lambda: algo.calc(f0, f1)))
+        both.append(_timed(lambda: algo.calcBidirectional(f0, f1)))
+    return min(one), min(both)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each (best is kept)")
+    ap.add_argument("--only", nargs="*", choices=MODELS, help="models to run (default: all)")
+    ap.add_argument("--size", nargs=2, type=int, default=(440, 1024), metavar=("H", "W"))
+    ap.add_argument("--iters", type=int, default=12)
+    args = ap.parse_args(argv)
+    h, w = args.size
+    print(f"{'model':<12}{'input':>10}{'iters':>6}{'calc s':>9}{'bidir s':>9}{'ratio':>7}")
+    for name in MODELS:
+        if args.only and name not in args.only:
+            continue
+        one, both = bench(name, h, w, args.iters, args.repeat)
+        print(f"{name:<12}{f'{h}x{w}':>10}{args.iters:>6}{one:9.2f}{both:9.2f}{both / one:7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
