@@ -5,7 +5,8 @@
 For each model: seconds of `calc(I0, I1)` (one direction) and of
 `calcBidirectional(I0, I1)` (both, sharing work), each the best of --repeat runs taken
 alternately (A, B, A, B, ...) so that a load change on a shared machine hits both, and
-their ratio; 2.0 is what two `calc` calls cost. RAFT-small uses the release checkpoint
+their ratio; 2.0 is what two `calc` calls cost. The same for the CPU time of the process
+(all threads). RAFT-small uses the release checkpoint
 and RAFT the synthetic weights of ../shared (speed does not depend on the values);
 frames are Sintel market_2 16 -> 17 resized to the size (noise without ../shared).
 Compare ratios from one run, never raw seconds.
@@ -44,22 +45,29 @@ def weights(name):
 
 
 def _timed(fn):
-    t = time.perf_counter()
+    """(wall s, CPU s of the whole process): on a shared machine the CPU time ratio is the
+    steadier one (waiting for a core does not count), though cache contention still does."""
+    t, c = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def bench(name, h, w, iters, repeat):
-    """(best calc s, best calcBidirectional s), runs alternating."""
-    algo = cvflow.create(name, weights=weights(name), device="cpu", iters=iters)
+    """([best calc wall s, CPU s], [best calcBidirectional wall s, CPU s]), runs alternating."""
+    w8 = weights(name)
+    # One object per kind of call: each keeps its own arena of large buffers between calls,
+    # as in use (an arena drops the buffers a call did not use, so alternating the two
+    # kinds on one object would page in fresh volumes every time).
+    single = cvflow.create(name, weights=w8, device="cpu", iters=iters)
+    double = cvflow.create(name, weights=w8, device="cpu", iters=iters)
     f0, f1 = frames(h, w)
-    algo.calc(f0, f1)  # warm-up: arena buffers of both sizes, thread pool
-    algo.calcBidirectional(f0, f1)
+    single.calc(f0, f1)  # warm-up: arena buffers, thread pool
+    double.calcBidirectional(f0, f1)
     one, both = [], []
     for _ in range(repeat):
-        one.append(_timed(lambda: algo.calc(f0, f1)))
-        both.append(_timed(lambda: algo.calcBidirectional(f0, f1)))
-    return min(one), min(both)
+        one.append(_timed(lambda: single.calc(f0, f1)))
+        both.append(_timed(lambda: double.calcBidirectional(f0, f1)))
+    return [min(x[i] for x in one) for i in (0, 1)], [min(x[i] for x in both) for i in (0, 1)]
 
 
 def main(argv=None):
@@ -70,12 +78,14 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=12)
     args = ap.parse_args(argv)
     h, w = args.size
-    print(f"{'model':<12}{'input':>10}{'iters':>6}{'calc s':>9}{'bidir s':>9}{'ratio':>7}")
+    print(f"{'model':<12}{'input':>10}{'iters':>6}{'calc s':>9}{'bidir s':>9}{'ratio':>7}"
+          f"{'calc cpu':>10}{'bidir cpu':>10}{'cpu ratio':>10}")
     for name in MODELS:
         if args.only and name not in args.only:
             continue
         one, both = bench(name, h, w, args.iters, args.repeat)
-        print(f"{name:<12}{f'{h}x{w}':>10}{args.iters:>6}{one:9.2f}{both:9.2f}{both / one:7.2f}", flush=True)
+        print(f"{name:<12}{f'{h}x{w}':>10}{args.iters:>6}{one[0]:9.2f}{both[0]:9.2f}{both[0] / one[0]:7.2f}"
+              f"{one[1]:10.2f}{both[1]:10.2f}{both[1] / one[1]:10.2f}", flush=True)
 
 
 if __name__ == "__main__":
