@@ -234,3 +234,62 @@ def test_unknown_tag():
         cvflow.create("raft-small", weights="C_T_SKHT_V2")
     with pytest.raises(FileNotFoundError, match="weights file not found: nothing.pth"):
         cvflow.create("raft-small", weights="nothing.pth")
+
+
+# --- weights=None end to end: torch hub's cache, or a (local) download --------------------------
+
+def _pair():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (128, 160, 3), dtype=np.uint8)
+    return a, np.roll(a, (2, 3), axis=(0, 1))
+
+
+def test_default_tag_from_torch_hub_cache(tmp_path, monkeypatch):
+    _need(SMALL_TV)
+    monkeypatch.setenv("CVFLOW_HOME", str(tmp_path / "cvflow"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / cw.tag_entry("raft-small", "C_T_V2")["file"]).write_bytes(SMALL_TV.read_bytes())  # stands in for it
+    a, b = _pair()
+    flow = cvflow.create("raft-small", device="cpu", iters=2).calc(a, b, None)
+    ref = cvflow.create("raft-small", weights=str(SMALL_TV), device="cpu", iters=2).calc(a, b, None)
+    np.testing.assert_array_equal(flow, ref)
+    assert not (tmp_path / "cvflow").exists()
+
+
+def test_tag_downloaded_from_a_local_server(tmp_path, monkeypatch):
+    """The whole path: registry tag -> download (prefix checked) -> torchvision layout -> model."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    _need(SMALL_TV)
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "small.pth").write_bytes(SMALL_TV.read_bytes())
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        monkeypatch.setenv("CVFLOW_HOME", str(tmp_path / "cvflow"))
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        prefix = hashlib.sha256(SMALL_TV.read_bytes()).hexdigest()[:8]
+        entry = dict(cw.tag_entry("raft-small", "C_T_V1"), file=f"raft_small_C_T_V1-{prefix}.pth",
+                     sha256_prefix=prefix, url=f"http://127.0.0.1:{httpd.server_address[1]}/small.pth")
+        monkeypatch.setattr(cw, "load_registry", lambda: {"schema": 1, "checkpoints": [entry]})
+        a, b = _pair()
+        flow = cvflow.create("raft-small", weights="C_T_V1", device="cpu", iters=2).calc(a, b, None)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert (tmp_path / "cvflow" / entry["file"]).read_bytes() == SMALL_TV.read_bytes()
+    ref = cvflow.create("raft-small", weights=str(SMALL_TV), device="cpu", iters=2).calc(a, b, None)
+    np.testing.assert_array_equal(flow, ref)
