@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model_args(p) -> None:
     p.add_argument("-m", "--model", required=True, help="model name (see `cvflow models`)")
-    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz); default: the cache")
+    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz) or tag (see `cvflow models`); "
+                                      "default: the model's default weights")
     p.add_argument("--iters", type=_positive_int, default=None, help="update iterations (RAFT family)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
