@@ -13,6 +13,7 @@ the key layout (torchvision's RAFT keys renamed to the authors') and
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import http.client
@@ -305,7 +306,10 @@ def adapt_layout(flat: Mapping, model) -> Mapping:
         tv_expected = raft_layouts.authors_to_torchvision(expected, check_aliases=False)
         verify_weights(flat, tv_expected, model.name, layout="torchvision's RAFT key layout")
         return raft_layouts.torchvision_to_authors(flat)
-    return verify_weights(flat, expected, model.name)
+    verify_weights(flat, expected, model.name)
+    if model.family == "raft":
+        raft_layouts.check_norm_aliases(flat)
+    return flat
 
 
 def _as_float32(flat: Mapping, model_name: str) -> dict[str, np.ndarray]:
@@ -348,10 +352,11 @@ def describe_weights(model_name: str) -> dict:
     "weights": [{"tag", "file", "default", "data", "trained_by", "metrics", "license",
     "url", "source"}, ...]}, the tags first, then the release checkpoint (tag None)."""
     fields = ("file", "data", "trained_by", "metrics", "license", "url", "source")
-    rows = [{"tag": e["tag"], "default": bool(e.get("default")), **{f: e.get(f) for f in fields}}
+    # copies: callers may edit the rows, the registry is cached
+    rows = [{"tag": e["tag"], "default": bool(e.get("default")), **copy.deepcopy({f: e.get(f) for f in fields})}
             for e in model_tags(model_name)]
     release = registry_entry(model_name)
     if release:
-        rows.append({"tag": None, "default": not rows, **{f: release.get(f) for f in fields}})
+        rows.append({"tag": None, "default": not rows, **copy.deepcopy({f: release.get(f) for f in fields})})
     default = next((r["tag"] or r["file"] for r in rows if r["default"]), None)
     return {"default": default, "weights": rows}

@@ -21,7 +21,7 @@ import numpy as np
 from cvflow.errors import WeightsError
 
 __all__ = ["AUTHORS", "TORCHVISION", "detect_layout", "torchvision_to_authors", "authors_to_torchvision",
-           "rename_key"]
+           "check_norm_aliases", "rename_key"]
 
 AUTHORS, TORCHVISION = "authors", "torchvision"
 
@@ -151,17 +151,24 @@ def torchvision_to_authors(weights: Mapping) -> dict:
     return out
 
 
+def check_norm_aliases(weights: Mapping) -> None:
+    """Raise WeightsError unless every ``normN.*`` copy of a strided block's
+    ``downsample.1.*`` (authors' layout) equals it; the model reads ``downsample.1``."""
+    differ = [f"{alias} != {key}" for key, alias in _norm_aliases(weights).items()
+              if alias in weights and not np.array_equal(weights[alias], weights[key])]
+    if differ:
+        raise WeightsError("the shortcut norm is stored twice with different values: " + ", ".join(differ))
+
+
 def authors_to_torchvision(weights: Mapping, check_aliases: bool = True) -> dict:
     """The authors' layout -> torchvision's, ordered as given; the inverse of
     ``torchvision_to_authors``. Each ``normN.*`` duplicate of a strided block's
     ``downsample.1.*`` is dropped, after checking the two are equal (check_aliases;
     off for shapes). Raises WeightsError naming unknown keys or unequal duplicates.
     """
+    if check_aliases:
+        check_norm_aliases(weights)
     aliases = {alias: key for key, alias in _norm_aliases(weights).items()}
-    differ = [f"{a} != {k}" for a, k in aliases.items()
-              if check_aliases and a in weights and not np.array_equal(weights[a], weights[k])]
-    if differ:
-        raise WeightsError("the shortcut norm is stored twice with different values: " + ", ".join(differ))
     rules = _rules(TORCHVISION, _separable(weights, "update_block.gru.convz1."))
     out, unknown = {}, []
     for key, value in weights.items():
