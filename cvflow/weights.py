@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.parse
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvflow.errors import CvflowTypeError, DownloadError, WeightsError
+from cvflow.errors import CvflowTypeError, DownloadError, InputError, WeightsError
 from cvflow.io import raft_layouts
 from cvflow.io.checkpoint import load_weights, normalize_state_dict
 
@@ -109,6 +110,8 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
     """
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise DownloadError(f"only http(s) URLs can be downloaded, got {url!r}")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha256):  # "" would accept anything
+        raise InputError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)

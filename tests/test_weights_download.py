@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cvflow.weights as cw
-from cvflow.errors import CvflowTypeError, DownloadError, WeightsError
+from cvflow.errors import CvflowTypeError, DownloadError, InputError, WeightsError
 from cvflow.io.checkpoint import save_converted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +115,8 @@ def test_download_failures(home, server):
         cw.download(closed_port_url(), home / "x.pth", progress=False)
     with pytest.raises(DownloadError, match="only http"):
         cw.download("file:///etc/passwd", home / "x.pth")
+    with pytest.raises(InputError, match="sha256 must be 8 to 64 hex digits, got ''"):
+        cw.download(f"{url}/absent.pth", home / "x.pth", sha256="")
 
 
 # --- resolve_weights() --------------------------------------------------------------------------
