@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cvflow.errors import CvflowFileNotFoundError, InputError
+from cvflow.progress import plural
 
 __all__ = ["DATASETS", "Pair", "find_pairs", "evaluate", "format_table"]
 
@@ -242,7 +243,7 @@ def format_table(result: dict, title: str = "", per_pair: bool = False) -> str:
     rows = []
     if per_pair:
         rows += [[r["name"]] + cells(r) for r in result["per_pair"]]
-    rows.append([f"mean ({result['pairs']} pairs)"] + cells(result))
+    rows.append([f"mean ({plural(result['pairs'], 'pair')})"] + cells(result))
     header = ["pair"] + [heads[c] for c in cols]
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
 

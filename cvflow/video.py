@@ -186,8 +186,9 @@ def check_earlier_run(out_dir, overwrite: bool = False) -> list[Path]:
     """
     old = earlier_run_files(out_dir)
     if old and not overwrite:
-        names = ", ".join(f.name for f in old[:3]) + (f", ... ({len(old)} files)" if len(old) > 3 else "")
-        raise OutputError(f"{os.fspath(out_dir)} holds an earlier run ({names}); pass --overwrite "
+        names = ", ".join(f.name for f in old[:3]) + (", ..." if len(old) > 3 else "")
+        raise OutputError(f"{os.fspath(out_dir)} holds an earlier run: {plural(len(old), 'file')} ({names}); "
+                          "pass --overwrite "
                           "(overwrite=True) to remove it first, or choose another directory")
     return old
 
@@ -245,10 +246,13 @@ class _Outputs:
         self.files.append(str(final))
 
     def _add_npz(self, source_pair, flow):
-        if self._raw is None:
-            self._shape = flow.shape
-            self._raw = open(self._tmp("flow.raw"), "wb")
-        self._raw.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
+        try:
+            if self._raw is None:
+                self._shape = flow.shape
+                self._raw = open(self._tmp("flow.raw"), "wb")
+            self._raw.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
+        except OSError as e:  # disk full, ...
+            raise os_error("write", self._tmp("flow.raw"), e) from None
         self._frames.append(source_pair)
 
     def _add_mp4(self, frame0, flow):
