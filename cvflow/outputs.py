@@ -11,9 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from cvflow.errors import InputError, OutputError, os_reason
+from cvflow.errors import InputError, OutputError, os_error, os_reason
 
-__all__ = ["check_output_file", "check_output_dir", "write_image"]
+__all__ = ["check_output_file", "check_output_dir", "check_earlier_files", "remove_files", "write_image"]
 
 # format -> (suffixes, how to name such a file)
 _SUFFIXES = {"flo": ((".flo",), "a Middlebury .flo file"), "npz": ((".npz",), "an .npz archive"),
@@ -94,6 +94,30 @@ def check_output_dir(path, what: str = "output directory") -> Path:
         raise OutputError(f"{what} {p}: {existing} is a file, so the directory cannot be created")
     _probe_dir(existing, what, p)
     return p
+
+
+def check_earlier_files(out_dir, patterns, overwrite: bool = False) -> list[Path]:
+    """The files in `out_dir` matching any of the glob `patterns` (sorted; [] when none or no
+    directory): an earlier run, which mixing with a new one would corrupt. Raises OutputError
+    when there are some and not `overwrite`, naming a few of them and how to proceed."""
+    out = Path(os.fspath(out_dir))
+    old = sorted({f for pattern in patterns for f in out.glob(pattern) if f.is_file()}) if out.is_dir() else []
+    if old and not overwrite:
+        from cvflow.progress import plural
+
+        names = ", ".join(f.name for f in old[:3]) + (", ..." if len(old) > 3 else "")
+        raise OutputError(f"{out} holds an earlier run: {plural(len(old), 'file')} ({names}); "
+                          "pass --overwrite (overwrite=True) to remove it first, or choose another directory")
+    return old
+
+
+def remove_files(files) -> None:
+    """Remove `files` (an earlier run's), with the OS's reason when one cannot be."""
+    for f in files:
+        try:
+            Path(f).unlink(missing_ok=True)
+        except OSError as e:
+            raise os_error("remove the earlier run's file", f, e) from None
 
 
 def write_image(path, img) -> None:

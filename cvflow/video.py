@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError, OutputError, os_error
+from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError, os_error
 from cvflow.progress import Progress, plural
 
 __all__ = ["iter_video_flow", "run_video", "open_video", "check_earlier_run", "VideoInterrupted"]
@@ -23,8 +23,8 @@ __all__ = ["iter_video_flow", "run_video", "open_video", "check_earlier_run", "V
 _DEFAULT_FPS = 25.0  # written when the source does not report a usable frame rate
 _TMP = ".tmp-"  # prefix of files being written; renamed away when complete
 # The files a run writes (and may leave, as temporaries, if killed): a directory holding
-# any of them holds an earlier run.
-RUN_FILES = ("flow_*.flo", "flow.npz", "flow.mp4", f"{_TMP}*")
+# any of them holds an earlier run (occ_*.png: occlusion masks, where a run writes them).
+RUN_FILES = ("flow_*.flo", "flow.npz", "flow.mp4", "occ_*.png", f"{_TMP}*")
 
 
 class VideoInterrupted(KeyboardInterrupt):
@@ -170,35 +170,12 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
             algo.set("warm_start", saved_option)
 
 
-def earlier_run_files(out_dir) -> list[Path]:
-    """The files of an earlier `run_video` in `out_dir` (sorted; [] if none or no directory)."""
-    out = Path(os.fspath(out_dir))
-    if not out.is_dir():
-        return []
-    return sorted({f for pattern in RUN_FILES for f in out.glob(pattern) if f.is_file()})
-
-
 def check_earlier_run(out_dir, overwrite: bool = False) -> list[Path]:
-    """Refuse an output directory holding an earlier run unless `overwrite`; return its files.
+    """Refuse an `out_dir` holding an earlier run's files (`RUN_FILES`) unless `overwrite`;
+    return those files (OutputError names a few and how to proceed)."""
+    from cvflow.outputs import check_earlier_files
 
-    Mixing runs would leave stale `flow_000005.flo` beside a new, shorter run's files.
-    Raises OutputError naming a few of the files and how to proceed.
-    """
-    old = earlier_run_files(out_dir)
-    if old and not overwrite:
-        names = ", ".join(f.name for f in old[:3]) + (", ..." if len(old) > 3 else "")
-        raise OutputError(f"{os.fspath(out_dir)} holds an earlier run: {plural(len(old), 'file')} ({names}); "
-                          "pass --overwrite "
-                          "(overwrite=True) to remove it first, or choose another directory")
-    return old
-
-
-def _remove(files) -> None:
-    for f in files:
-        try:
-            f.unlink(missing_ok=True)
-        except OSError as e:
-            raise os_error("remove the earlier run's file", f, e) from None
+    return check_earlier_files(out_dir, RUN_FILES, overwrite)
 
 
 class _Outputs:
@@ -335,7 +312,7 @@ def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, n
     the completed pairs), no temporary file is left, and VideoInterrupted (a
     KeyboardInterrupt carrying that summary) is raised.
     """
-    from cvflow.outputs import check_output_dir
+    from cvflow.outputs import check_output_dir, remove_files
 
     every = _check_int("every", every, 1)
     out = check_output_dir(out_dir)
@@ -343,7 +320,7 @@ def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, n
     cap = open_video(path)  # fail on a bad video before creating anything
     fps, count = _source_info(cap)
     cap.release()
-    _remove(old)
+    remove_files(old)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
