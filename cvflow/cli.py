@@ -1,6 +1,7 @@
 """Command line: `cvflow flow|video|eval|convert|viz|models ...` (also `python -m cvflow`).
 
-Every cvflow error ends the command with its message on stderr and exit status 2.
+Every cvflow error (and any other OSError: disk full, ...) ends the command with its
+message on stderr and exit status 2; outputs are checked before any model runs.
 """
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ def check_output_file(path, what: str = "output", kind: str | None = None) -> Pa
     _check_kind(p, what, kind)
     parent = p.resolve().parent
     if not parent.is_dir():
-        raise OutputError(f"{what} {p}: directory {parent} does not exist")
+        why = "is a file, not a directory" if parent.exists() else "does not exist"
+        raise OutputError(f"{what} {p}: directory {parent} {why}")
     if p.exists():
         try:
             with open(p, "ab"):  # opens for writing without changing the file

@@ -173,6 +173,8 @@ def test_check_output_file_and_dir(tmp_path):
         check_output_file("/proc/x.flo", "-o", "flo")
     assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
     (tmp_path / "f").write_text("")
+    with pytest.raises(cvflow.OutputError, match=r"-o .*f/x.flo: directory .*/f is a file, not a directory"):
+        check_output_file(tmp_path / "f" / "x.flo", "-o", "flo")
     with pytest.raises(cvflow.OutputError, match=r"f/sub: .*/f is a file, so the directory cannot be created"):
         check_output_dir(tmp_path / "f" / "sub", "-o")
 
