@@ -110,7 +110,7 @@ def write(algo, fs, name: str | None = None) -> None:
     fs.write("flags", int(algo.getFlags()))
     fs.startWriteStruct("options", cv2.FileNode_MAP)
     for key, value in algo.options.items():
-        fs.write(key, int(value) if isinstance(value, bool) else value)
+        fs.write(key, _storable(value))
     fs.endWriteStruct()
     fs.startWriteStruct("weights", cv2.FileNode_MAP)
     fs.write("path", algo._weights_path or "")
@@ -118,6 +118,16 @@ def write(algo, fs, name: str | None = None) -> None:
     fs.endWriteStruct()
     if name is not None:
         fs.endWriteStruct()
+
+
+def _storable(value):
+    """FileStorage holds int32 (cv2 writes a larger Python int as `true`!): bools as 0/1,
+    larger ints as reals (exact up to 2**53), read back as ints by `_value`."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and not -2**31 <= value < 2**31:
+        return float(value)
+    return value
 
 
 def save(algo, filename) -> None:
@@ -176,7 +186,10 @@ def _value(node, current):
     """A FileNode's value in the type of the option's current value (bools are stored as 0/1)."""
     if node.isString():
         return node.string()
+    value = node.real()
     if node.isInt():
-        value = int(node.real())
+        value = int(value)
         return bool(value) if isinstance(current, bool) and value in (0, 1) else value
-    return node.real()
+    if isinstance(current, int) and not isinstance(current, bool) and value.is_integer():
+        return int(value)  # an int beyond int32, stored as a real
+    return value

@@ -83,7 +83,7 @@ def test_empty_clear_and_default_name():
 
 @pytest.mark.parametrize("suffix", [".yml", ".xml", ".json"])
 def test_save_and_read_settings(tmp_path, weights_file, suffix):
-    algo = cvflow.create("test-fid", weights=weights_file, device="cpu", iters=3, warm_start=True, gain=0.25)
+    algo = cvflow.create("test-fid", weights=weights_file, device="cpu", iters=3 << 32, warm_start=True, gain=0.25)
     algo.setFlags(cvflow.OPTFLOW_USE_INITIAL_FLOW)
     path = tmp_path / f"s{suffix}"
     algo.save(path)
@@ -95,11 +95,11 @@ def test_save_and_read_settings(tmp_path, weights_file, suffix):
     assert w.getNode("sha256").string() == hashlib.sha256(weights_file.read_bytes()).hexdigest()
     fresh = cvflow.create("test-fid", weights=weights_file, device="cpu")
     fresh.read(node)
-    assert fresh.options == {"iters": 3, "warm_start": True, "gain": 0.25}
+    assert fresh.options == {"iters": 3 << 32, "warm_start": True, "gain": 0.25}  # beyond FileStorage's int32
     assert fresh.getFlags() == cvflow.OPTFLOW_USE_INITIAL_FLOW
     fresh2 = make()
     fresh2.read(fs.root())  # a file's top level holding one settings map also works
-    assert fresh2.getIters() == 3
+    assert fresh2.getIters() == 3 << 32
     fs.release()
     assert path.stat().st_size < 1000  # settings, never the weights
 
