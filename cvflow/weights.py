@@ -35,7 +35,7 @@ from cvflow.io import raft_layouts
 from cvflow.io.checkpoint import load_weights, normalize_state_dict
 
 __all__ = ["cache_dir", "hub_dir", "load_registry", "registry_entry", "model_tags", "tag_entry",
-           "default_tag", "converted_name", "download", "resolve_weights", "load_model_weights",
+           "default_tag", "converted_name", "cached_file", "download", "resolve_weights", "load_model_weights",
            "adapt_layout", "verify_weights", "describe_weights"]
 
 _TIMEOUT_S = 30          # seconds without a byte from the server before giving up
@@ -233,9 +233,9 @@ def _tagged_checkpoint(model_name: str, tag: str) -> Path:
         raise WeightsError(f"unknown weights tag {tag!r} for model {model_name!r}; its tags: {tags} "
                            "(or pass a path to a checkpoint, or a mapping of arrays)")
     file, dest = entry["file"], cache_dir() / entry["file"]
-    for candidate in (cache_dir() / converted_name(file), dest, hub_dir() / file):
-        if candidate.is_file():
-            return candidate
+    found = _cached(file, hub=True)
+    if found:
+        return found
     try:
         return download(entry["url"], dest, entry.get("sha256") or entry.get("sha256_prefix"),
                         entry.get("size"), max_size=_size_limit(entry))
@@ -245,6 +245,24 @@ def _tagged_checkpoint(model_name: str, tag: str) -> Path:
         where = f"{dest.parent} nor in torch hub's cache {hub_dir()}"
         why = f"the download failed ({e})"
         raise WeightsError(_missing_message(model_name, file, entry, dest, why, where=where)) from e
+
+
+def _cached(file: str, hub: bool) -> Path | None:
+    """``file`` in cvflow's cache (its converted ``.npz`` first), then (hub) torch hub's."""
+    places = [cache_dir() / converted_name(file), cache_dir() / file] + ([hub_dir() / file] if hub else [])
+    return next((p for p in places if p.is_file()), None)
+
+
+def cached_file(model_name: str, tag: str | None = None, checkpoint: str | None = None) -> Path | None:
+    """The cached file ``weights=tag`` (None: the default) loads for ``model_name``, without
+    downloading; None when it is not cached (or the tag is unknown)."""
+    tag = tag or default_tag(model_name)
+    if tag:
+        entry = tag_entry(model_name, tag)
+        return _cached(entry["file"], hub=True) if entry else None
+    entry = registry_entry(checkpoint or model_name)
+    file = checkpoint or (entry and entry["file"])
+    return _cached(file, hub=False) if file else None
 
 
 def _size_limit(entry) -> int | None:
@@ -262,9 +280,9 @@ def _release_checkpoint(model_name: str, checkpoint: str | None) -> Path:
         raise WeightsError(f"model {model_name!r} has no release checkpoint in the registry; "
                            "pass weights=<path to a checkpoint> or a mapping of arrays")
     dest = cache_dir() / file
-    for candidate in (cache_dir() / converted_name(file), dest):
-        if candidate.is_file():
-            return candidate
+    found = _cached(file, hub=False)
+    if found:
+        return found
     url = entry and entry.get("url")
     if not url:
         raise WeightsError(_missing_message(model_name, file, entry, dest, "it cannot be downloaded "

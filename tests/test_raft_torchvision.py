@@ -250,9 +250,13 @@ def test_default_tag_from_torch_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
-    (hub / cw.tag_entry("raft-small", "C_T_V2")["file"]).write_bytes(SMALL_TV.read_bytes())  # stands in for it
+    file = hub / cw.tag_entry("raft-small", "C_T_V2")["file"]
+    file.write_bytes(SMALL_TV.read_bytes())  # stands in for it
     a, b = _pair()
-    flow = cvflow.create("raft-small", device="cpu", iters=2).calc(a, b, None)
+    algo = cvflow.create("raft-small", device="cpu", iters=2)
+    assert algo._weights_path == str(file)  # what settings record as the weights' origin
+    assert cvflow.create("raft-small", weights="C_T_V2", device="cpu", iters=2)._weights_path == str(file)
+    flow = algo.calc(a, b, None)
     ref = cvflow.create("raft-small", weights=str(SMALL_TV), device="cpu", iters=2).calc(a, b, None)
     np.testing.assert_array_equal(flow, ref)
     assert not (tmp_path / "cvflow").exists()
