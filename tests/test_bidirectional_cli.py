@@ -80,9 +80,9 @@ def test_flow_occlusion_alone(tmp_path, frames, weights, capsys):
 
 
 @pytest.mark.parametrize("flag, name, match", [
-    ("--backward", "bw.txt", r"--backward .*bw\.txt must end in \.flo"),
-    ("--occlusion", "occ.xyz", r"--occlusion .*occ\.xyz: OpenCV has no image writer for \.xyz"),
-    ("--occlusion", "nodir/occ.png", r"cannot write --occlusion .*nodir/occ\.png: directory .*nodir does not exist"),
+    ("--backward", "bw.txt", r"--backward bw\.txt: cvflow writes a Middlebury \.flo file here; name it with \.flo"),
+    ("--occlusion", "occ.xyz", r"--occlusion occ\.xyz: OpenCV has no image writer for its extension '\.xyz'"),
+    ("--occlusion", "nodir/occ.png", r"--occlusion nodir/occ\.png: directory .*nodir does not exist"),
     ("--backward", ".", r"--backward \. is a directory"),
 ])
 def test_flow_bad_outputs_fail_before_compute(tmp_path, frames, weights, capsys, monkeypatch, flag, name, match):
