@@ -2,9 +2,6 @@
 occlusion_mask on a constructed scene with known occlusions."""
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-
 import cv2
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from hypothesis import strategies as st
 import cvflow
 from cvflow.backend import to_numpy
 from cvflow.models.base import REGISTRY, ModelDef, register
-from conftest import GOLDEN, SHARED, case_weights, golden_cases, load_frames, need_shared
+from conftest import GOLDEN, case_weights, golden_cases, load_frames, need_shared
 
 # model -> (golden family, golden case's model whose weights and frames it uses, frame crop, options)
 _SOURCES = {
@@ -38,8 +35,7 @@ def test_every_model_is_covered():
     assert builtin == set(_SOURCES)
 
 
-@lru_cache(maxsize=None)
-def _weights(family, model):
+def _weights(family, model):  # not cached: FlowNet2's weights alone are 650 MB
     case = next(c for c in golden_cases(family) if c["model"] == model)
     return case_weights(family, case)
 

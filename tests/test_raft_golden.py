@@ -142,7 +142,10 @@ a = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
 b = np.roll(a, 3, axis=1)
 flow = of.calc(a, b, None)
 assert flow.shape == (1080, 1920, 2) and np.isfinite(flow).all()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM is this process's own peak; ru_maxrss also keeps the parent's peak at exec time
+# (Linux), so a large pytest process (FlowNet2 weights, ...) would be counted here too.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")] if sys.platform == "linux" else []
+print(int(hwm[0].split()[1]) * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
 
