@@ -18,6 +18,7 @@ from cvflow.errors import (  # noqa: F401
     DownloadError,
     FlowFormatError,
     InputError,
+    MissingDependencyError,
     ModelNotFoundError,
     UnsafePickleError,
     WeightsError,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "create": "cvflow.api",
+    "extract": "cvflow.extraction",
     "list_models": "cvflow.api",
     "OpticalFlow": "cvflow.api",
     "OPTFLOW_USE_INITIAL_FLOW": "cvflow.api",
@@ -48,7 +50,8 @@ _LAZY = {
 
 __all__ = sorted(_LAZY) + [
     "CvflowError", "CvflowFileNotFoundError", "CvflowTypeError", "DeviceError", "DownloadError",
-    "FlowFormatError", "InputError", "ModelNotFoundError", "UnsafePickleError", "WeightsError",
+    "FlowFormatError", "InputError", "MissingDependencyError", "ModelNotFoundError", "UnsafePickleError",
+    "WeightsError",
     "__version__",
 ]
 

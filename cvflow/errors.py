@@ -44,3 +44,7 @@ class DownloadError(CvflowError, OSError):
 
 class DeviceError(CvflowError, RuntimeError):
     """The requested compute device is not available."""
+
+
+class MissingDependencyError(CvflowError, ImportError):
+    """An optional dependency (an extra such as `cvflow[ray]`) is needed and not installed."""

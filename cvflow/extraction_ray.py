@@ -1,0 +1,86 @@
+"""Engine `ray` of `cvflow.extract`: clips as rows of a Ray Data dataset, mapped by a
+pool of actors that each create the model once and run `process_clip` on whole clips
+(warm start needs a clip's pairs in order, on one model).
+
+Faults: an actor that dies mid-clip (killed, out of memory, node lost) is restarted
+and the clip's task retried (Ray's `max_restarts` / `max_task_retries`); each clip is
+its own block, so a retry redoes that clip only, and its archive, written under a
+temporary name, is renamed into place by whichever attempt finishes. The driver keeps
+one row per clip. Only this module imports Ray.
+"""
+from __future__ import annotations
+
+from cvflow.errors import MissingDependencyError
+
+__all__ = ["require_ray", "run_ray"]
+
+
+def require_ray():
+    """The `ray` module with Ray Data, or MissingDependencyError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (Ray Data needs the `data` extra: pandas, pyarrow)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"engine 'ray' needs Ray Data, which is not installed ({exc}); install it with "
+            "pip install 'cvflow[ray]' (ray[data] and pyarrow), or use engine 'local'") from None
+    return ray
+
+
+class ClipWorker:
+    """A Ray Data callable class: one model per actor, one clip per batch."""
+
+    def __init__(self, settings, weights):
+        import ray
+
+        from cvflow.extraction import create_algo
+
+        if isinstance(weights, ray.ObjectRef):
+            weights = ray.get(weights)
+        self.settings = settings
+        device = "cuda" if settings.get("gpus_per_worker") else settings["device"]
+        self.algo = create_algo(settings, weights, device=device)
+
+    def __call__(self, batch):
+        from cvflow.extraction import process_clip
+
+        keys = ("path", "source", "kind")
+        rows = [process_clip(self.algo, {k: str(batch[k][i]) for k in keys}, self.settings,
+                             self.settings["out_dir"]) for i in range(len(batch["path"]))]
+        return {c: [r[c] for r in rows] for c in rows[0]} if rows else {}
+
+
+def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker=0.0):
+    """Engine `ray`: yields each clip's row as the actors finish it (in no fixed order).
+
+    Joins the cluster at `address`, or an already initialised Ray, or starts Ray in this
+    process (shut down again when done). OUT must be a path every worker can write to.
+    """
+    from cvflow.extraction_io import _typed
+
+    ray = require_ray()
+    if not todo:
+        return
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # cvflow shows its own
+        settings = {**settings, "gpus_per_worker": gpus_per_worker}
+        ds = ray.data.from_items([{k: c[k] for k in ("path", "source", "kind")} for c in todo],
+                                 override_num_blocks=len(todo))
+        ds = ds.map_batches(
+            ClipWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+            fn_constructor_kwargs={"settings": settings, "weights": ray.put(weights)},
+            num_cpus=1, num_gpus=gpus_per_worker or None)  # the pool's actors: max_restarts=-1,
+        # max_task_retries=-1 (Ray Data's defaults): a dead actor is replaced and its clip retried
+        seen = set()
+        for row in ds.iter_rows():
+            row = _typed(row)
+            if row["path"] not in seen:  # a retried generator may hand a row back twice
+                seen.add(row["path"])
+                yield row
+    finally:
+        if started:
+            ray.shutdown()
