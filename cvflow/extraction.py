@@ -202,7 +202,7 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
     (.txt / .csv / .parquet with a `path` column). model, weights, options (e.g.
     {"iters": 12}), device: as for `cvflow.create`; every, max_side, warm_start: as for
     `cvflow.video.iter_video_flow`. save: "score" (the table only), "flow" (archives;
-    the table then has no magnitude columns), "both". fp16: archives in float16.
+    the table's magnitude columns are then NaN), "both". fp16: archives in float16.
     engine: "local" or "ray" (needs `pip install cvflow[ray]`); address: a Ray cluster
     to join (default: start Ray here); workers: actors in the pool; gpus_per_worker:
     each actor's GPU share (0: CPU). on_row(row): called after each clip is recorded.
@@ -217,6 +217,10 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
         raise InputError(f"`workers` must be an int >= 1, got {workers!r}")
     if not isinstance(gpus_per_worker, (int, float)) or not 0 <= gpus_per_worker < math.inf:
         raise InputError(f"`gpus_per_worker` must be a number >= 0, got {gpus_per_worker!r}")
+    if engine == "local" and (address is not None or workers != 1 or gpus_per_worker):
+        raise InputError("`address`, `workers` and `gpus_per_worker` are for engine 'ray' (engine 'local' runs "
+                         f"in this process), got address={address!r}, workers={workers}, "
+                         f"gpus_per_worker={gpus_per_worker}")
     if on_row is not None and not callable(on_row):
         raise CvflowTypeError(f"`on_row` must be callable, got {type(on_row).__name__}")
     out = Path(os.fspath(output))

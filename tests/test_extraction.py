@@ -168,7 +168,9 @@ def test_argument_errors(clips, tmp_path):
              ({"workers": 0}, cvflow.InputError, "`workers` must be an int >= 1, got 0"),
              ({"gpus_per_worker": -1}, cvflow.InputError, "`gpus_per_worker` must be a number >= 0, got -1"),
              ({"every": 0}, cvflow.InputError, "`every` must be an int >= 1, got 0"),
-             ({"on_row": 3}, cvflow.CvflowTypeError, "`on_row` must be callable, got int")]
+             ({"on_row": 3}, cvflow.CvflowTypeError, "`on_row` must be callable, got int"),
+             ({"workers": 2}, cvflow.InputError, "`address`, `workers` and `gpus_per_worker` are for engine 'ray'"),
+             ({"address": "auto"}, cvflow.InputError, "for engine 'ray' .* got address='auto'")]
     for kw, err, msg in cases:
         with pytest.raises(err, match=msg):
             run(clips, tmp_path / "out", **kw)
@@ -335,3 +337,23 @@ def test_import_and_local_cli_never_import_ray(clips, tmp_path):
     rows = read_table(tmp_path / "out")
     for name, (dx, dy) in shifts.items():  # RAFT-small on tiny noise textures: within ~0.3 px
         assert rows[name]["mag_median"] == pytest.approx(math.hypot(dx, dy), abs=0.35), name
+
+
+def test_cli_extract(clips, tmp_path, capsys, monkeypatch):
+    from cvflow.cli import main
+
+    cvflow.save_converted(GAIN, tmp_path / "gain.npz")
+    argv = ["extract", str(clips), "-o", str(tmp_path / "out"), "-m", "test-extract-const", "--weights",
+            str(tmp_path / "gain.npz"), "--save", "both", "--fp16", "--every", "2", "--no-progress"]
+    assert main(argv) == 0
+    assert "5 clips: 5 computed, 0 already done, 1 with errors; wrote " in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "5 clips: 1 computed, 4 already done, 1 with errors" in capsys.readouterr().out
+    assert main(argv[:-4] + ["--no-progress"]) == 2  # other settings: refused
+    assert "holds results made with other settings" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(argv + ["--engine", "ray", "--workers", "2"]) == 2
+    assert "cvflow extract: error: engine 'ray' needs Ray Data" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(argv + ["--gpus-per-worker", "-1"])
+    assert "expected a finite number >= 0, got '-1'" in capsys.readouterr().err
