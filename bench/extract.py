@@ -4,9 +4,10 @@
 
 Makes --clips small clips (a smooth random texture moving a few px per frame, mp4v),
 then runs RAFT-small (12 updates, ../shared/weights/raft-small.pth) over them with
-engine local (this process, all cores) and engine ray (a local Ray instance of --cpus
-CPUs; each actor has 1 CPU, so one BLAS thread) with 1 and 2 workers, each into a
-fresh output folder. Prints clips/s per run (wall time of the whole `extract` call,
+engine local (this process) and engine ray (a local Ray instance of --cpus CPUs, 1 CPU
+per actor) with 1 and 2 workers, each into a fresh output folder. Every model runs
+--threads threads (default 1, what a 1-CPU Ray actor gets), so local and ray x1 do the
+same work on one core and the difference is the engine's. Prints clips/s per run (wall time of the whole `extract` call,
 model creation included), the per-pair latency inside the actors (sum of the clips'
 `seconds` over their pairs), Ray's one-off start (pool and model) and its per-clip
 overhead beyond the clip's own work, and a projection for 1 million 5-second clips.
@@ -22,6 +23,16 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a local Ray on 127.0.0.1 only
+
+
+def _threads_from_argv(default="1"):
+    # Thread counts must be set before NumPy is imported (here and, inherited, in Ray's workers).
+    argv = sys.argv
+    return argv[argv.index("--threads") + 1] if "--threads" in argv[:-1] else default
+
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CVFLOW_NUM_THREADS"):
+    os.environ[_var] = _threads_from_argv()
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -66,6 +77,8 @@ def main() -> None:
     ap.add_argument("--size", default="144x256", help="HxW of the clips (default 144x256: --max-side 256 of 16:9)")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
     ap.add_argument("--weights", default=str(ROOT.parent / "shared" / "weights" / "raft-small.pth"))
+    ap.add_argument("--threads", default="1", help="BLAS and cvflow threads per model, every engine (default 1, "
+                    "as a 1-CPU Ray actor has: engine local is then one core)")
     args = ap.parse_args()
     if not Path(args.weights).is_file():
         raise SystemExit(f"RAFT-small checkpoint not found at {args.weights} (../shared beside the project)")
@@ -78,7 +91,8 @@ def main() -> None:
         make_clips(clips, args.clips, args.frames, h, w)
         pairs = args.clips * (args.frames - 1)
         print(f"{args.clips} clips of {args.frames} frames ({pairs} pairs), {w}x{h}, raft-small 12 updates, "
-              f"{os.cpu_count()} cores visible; load average {os.getloadavg()[0]:.1f} at start")
+              f"{args.threads} thread(s) per model, {os.cpu_count()} cores visible; load average "
+              f"{os.getloadavg()[0]:.1f} at start")
         results = {}
         results["local"] = timed_run(clips, Path(tmp) / "local", args.weights)
         t = time.perf_counter()

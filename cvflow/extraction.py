@@ -139,12 +139,13 @@ def process_clip(algo, clip: dict, settings: dict, out_dir) -> dict:
     start = time.perf_counter()
     row = _empty_row(clip, settings)
     want_scores = settings["save"] in ("score", "both")
-    archive = None
+    archive = gen = None
     mags = []
     pairs = 0
     try:
         every = settings["every"]
-        for k, _, _, flow in _pairs(clip, algo, settings):
+        gen = _pairs(clip, algo, settings)
+        for k, _, _, flow in gen:
             if settings["save"] != "score":
                 if archive is None:
                     archive = FlowArchive(out_dir, archive_name(clip["path"]),
@@ -165,6 +166,8 @@ def process_clip(algo, clip: dict, settings: dict, out_dir) -> dict:
     except Exception as exc:  # the clip's failure, recorded; the run goes on
         row.update(status="error", error=_reason(exc), pairs=0, height=0, width=0)
     finally:
+        if gen is not None:
+            gen.close()  # releases the video, restores the model's flags
         if archive is not None:
             archive.discard()
     row["seconds"] = round(time.perf_counter() - start, 4)

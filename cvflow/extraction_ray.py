@@ -31,9 +31,15 @@ class ClipWorker:
     """A Ray Data callable class: one model per actor, one clip per batch."""
 
     def __init__(self, settings, weights):
+        import os
+
         import ray
 
         from cvflow.extraction import create_algo
+
+        # Ray gives the actor OMP_NUM_THREADS = its CPUs (1); cvflow's own pool follows, unless set,
+        # so N actors on N cores do not each run a pool of every core's threads.
+        os.environ.setdefault("CVFLOW_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or "1")
 
         if isinstance(weights, ray.ObjectRef):
             weights = ray.get(weights)
