@@ -1,17 +1,17 @@
 """Throughput of `cvflow.extract`: engine local against Ray with 1 and 2 workers, in one run.
 
-    python bench/extract.py [--clips 24] [--frames 5] [--size 144x256] [--cpus 2]
+    python bench/extract.py [--clips 24] [--frames 5] [--size 144x256] [--cpus 2] [--threads 1]
 
 Makes --clips small clips (a smooth random texture moving a few px per frame, mp4v),
 then runs RAFT-small (12 updates, ../shared/weights/raft-small.pth) over them with
 engine local (this process), engine ray (a local Ray instance of --cpus CPUs, 1 CPU
 per actor) with 1 and 2 workers, and local again (the load drifts), each into a fresh
-output folder. Every model runs
---threads threads (default 1, what a 1-CPU Ray actor gets), so local and ray x1 do the
-same work on one core and the difference is the engine's. Prints clips/s per run (wall time of the whole `extract` call,
-model creation included), the per-pair latency inside the actors (sum of the clips'
-`seconds` over their pairs), Ray's one-off start (pool and model) and its per-clip
-overhead beyond the clip's own work, and a projection for 1 million 5-second clips.
+output folder. Every model runs --threads threads (default 1, what a 1-CPU Ray actor
+gets), so local and ray x1 do the same work on one core and the difference is the
+engine's. Prints clips/s per run (wall time of the whole `extract` call, model
+creation included), the per-pair latency inside the clips (their `seconds` over their
+pairs), each run's time beyond its clips' own work, Ray's cost per clip beyond engine
+local's, and a projection for 1 million 5-second clips from the measured latencies.
 Timings drift with the machine (and other users of it): compare within one run.
 """
 from __future__ import annotations
