@@ -6,16 +6,19 @@ places them on the device once; `calc` validates frames and runs the forward pas
 from __future__ import annotations
 
 import numbers
+import os
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
 
 from cvflow import backend
-from cvflow.errors import CvflowTypeError, InputError, ModelNotFoundError
+from cvflow.errors import CvflowTypeError, InputError, InputRangeWarning, ModelNotFoundError
 from cvflow.models.base import REGISTRY, ModelDef, nest
 from cvflow.ops import conv
 from cvflow.ops.arena import Arena
 from cvflow.ops.pad import pad_replicate
+from cvflow.settings import AlgorithmSettings
 
 # Same value as cv2.OPTFLOW_USE_INITIAL_FLOW, so cv2's constant works with setFlags.
 OPTFLOW_USE_INITIAL_FLOW = 4
@@ -63,6 +66,25 @@ def _check_frame(name: str, img) -> None:
         raise InputError(f"`{name}` contains NaN or Inf ({_describe(img)})")
 
 
+def _check_output_flow(flow) -> None:
+    """A `flow` argument that `calc` would fill in place must be writable: say so before
+    the forward pass, not after it (NumPy's "assignment destination is read-only")."""
+    flags = getattr(flow, "flags", None)
+    if flags is not None and getattr(flags, "writeable", True) is False:
+        raise InputError(f"`flow` is read-only ({_describe(flow)}), so calc cannot fill it in place; "
+                         "pass a writable array (flow.copy()) or None")
+
+
+def _unit_range(img0, img1):
+    """(lo, hi) when both frames are float with every value in 0..1, else None."""
+    if img0.dtype.kind != "f" or img1.dtype.kind != "f":
+        return None
+    xp = backend.get_xp(img0)
+    lo = float(min(xp.min(img0), xp.min(img1)))
+    hi = float(max(xp.max(img0), xp.max(img1)))
+    return (lo, hi) if 0.0 <= lo and 0.0 < hi <= 1.0 else None
+
+
 def _to_bgr_float(img, xp):
     img = xp.asarray(img)
     if img.ndim == 2:
@@ -70,8 +92,9 @@ def _to_bgr_float(img, xp):
     return xp.ascontiguousarray(img, dtype=xp.float32)
 
 
-class OpticalFlow:
-    """A deep optical-flow algorithm with cv2.DenseOpticalFlow's interface.
+class OpticalFlow(AlgorithmSettings):
+    """A deep optical-flow algorithm with cv2.DenseOpticalFlow's interface (and
+    cv2.Algorithm's: empty, clear, save, write, read, getDefaultName).
 
     calc(I0, I1, flow=None) -> (H, W, 2) float32, flow[y, x] = (dx, dy) in pixels,
     such that I1[y + dy, x + dx] ~ I0[y, x].
@@ -84,6 +107,8 @@ class OpticalFlow:
         self._options = dict(model.options)
         self._flags = 0
         self._arena = Arena(model.reuse_bytes)  # large CPU activations kept between calls
+        self._weights_path = None  # the checkpoint create() loaded (None: a mapping of arrays)
+        self._warned_range = False
         for key, value in options.items():
             self.set(key, value)
 
@@ -95,6 +120,8 @@ class OpticalFlow:
         the OPTFLOW_USE_INITIAL_FLOW flag (or the `warm_start` option) it is also the
         initial estimate, for models that accept one.
         """
+        if flow is not None:
+            _check_output_flow(flow)
         img0, img1 = self._frames(I0, I1)
         init = self._initial_flow(flow, *I0.shape[:2])
         if init is not None:
@@ -215,6 +242,11 @@ class OpticalFlow:
         _check_frame("I1", I1)
         if I0.shape[:2] != I1.shape[:2]:
             raise InputError(f"`I0` and `I1` must have the same size, got {_describe(I0)} and {_describe(I1)}")
+        if not self._warned_range and (seen := _unit_range(I0, I1)) is not None:
+            self._warned_range = True  # once per object: a video would repeat it every pair
+            warnings.warn(f"`I0` and `I1` are float frames with values in [{seen[0]:.3g}, {seen[1]:.3g}]; "
+                          "cvflow expects uint8 or float in 0..255 (as cv2.imread gives), so the flow will "
+                          "be poor: multiply the frames by 255", InputRangeWarning, stacklevel=3)
         xp = backend.module_for(self._device)
         return _to_bgr_float(I0, xp), _to_bgr_float(I1, xp)
 
@@ -311,6 +343,7 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     device: "auto" (GPU when CuPy and a device are present), "cpu" or "cuda".
     options: model options, e.g. iters=12 for RAFT.
     """
+    from cvflow.settings import cached_weights_path
     from cvflow.weights import resolve_weights, verify_weights
 
     model = get_model(name)
@@ -320,5 +353,9 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     verify_weights(flat, model.param_shapes(model.config), model.name)
     placed = {k: backend.to_device(np.asarray(v, dtype=np.float32, order="C"), dev) for k, v in flat.items()}
     algo._params = nest(placed)
+    if isinstance(weights, (str, os.PathLike)):
+        algo._weights_path = os.path.abspath(os.fspath(weights))
+    elif weights is None:
+        algo._weights_path = cached_weights_path(model)
     algo._prepare()
     return algo

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cvflow.errors import CvflowError, CvflowTypeError, InputError
+from cvflow.outputs import check_output_dir
 from cvflow.extraction_io import (COLUMNS, TMP, FlowArchive, ScoreTable, archive_name, find_clips,
                                   folder_frames, sweep_temporaries)
 
@@ -226,9 +227,7 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
                          f"gpus_per_worker={gpus_per_worker}")
     if on_row is not None and not callable(on_row):
         raise CvflowTypeError(f"`on_row` must be callable, got {type(on_row).__name__}")
-    out = Path(os.fspath(output))
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder")
+    out = check_output_dir(output, "output")  # a bad OUT fails before any work
     if engine == "ray":
         from cvflow.extraction_ray import require_ray
 

@@ -174,7 +174,7 @@ def test_argument_errors(clips, tmp_path):
     for kw, err, msg in cases:
         with pytest.raises(err, match=msg):
             run(clips, tmp_path / "out", **kw)
-    with pytest.raises(cvflow.InputError, match="output .*file exists and is not a folder"):
+    with pytest.raises(cvflow.OutputError, match="output .*file exists and is not a directory"):
         run(clips, tmp_path / "file")
     with pytest.raises(cvflow.ModelNotFoundError):
         extract(clips, tmp_path / "out", "no-such-model", progress=False)
