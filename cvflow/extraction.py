@@ -116,6 +116,11 @@ def _empty_row(clip, settings) -> dict:
     return row
 
 
+def error_row(clip, settings, message: str) -> dict:
+    """The row of a clip that failed outside `process_clip` (e.g. its worker kept dying)."""
+    return {**_empty_row(clip, settings), "status": "error", "error": message, "seconds": 0.0}
+
+
 def _pairs(clip, algo, settings):
     from cvflow.video import iter_frames_flow, iter_video_flow
 

@@ -5,14 +5,21 @@ pool of actors that each create the model once and run `process_clip` on whole c
 Faults: an actor that dies mid-clip (killed, out of memory, node lost) is restarted
 and the clip's task retried (Ray's `max_restarts` / `max_task_retries`); each clip is
 its own block, so a retry redoes that clip only, and its archive, written under a
-temporary name, is renamed into place by whichever attempt finishes. The driver keeps
-one row per clip. Only this module imports Ray.
+temporary name, is renamed into place by whichever attempt finishes. After MAX_DEATHS
+deaths on one clip it becomes an `error` row. The driver keeps one row per clip. Only
+this module imports Ray.
 """
 from __future__ import annotations
 
 from cvflow.errors import MissingDependencyError
 
-__all__ = ["require_ray", "run_ray"]
+__all__ = ["require_ray", "run_ray", "MAX_DEATHS"]
+
+# A clip whose worker died this many times (each death: Ray restarts the actor and retries
+# the clip) is recorded as an error instead of being tried again: a clip that always runs
+# out of memory would otherwise be retried for ever and the run never end.
+MAX_DEATHS = 3
+ATTEMPTS_DIR = ".attempts"  # in OUT: one file per clip being computed, a line per attempt begun
 
 
 def require_ray():
@@ -48,12 +55,31 @@ class ClipWorker:
         self.algo = create_algo(settings, weights, device=device)
 
     def __call__(self, batch):
-        from cvflow.extraction import process_clip
-
         keys = ("path", "source", "kind")
-        rows = [process_clip(self.algo, {k: str(batch[k][i]) for k in keys}, self.settings,
-                             self.settings["out_dir"]) for i in range(len(batch["path"]))]
+        rows = [self._clip({k: str(batch[k][i]) for k in keys}) for i in range(len(batch["path"]))]
         return {c: [r[c] for r in rows] for c in rows[0]} if rows else {}
+
+    def _clip(self, clip):
+        """process_clip, counting attempts in a file that only a finished attempt removes."""
+        import hashlib
+        import os
+        from pathlib import Path
+
+        from cvflow.extraction import error_row, process_clip
+
+        out = self.settings["out_dir"]
+        marker = Path(out) / ATTEMPTS_DIR / hashlib.sha1(clip["path"].encode()).hexdigest()
+        deaths = len(marker.read_text().split()) if marker.is_file() else 0
+        if deaths >= MAX_DEATHS:
+            marker.unlink(missing_ok=True)
+            return error_row(clip, self.settings, f"the worker died {deaths} times while computing this clip "
+                                                  "(out of memory? killed?); not tried again")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        row = process_clip(self.algo, clip, self.settings, out)
+        marker.unlink(missing_ok=True)
+        return row
 
 
 def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker=0.0):
@@ -67,6 +93,10 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     ray = require_ray()
     if not todo:
         return
+    import shutil
+    from pathlib import Path
+
+    shutil.rmtree(Path(settings["out_dir"]) / ATTEMPTS_DIR, ignore_errors=True)  # deaths count per run
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -87,6 +117,7 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
             if row["path"] not in seen:  # a retried generator may hand a row back twice
                 seen.add(row["path"])
                 yield row
+        shutil.rmtree(Path(settings["out_dir"]) / ATTEMPTS_DIR, ignore_errors=True)
     finally:
         if started:
             ray.shutdown()

@@ -153,3 +153,42 @@ def test_corrupt_file_is_an_error_row(clips, tmp_path, weights):
     assert missing["status"] == "error" and missing["error"] == f"no such video file: {tmp_path / 'missing.mp4'}"
     assert good["status"] == "ok" and good["pairs"] == 2 and good["error"] == ""
 
+
+
+def test_a_clip_whose_worker_keeps_dying_becomes_an_error_row(clips, tmp_path, weights):
+    """Kill every attempt at one clip: after MAX_DEATHS deaths it is an error row, and the run ends."""
+    from cvflow.extraction_ray import MAX_DEATHS
+
+    (tmp_path / "list.txt").write_text(f"{clips / 'long.mp4'}\n{clips / 'c0.mp4'}\n")
+    out = tmp_path / "out"
+    killed = []
+    stop = threading.Event()
+
+    def kill_every_attempt():
+        while not stop.is_set():
+            for tmp in out.glob("flow/*/.tmp-*-long.mp4-*.raw"):
+                pid = int(tmp.name.split("-")[1])
+                if pid not in killed:
+                    killed.append(pid)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_every_attempt, daemon=True)
+    killer.start()
+    try:
+        res = extract(tmp_path / "list.txt", out, "raft-small", weights=weights, options=FAST, save="flow",
+                      engine="ray", workers=1, progress=False)
+    finally:
+        stop.set()
+        killer.join()
+    assert len(killed) == MAX_DEATHS
+    assert (res["computed"], res["errors"]) == (2, 1)
+    rows = read_table(out)
+    bad = rows[str(clips / "long.mp4")]
+    assert bad["status"] == "error" and bad["error"].startswith(f"the worker died {MAX_DEATHS} times")
+    assert rows[str(clips / "c0.mp4")]["status"] == "ok"
+    assert not (out / ".attempts").exists()
+    assert_no_temporaries(out)
