@@ -97,7 +97,7 @@ def main() -> None:
         results = {}
         results["local"] = (1, *timed_run(clips, Path(tmp) / "local", args.weights))
         t = time.perf_counter()
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - t
         for workers in (1, 2):
             results[f"ray x{workers}"] = (workers, *timed_run(clips, Path(tmp) / f"ray{workers}", args.weights,

@@ -11,7 +11,7 @@ this module imports Ray.
 """
 from __future__ import annotations
 
-from cvflow.errors import MissingDependencyError
+from cvflow.errors import CvflowError, MissingDependencyError
 
 __all__ = ["require_ray", "run_ray", "MAX_DEATHS"]
 
@@ -85,39 +85,65 @@ class ClipWorker:
 def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker=0.0):
     """Engine `ray`: yields each clip's row as the actors finish it (in no fixed order).
 
-    Joins the cluster at `address`, or an already initialised Ray, or starts Ray in this
-    process (shut down again when done). OUT must be a path every worker can write to.
+    Joins the cluster at `address` (its workers then import this very cvflow, shipped as a
+    runtime-env module, so nodes need only its dependencies), or an already initialised
+    Ray, or starts Ray in this process (shut down again when done). INPUT and OUT must be
+    at the same paths on every node. A failure of Ray itself (not of a clip) is raised as
+    CvflowError; the clips finished before it are kept.
     """
+    import shutil
+    from pathlib import Path
+
+    import cvflow
     from cvflow.extraction_io import _typed
 
     ray = require_ray()
     if not todo:
         return
-    import shutil
-    from pathlib import Path
-
-    shutil.rmtree(Path(settings["out_dir"]) / ATTEMPTS_DIR, ignore_errors=True)  # deaths count per run
+    attempts = Path(settings["out_dir"]) / ATTEMPTS_DIR
+    shutil.rmtree(attempts, ignore_errors=True)  # deaths are counted per run
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        env = {"py_modules": [str(Path(cvflow.__file__).parent)]} if address else None
+        try:
+            # "local": a new instance here even when RAY_ADDRESS or a running local cluster says otherwise
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, runtime_env=env)
+        except (ConnectionError, ValueError) as exc:
+            raise CvflowError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}") from None
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # cvflow shows its own
         settings = {**settings, "gpus_per_worker": gpus_per_worker}
-        ds = ray.data.from_items([{k: c[k] for k in ("path", "source", "kind")} for c in todo],
-                                 override_num_blocks=len(todo))
-        ds = ds.map_batches(
-            ClipWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
-            fn_constructor_kwargs={"settings": settings, "weights": ray.put(weights)},
-            num_cpus=1, num_gpus=gpus_per_worker or None)  # the pool's actors: max_restarts=-1,
-        # max_task_retries=-1 (Ray Data's defaults): a dead actor is replaced and its clip retried
         seen = set()
-        for row in ds.iter_rows():
+        for row in _rows(ray, todo, settings, weights, workers, gpus_per_worker):
             row = _typed(row)
             if row["path"] not in seen:  # a retried generator may hand a row back twice
                 seen.add(row["path"])
                 yield row
-        shutil.rmtree(Path(settings["out_dir"]) / ATTEMPTS_DIR, ignore_errors=True)
+        shutil.rmtree(attempts, ignore_errors=True)
     finally:
         if started:
             ray.shutdown()
+
+
+def _rows(ray, todo, settings, weights, workers, gpus_per_worker):
+    """The mapped dataset's rows; Ray's own failures as CvflowError."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # cvflow shows its own
+    ds = ray.data.from_items([{k: c[k] for k in ("path", "source", "kind")} for c in todo],
+                             override_num_blocks=len(todo))
+    ds = ds.map_batches(
+        ClipWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+        fn_constructor_kwargs={"settings": settings, "weights": ray.put(weights)},
+        num_cpus=1, num_gpus=gpus_per_worker or None)  # the pool's actors: max_restarts=-1,
+    # max_task_retries=-1 (Ray Data's defaults): a dead actor is replaced and its clip retried
+    try:
+        yield from ds.iter_rows()
+    except (KeyboardInterrupt, CvflowError):
+        raise
+    except Exception as exc:  # Ray's, e.g. workers that cannot import cvflow or create the model
+        raise CvflowError(f"the Ray run failed: {type(exc).__name__}: {_first_line(exc)} (every node needs "
+                          "cvflow's dependencies, and INPUT and OUT at the same paths)") from exc
+
+
+def _first_line(exc) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
