@@ -30,9 +30,16 @@ def _registry() -> dict[str, ModelDef]:
     return REGISTRY
 
 
-def list_models() -> list[str]:
-    """Names accepted by `create`, sorted."""
-    return sorted(_registry())
+def list_models(verbose: bool = False) -> list:
+    """Names accepted by `create`, sorted. verbose=True: one dict per model instead,
+    {"name", "description", "default", "weights"}: the `weights=` tags (training data,
+    published metrics, licence, URL) and release file (`cvflow.weights.describe_weights`)."""
+    names = sorted(_registry())
+    if not verbose:
+        return names
+    from cvflow.weights import describe_weights
+
+    return [{"name": n, "description": _registry()[n].description, **describe_weights(n)} for n in names]
 
 
 def get_model(name: str) -> ModelDef:
@@ -337,25 +344,27 @@ def _coerce_option(key, value, default):
 def create(name: str, *, weights=None, device: str = "auto", **options) -> OpticalFlow:
     """Create a deep optical-flow algorithm.
 
-    name: one of `list_models()`. weights: a release checkpoint path (.pth / .pth.tar),
-    a cvflow-converted .npz, a mapping of checkpoint key -> array, or None to use the
-    cache (CVFLOW_HOME, default ~/.cache/cvflow; downloaded when the registry has a URL).
+    name: one of `list_models()`. weights: a checkpoint path (.pth / .pth.tar; the
+    authors' or torchvision's key layout), a cvflow-converted .npz, a mapping of
+    checkpoint key -> array, a tag (RAFT: "C_T_SKHT_V2", ...; `list_models(verbose=True)`),
+    or None: the model's default tag, else its release file, from the caches
+    (CVFLOW_HOME, default ~/.cache/cvflow; torch hub's for tags), downloaded when the
+    registry has a URL.
     device: "auto" (GPU when CuPy and a device are present), "cpu" or "cuda".
     options: model options, e.g. iters=12 for RAFT.
     """
     from cvflow.settings import cached_weights_path
-    from cvflow.weights import resolve_weights, verify_weights
+    from cvflow.weights import load_model_weights
 
     model = get_model(name)
     dev = backend.resolve_device(device)
     algo = OpticalFlow(model, {}, dev, options)  # checks the options before any loading
-    flat = resolve_weights(model.name, weights, checkpoint=model.checkpoint)
-    verify_weights(flat, model.param_shapes(model.config), model.name)
+    flat = load_model_weights(model, weights)
     placed = {k: backend.to_device(np.asarray(v, dtype=np.float32, order="C"), dev) for k, v in flat.items()}
     algo._params = nest(placed)
-    if isinstance(weights, (str, os.PathLike)):
+    if isinstance(weights, (str, os.PathLike)) and os.path.exists(weights):
         algo._weights_path = os.path.abspath(os.fspath(weights))
-    elif weights is None:
-        algo._weights_path = cached_weights_path(model)
+    elif weights is None or isinstance(weights, str):  # the default or a tag: the cached file read
+        algo._weights_path = cached_weights_path(model, weights)
     algo._prepare()
     return algo

@@ -85,16 +85,40 @@ def cmd_flow(args) -> int:
 
 def cmd_convert(args) -> int:
     from cvflow.api import get_model
+    from cvflow.io import raft_layouts
     from cvflow.io.checkpoint import load_weights, save_converted
-    from cvflow.weights import verify_weights
+    from cvflow.weights import adapt_layout
 
     check_output_file(args.dst, "DST", "npz")
     weights = load_weights(args.src)
-    if args.model:
-        model = get_model(args.model)
-        verify_weights(weights, model.param_shapes(model.config), model.name)
+    if args.model:  # checked in the file's own layout, written in the model's
+        weights = adapt_layout(weights, get_model(args.model))
+    elif raft_layouts.detect_layout(weights) == raft_layouts.TORCHVISION:
+        weights = raft_layouts.torchvision_to_authors(weights)
     save_converted(weights, args.dst)
     print(f"wrote {args.dst} ({len(weights)} tensors)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    import cvflow
+
+    if args.names:
+        print("\n".join(cvflow.list_models()))
+        return 0
+    for model in cvflow.list_models(verbose=True):
+        default = f"  (weights=None: {model['default']})" if model["default"] else ""
+        print(f"{model['name']}  {model['description']}{default}")
+        for w in model["weights"]:
+            name = f"weights={w['tag']!r}" if w["tag"] else "release file"
+            print(f"  {name}{' [default]' if w['default'] else ''}: {w['file']}")
+            if w["data"]:
+                print(f"    data: {w['data']}; trained by {w['trained_by']}")
+            if w["metrics"]:
+                print("    published: " + "; ".join(f"{bench} " + ", ".join(f"{k} {v}" for k, v in m.items())
+                                                for bench, m in w["metrics"].items()))
+            print(f"    licence: {w['license']}")
+            print(f"    from: {w['url'] or w['source']}")
     return 0
 
 
@@ -236,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", help="convert a release checkpoint to cvflow's .npz",
-                       description="Read a release checkpoint without torch and write cvflow's .npz.")
+                       description="Read a release checkpoint without torch and write cvflow's .npz "
+                                   "(RAFT in torchvision's key layout is renamed to the authors').")
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("-m", "--model", help="verify the keys and shapes against this model")
@@ -256,14 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_extract_parser(sub, _model_args)
 
-    p = sub.add_parser("models", help="list the model names", description="List the model names.")
-    p.set_defaults(func=lambda args: print("\n".join(__import__("cvflow").list_models())) or 0)
+    p = sub.add_parser("models", help="list the models and their weights",
+                       description="List the models and the weights each takes: tags, training data, "
+                                   "published metrics, licences, where each file comes from.")
+    p.add_argument("--names", action="store_true", help="only the model names, one per line")
+    p.set_defaults(func=cmd_models)
     return parser
 
 
 def _model_args(p) -> None:
     p.add_argument("-m", "--model", required=True, help="model name (see `cvflow models`)")
-    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz); default: the cache")
+    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz) or tag (see `cvflow models`); "
+                                      "default: the model's default weights")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="update iterations (RAFT family; default 12)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

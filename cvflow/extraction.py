@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -53,13 +53,15 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
 
     The fingerprint (16 hex) is a hash of everything that decides the results: model,
     its options, the weights' sha256, every, max_side, warm_start, save, fp16 and the
-    cvflow version. `weights_sha256` is the checkpoint file's sha256, or for a mapping
-    of arrays a sha256 over its sorted keys, dtypes, shapes and bytes.
+    cvflow version. `weights` as for `cvflow.create` (path, tag, None, mapping);
+    `weights_sha256` is the sha256 of the file read, or for a mapping of arrays the one
+    `cvflow.settings.weights_sha256` gives (sorted keys and float32 bytes).
     """
     from cvflow import __version__
     from cvflow.api import OpticalFlow, get_model
+    from cvflow.settings import cached_weights_path
     from cvflow.video import _check_int
-    from cvflow.weights import _release_checkpoint, resolve_weights
+    from cvflow.weights import load_model_weights
 
     every = _check_int("every", every, 1)
     max_side = _check_int("max_side", max_side, 1, allow_none=True)
@@ -67,13 +69,13 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
         raise InputError(f"`save` must be one of {', '.join(SAVE_MODES)}, got {save!r}")
     spec = get_model(model)
     opts = OpticalFlow(spec, {}, "cpu", dict(options or {})).options  # checks the options, adds defaults
-    if isinstance(weights, (str, os.PathLike)) or weights is None:
-        source = Path(weights) if weights is not None else _release_checkpoint(spec.name, spec.checkpoint)
-        flat = resolve_weights(spec.name, source)
-        digest = _file_sha256(source)
-    else:
-        flat = resolve_weights(spec.name, weights)
+    flat = load_model_weights(spec, weights)  # any weights create() takes; checked, in the model's layout
+    if isinstance(weights, Mapping):
         digest = _arrays_sha256(flat)
+    else:  # a path, a tag or None (the default): the file read
+        given = isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)
+        file = weights if given else cached_weights_path(spec, weights)
+        digest = _file_sha256(file) if file else _arrays_sha256(flat)
     settings = {"model": spec.name, "options": opts, "weights_sha256": digest, "every": every,
                 "max_side": max_side, "warm_start": bool(warm_start), "save": save, "fp16": bool(fp16),
                 "cvflow_version": __version__, "device": device}
@@ -91,11 +93,11 @@ def _file_sha256(path) -> str:
 
 
 def _arrays_sha256(flat) -> str:
+    # as cvflow.settings.weights_sha256 hashes an algorithm created from a mapping
     h = hashlib.sha256()
     for key in sorted(flat):
-        arr = np.ascontiguousarray(flat[key])
-        h.update(f"{key}:{arr.dtype.str}:{arr.shape};".encode())
-        h.update(arr.tobytes())
+        h.update(key.encode() + b"\0")
+        h.update(np.ascontiguousarray(flat[key], dtype="<f4").tobytes())
     return h.hexdigest()
 
 

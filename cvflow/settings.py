@@ -51,18 +51,13 @@ class AlgorithmSettings:
         read(self, fn)
 
 
-def cached_weights_path(model) -> str | None:
-    """The cache file `create(name, weights=None)` loaded for `model` (a ModelDef), if any."""
-    from cvflow.weights import cache_dir, converted_name, registry_entry
+def cached_weights_path(model, tag: str | None = None) -> str | None:
+    """The cache file `create(name, weights=tag)` loaded for `model` (a ModelDef; tag None:
+    the model's default), if any."""
+    from cvflow.weights import cached_file
 
-    entry = registry_entry(model.checkpoint or model.name)
-    file = model.checkpoint or (entry and entry["file"])
-    if not file:
-        return None
-    for candidate in (cache_dir() / converted_name(file), cache_dir() / file):
-        if candidate.is_file():
-            return str(candidate)
-    return None
+    path = cached_file(model.name, tag, model.checkpoint)
+    return str(path) if path else None
 
 
 def section_name(algo) -> str:

@@ -19,6 +19,7 @@ import cvflow
 from cvflow.extraction import ExtractInterrupted, extract, make_settings
 from cvflow.extraction_io import COLUMNS, ScoreTable, find_clips
 from cvflow.models.base import REGISTRY, ModelDef, register
+from cvflow.settings import weights_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 RAFT_SMALL = ROOT.parent / "shared" / "weights" / "raft-small.pth"
@@ -196,7 +197,8 @@ def test_scores_of_a_known_flow_and_an_error_row(clips, tmp_path):
             assert r[f"mag_{stat}_norm"] == pytest.approx(5.0 / math.hypot(h, w))
         assert (r["model"], r["fingerprint"], r["cvflow_version"], r["flow_file"]) == (
             "test-extract-const", settings["fingerprint"], cvflow.__version__, "")
-        assert r["weights_sha256"] == settings["weights_sha256"] and len(r["weights_sha256"]) == 64
+        assert r["weights_sha256"] == settings["weights_sha256"] == weights_sha256(
+            cvflow.create("test-extract-const", weights=GAIN, device="cpu"))
         assert r["seconds"] > 0
     bad = rows["bad.mp4"]
     assert bad["status"] == "error" and bad["pairs"] == 0 and math.isnan(bad["mag_mean"])

@@ -251,7 +251,8 @@ def save_converted(weights: Mapping, path) -> None:
                 if arr.dtype.kind not in "biuf":
                     raise WeightsError(f"{key!r}: only numeric arrays can be saved, got {arr.dtype}")
                 with zf.open(key + ".npy", "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+                    # asarray, not ascontiguousarray: that turns 0-d tensors (num_batches_tracked) into (1,)
+                    np.lib.format.write_array(fh, np.asarray(arr, order="C"), allow_pickle=False)
         os.replace(tmp, path)
     except OSError as e:  # missing directory, read-only file system, a directory at `path`, ...
         raise os_error("write", path, e) from None
