@@ -359,3 +359,15 @@ def test_cli_extract(clips, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(argv + ["--gpus-per-worker", "-1"])
     assert "expected a finite number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_cli_ctrl_c_exits_130_and_says_the_table_is_kept(clips, tmp_path, capsys, monkeypatch):
+    import cvflow.extraction as extraction
+    from cvflow.cli import main
+
+    def interrupted(*args, **kw):
+        raise ExtractInterrupted({"computed": 2, "table": str(tmp_path / "scores.parquet")})
+
+    monkeypatch.setattr(extraction, "extract", interrupted)
+    assert main(["extract", str(clips), "-o", str(tmp_path), "-m", "test-extract-const", "--no-progress"]) == 130
+    assert "interrupted after 2 clips; " in capsys.readouterr().err
