@@ -18,7 +18,8 @@ import numpy as np
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError, os_error
 from cvflow.progress import Progress, plural
 
-__all__ = ["iter_video_flow", "iter_frames_flow", "run_video", "open_video", "check_earlier_run", "VideoInterrupted"]
+__all__ = ["iter_video_flow", "iter_frames_flow", "run_video", "open_video", "check_earlier_run",
+           "VideoInterrupted"]
 
 _DEFAULT_FPS = 25.0  # written when the source does not report a usable frame rate
 _TMP = ".tmp-"  # prefix of files being written; renamed away when complete
