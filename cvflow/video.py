@@ -18,8 +18,8 @@ import numpy as np
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError, os_error
 from cvflow.progress import Progress, plural
 
-__all__ = ["iter_video_flow", "iter_video_bidirectional", "run_video", "open_video", "check_earlier_run",
-           "VideoInterrupted"]
+__all__ = ["iter_video_flow", "iter_frames_flow", "iter_video_bidirectional", "run_video", "open_video",
+           "check_earlier_run", "VideoInterrupted"]
 
 _DEFAULT_FPS = 25.0  # written when the source does not report a usable frame rate
 _TMP = ".tmp-"  # prefix of files being written; renamed away when complete
@@ -128,11 +128,26 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
     Raises CvflowFileNotFoundError (no such file) or InputError (undecodable video,
     fewer than two kept frames, frame size changing mid-stream).
     """
-    from cvflow.api import OPTFLOW_USE_INITIAL_FLOW
-
     every = _check_int("every", every, 1)
     max_side = _check_int("max_side", max_side, 1, allow_none=True)
     cap = open_video(path)
+    try:
+        yield from iter_frames_flow(_kept_frames(cap, every, max_side), algo, f"video {os.fspath(path)}",
+                                    every=every, warm_start=warm_start)
+    finally:
+        cap.release()
+
+
+def iter_frames_flow(frames, algo, name, every=1, warm_start=True):
+    """Yield `(k, frame0, frame1, flow)` for each pair k of consecutive frames of `frames`.
+
+    frames: an iterator of (source index, (h, w, 3) uint8 BGR frame), as kept by the
+    caller (`every`, `max_side` already applied; `every` only words the error). name:
+    how errors name the source ("video clip.mp4"). The rest as in `iter_video_flow`,
+    which is this over a decoded video; `cvflow.extract` uses it for frame folders.
+    """
+    from cvflow.api import OPTFLOW_USE_INITIAL_FLOW
+
     saved_flags = algo.getFlags()
     has_option = "warm_start" in algo.options
     saved_option = algo.options.get("warm_start")
@@ -145,13 +160,12 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
                 flags |= OPTFLOW_USE_INITIAL_FLOW
         algo.setFlags(flags)
         buf = None
-        for k, prev, frame in _frame_pairs(cap, path, every, max_side):
+        for k, prev, frame in _frame_pairs(frames, name, every):
             buf = algo.calc(prev, frame, buf)  # fills `buf` in place after the first pair
             view = buf.view()
             view.flags.writeable = False
             yield k, prev, frame, view
     finally:
-        cap.release()
         algo.setFlags(saved_flags)
         if has_option:
             algo.set("warm_start", saved_option)
@@ -169,30 +183,29 @@ def iter_video_bidirectional(path, algo, every=1, max_side=None):
     max_side = _check_int("max_side", max_side, 1, allow_none=True)
     cap = open_video(path)
     try:
-        for k, prev, frame in _frame_pairs(cap, path, every, max_side):
+        for k, prev, frame in _frame_pairs(_kept_frames(cap, every, max_side), f"video {os.fspath(path)}", every):
             yield (k, prev, frame, *algo.calcBidirectional(prev, frame, occlusion=True))
     finally:
         cap.release()
 
 
-def _frame_pairs(cap, path, every, max_side):
-    """Yield (k, frame0, frame1) for the consecutive pairs of kept frames of an opened video;
-    InputError when nothing decodes, fewer than two frames are kept, or the size changes."""
-    frames = _kept_frames(cap, every, max_side)
+def _frame_pairs(frames, name, every):
+    """Yield (k, frame0, frame1) for the consecutive pairs of `frames` ((source index, frame)
+    items); InputError when nothing decodes, fewer than two frames come, or the size changes."""
     first = next(frames, None)
     if first is None:
-        raise InputError(f"cannot read video {os.fspath(path)}: no frame could be decoded (corrupt or empty file)")
+        raise InputError(f"cannot read {name}: no frame could be decoded (corrupt or empty file)")
     _, prev = first
     k = 0
     for _, frame in frames:
         if frame.shape != prev.shape:
-            raise InputError(f"video {os.fspath(path)}: frame size changed from {prev.shape[1]}x{prev.shape[0]} "
+            raise InputError(f"{name}: frame size changed from {prev.shape[1]}x{prev.shape[0]} "
                              f"to {frame.shape[1]}x{frame.shape[0]} at pair {k}")
         yield k, prev, frame
         prev = frame
         k += 1
     if k == 0:
-        raise InputError(f"video {os.fspath(path)} has fewer than two frames to pair"
+        raise InputError(f"{name} has fewer than two frames to pair"
                          + (f" when keeping one frame in {every}" if every > 1 else ""))
 
 
