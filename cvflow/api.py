@@ -1,7 +1,9 @@
 """The algorithm object users hold, mirroring cv2.DenseOpticalFlow, and `create`.
 
-`create(name)` resolves the model definition, loads and verifies its weights and
-places them on the device once; `calc` validates frames and runs the forward pass.
+`create(name)` resolves the model definition, builds the backend of the device
+(`cvflow.backends`: it owns prepared layers, workspace and constants), loads and
+verifies the weights and places them on it once; `calc` validates frames and runs the
+forward pass.
 """
 from __future__ import annotations
 
@@ -12,9 +14,7 @@ import numpy as np
 
 from cvflow import backend
 from cvflow.errors import CvflowTypeError, InputError, ModelNotFoundError
-from cvflow.models.base import REGISTRY, ModelDef, nest
-from cvflow.ops import conv
-from cvflow.ops.arena import Arena
+from cvflow.models.base import REGISTRY, ModelDef
 from cvflow.ops.pad import pad_replicate
 
 # Same value as cv2.OPTFLOW_USE_INITIAL_FLOW, so cv2's constant works with setFlags.
@@ -63,11 +63,12 @@ def _check_frame(name: str, img) -> None:
         raise InputError(f"`{name}` contains NaN or Inf ({_describe(img)})")
 
 
-def _to_bgr_float(img, xp):
-    img = xp.asarray(img)
+def _to_bgr_float(img, be):
+    """A frame as (H, W, 3) float32 on the backend's device."""
+    img = be.asarray(img, dtype=img.dtype)
     if img.ndim == 2:
-        img = xp.repeat(img[:, :, None], 3, axis=2)
-    return xp.ascontiguousarray(img, dtype=xp.float32)
+        img = be.xp.repeat(img[:, :, None], 3, axis=2)
+    return be.asarray(img)
 
 
 class OpticalFlow:
@@ -77,13 +78,12 @@ class OpticalFlow:
     such that I1[y + dy, x + dx] ~ I0[y, x].
     """
 
-    def __init__(self, model: ModelDef, params: dict, device: str, options: Mapping[str, Any]):
+    def __init__(self, model: ModelDef, params: dict, be, options: Mapping[str, Any]):
         self._model = model
         self._params = params
-        self._device = device
+        self._backend = be
         self._options = dict(model.options)
         self._flags = 0
-        self._arena = Arena(model.reuse_bytes)  # large CPU activations kept between calls
         for key, value in options.items():
             self.set(key, value)
 
@@ -98,7 +98,7 @@ class OpticalFlow:
         img0, img1 = self._frames(I0, I1)
         init = self._initial_flow(flow, *I0.shape[:2])
         if init is not None:
-            init = backend.module_for(self._device).asarray(init, dtype=np.float32)
+            init = self._backend.asarray(init)
         out = self._run(img0, img1, init, self._one_way_options())
         return self._deliver(out, flow, I0)
 
@@ -127,14 +127,9 @@ class OpticalFlow:
         return [self.calc(a, b, f) for a, b, f in zip(frames0, frames1, flows)]
 
     def collectGarbage(self) -> None:
-        """Release the memory kept between calls: the CPU activation arena, this thread's
-        convolution scratch buffers, CuPy's pools."""
-        self._arena.release()
-        conv.release_scratch()
-        if self._device == "cuda":
-            cupy = backend.module_for("cuda")
-            cupy.get_default_memory_pool().free_all_blocks()
-            cupy.get_default_pinned_memory_pool().free_all_blocks()
+        """Release the memory kept between calls: the CPU activation arena and this
+        thread's convolution scratch buffers, or the CUDA executor's memory pools."""
+        self._backend.release()
 
     def getDefaultName(self) -> str:
         return f"DenseOpticalFlow.cvflow.{self._model.name}"
@@ -154,7 +149,7 @@ class OpticalFlow:
 
     @property
     def device(self) -> str:
-        return self._device
+        return self._backend.name
 
     @property
     def options(self) -> dict:
@@ -192,7 +187,7 @@ class OpticalFlow:
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
-        return f"<cvflow {self._model.name} on {self._device}{', ' + opts if opts else ''}>"
+        return f"<cvflow {self._model.name} on {self.device}{', ' + opts if opts else ''}>"
 
     # -- internals ------------------------------------------------------------------
     def _prepare(self):
@@ -200,7 +195,7 @@ class OpticalFlow:
         derives its matrices now, so the first `calc` costs what every later one does."""
         side = self._model.prepare_size
         if side:
-            blank = backend.module_for(self._device).zeros((side, side, 3), np.float32)
+            blank = self._backend.asarray(np.zeros((side, side, 3), np.float32))
             self._run(blank, blank, None, self._one_way_options())
 
     def _one_way_options(self):
@@ -215,8 +210,8 @@ class OpticalFlow:
         _check_frame("I1", I1)
         if I0.shape[:2] != I1.shape[:2]:
             raise InputError(f"`I0` and `I1` must have the same size, got {_describe(I0)} and {_describe(I1)}")
-        xp = backend.module_for(self._device)
-        return _to_bgr_float(I0, xp), _to_bgr_float(I1, xp)
+        be = self._backend
+        return _to_bgr_float(I0, be), _to_bgr_float(I1, be)
 
     def _wants_initial_flow(self) -> bool:
         return bool(self._flags & OPTFLOW_USE_INITIAL_FLOW) or bool(self._options.get("warm_start", False))
@@ -231,16 +226,14 @@ class OpticalFlow:
         return flow
 
     def _run(self, img0, img1, init, options):
-        """Forward pass (in the object's arena, for models that reuse buffers); results
-        come back as arrays of their own."""
-        if not self._model.reuse_bytes:
-            return self._forward(img0, img1, init, options)
-        with self._arena.active():
+        """Forward pass in the backend's workspace; results come back as arrays of their
+        own (a CPU result may be an arena buffer or a view of one)."""
+        be = self._backend
+        with be.workspace():
             out = self._forward(img0, img1, init, options)
-        # A result may be an arena buffer or a view of one: hand out a copy that owns its memory.
         if isinstance(out, tuple):
-            return tuple(o.copy() for o in out)
-        return out.copy()
+            return tuple(be.detach(o) for o in out)
+        return be.detach(out)
 
     def _forward(self, img0, img1, init, options):
         """Forward pass, padding frames below the model's minimum size and cropping back."""
@@ -261,8 +254,8 @@ class OpticalFlow:
 
     def _deliver(self, out, flow, like):
         """Return on the caller's side: NumPy for NumPy frames; fill `flow` in place if it fits."""
-        if backend.get_xp(like) is np:
-            out = backend.to_numpy(out)
+        if isinstance(like, np.ndarray):
+            out = self._backend.to_host(out)
         out = out.astype(np.float32, copy=False)
         if flow is not None and getattr(flow, "shape", None) == out.shape and flow.dtype == np.float32 \
                 and backend.get_xp(flow) is backend.get_xp(out):
@@ -314,11 +307,10 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     from cvflow.weights import resolve_weights, verify_weights
 
     model = get_model(name)
-    dev = backend.resolve_device(device)
-    algo = OpticalFlow(model, {}, dev, options)  # checks the options before any loading
+    be = backend.make_backend(device, model.reuse_bytes)
+    algo = OpticalFlow(model, {}, be, options)  # checks the options before any loading
     flat = resolve_weights(model.name, weights, checkpoint=model.checkpoint)
     verify_weights(flat, model.param_shapes(model.config), model.name)
-    placed = {k: backend.to_device(np.asarray(v, dtype=np.float32, order="C"), dev) for k, v in flat.items()}
-    algo._params = nest(placed)
+    algo._params = be.place(flat)
     algo._prepare()
     return algo
