@@ -222,7 +222,7 @@ class Backend:
         """GMFlow's sine encoding restarted in each of splits x splits windows, (H, W, C)."""
         def make():
             pos = posenc.sine_position(h // splits, w // splits, channels)
-            return self.xp.asarray(np.tile(pos, (splits, splits, 1)))
+            return self.asarray(np.tile(pos, (splits, splits, 1)))
         return self.const(("window_position", h, w, channels, splits), make)
 
     # -- RAFT's recurrent unit -----------------------------------------------------------
