@@ -2,6 +2,8 @@
 and bilinear resizing, same numbers as cvflow/ops/upsample.py."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from cvflow.backends.cuda.executor import contiguous, i32, launch_1d
@@ -26,6 +28,13 @@ def convex_upsample(ex, flow, mask, factor=8):
 
 
 def _table(ex, n_in, n_out, align_corners):
+    """(n_out, 2) source indices and weights on the executor (see `_host_table`)."""
+    idx, wgt = _host_table(n_in, n_out, align_corners)
+    return ex.asarray(idx, np.int32), ex.asarray(wgt)
+
+
+@functools.lru_cache(maxsize=64)
+def _host_table(n_in, n_out, align_corners):
     """(n_out, 2) source indices and weights: the non-zeros of the NumPy op's
     interpolation matrix, (i0, i1) with i1's weight 0 where both are one index."""
     m = interp_matrix(n_in, n_out, align_corners)
@@ -36,7 +45,8 @@ def _table(ex, n_in, n_out, align_corners):
         idx[r, :len(nz)] = nz
         idx[r, len(nz):] = nz[0]
         wgt[r, :len(nz)] = row[nz]
-    return ex.asarray(idx, np.int32), ex.asarray(wgt)
+    idx.flags.writeable = wgt.flags.writeable = False  # cached: shared by every call
+    return idx, wgt
 
 
 def resize_bilinear(ex, x, out_h, out_w, align_corners):
