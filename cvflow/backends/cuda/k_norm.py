@@ -39,7 +39,8 @@ def instance_norm(ex, x, eps=1e-5, relu=False, inplace=False):
 def batch_norm_affine(ex, p, eps=1e-5):
     """Inference BatchNorm2d as (scale, shift), each (C,) float32 on the executor, from
     p's weight, bias, running_mean, running_var (host or device); as the NumPy op."""
-    host = {k: np.asarray(ex.to_host(p[k]), dtype=np.float32) for k in ("weight", "bias", "running_mean", "running_var")}
+    keys = ("weight", "bias", "running_mean", "running_var")
+    host = {k: np.asarray(ex.to_host(p[k]), dtype=np.float32) for k in keys}
     scale = host["weight"] / np.sqrt(host["running_var"] + np.float32(eps))
     shift = host["bias"] - host["running_mean"] * scale
     return ex.asarray(scale), ex.asarray(shift)
