@@ -1,9 +1,15 @@
 """Compile gate: every kernels/*.cu builds with nvcc for sm_80 and sm_90 without register
 spills, and stays compilable by NVRTC (CuPy's RawModule: no #include, no shared memory the
-emulator cannot run). Skips where nvcc is absent."""
+emulator cannot run). Skips where nvcc is absent. Where an NVRTC library is found
+($CVFLOW_NVRTC, or the nvidia-cuda-nvrtc wheel next to CuPy), every source is also
+compiled to PTX by NVRTC itself, with CuPy's options; NVRTC needs no GPU for that."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import re
+import sys
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,3 +62,41 @@ def test_kernel_source_suits_nvrtc_and_the_emulator(cu):
     text = re.sub(r"//[^\n]*", "", cu.read_text())
     assert "#include" not in text, "NVRTC has no system headers"
     assert "__shared__" not in text and "__syncthreads" not in text, "the emulator runs threads one by one"
+
+
+def _nvrtc():
+    candidates = [os.environ.get("CVFLOW_NVRTC", "")]
+    for base in map(Path, sys.path):
+        for sub in ("nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"):
+            candidates += sorted(str(p) for p in (base / sub).glob("libnvrtc.so*"))
+    candidates.append(ctypes.util.find_library("nvrtc") or "")
+    for path in filter(None, candidates):
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
+def nvrtc_compile(lib, source, name, options):
+    """(result code, log) of NVRTC compiling `source` with `options`."""
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None) == 0
+    opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+    rc = lib.nvrtcCompileProgram(prog, len(options), opts)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return rc, log.value.decode(errors="replace")
+
+
+@pytest.mark.parametrize("cu", SOURCES, ids=[p.name for p in SOURCES])
+def test_kernel_compiles_with_nvrtc(cu):
+    lib = _nvrtc()
+    if lib is None:
+        pytest.skip("no NVRTC library (set CVFLOW_NVRTC or install nvidia-cuda-nvrtc)")
+    for arch in ("compute_80", "compute_90"):
+        rc, log = nvrtc_compile(lib, cu.read_text(), cu.name, [f"--gpu-architecture={arch}", "--std=c++17"])
+        assert rc == 0, f"{cu.name} ({arch}): {log}"
