@@ -37,5 +37,4 @@ grep -q "heap-buffer-overflow" "$CVFLOW_EMU_CACHE/sanity.log" || { cat "$CVFLOW_
 echo "ok: heap-buffer-overflow reported"
 
 echo "== kernel tests under ASan"
-run -m pytest -q -p no:cacheprovider tests/test_cuda_kernels_conv.py tests/test_cuda_kernels_flow.py \
-    tests/test_cuda_kernels_emulator.py "$@"
+run -m pytest -q -p no:cacheprovider tests/test_cuda_kernels*.py "$@"
