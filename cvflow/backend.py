@@ -74,21 +74,9 @@ def make_backend(device: str, reuse_bytes: int = 0):
     return CudaBackend(ex)
 
 
-def module_for(device: str):
-    """Array module for a resolved device name."""
-    return _import_cupy() if device == "cuda" else np
-
-
 def to_numpy(x) -> np.ndarray:
     """Host copy of an array from either module."""
     if isinstance(x, np.ndarray):
         return x
     get = getattr(x, "get", None)
     return get() if get is not None else np.asarray(x)
-
-
-def to_device(x: np.ndarray, device: str):
-    """Place a host array on ``device`` ("cpu" or "cuda")."""
-    if device == "cuda":
-        return module_for("cuda").asarray(x)
-    return to_numpy(x)
