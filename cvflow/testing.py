@@ -2,8 +2,8 @@
 
 :func:`cuda_emulator` runs cvflow's CUDA backend without a GPU: inside it,
 ``cvflow.backends.cuda.executor.get_executor()`` returns the CPU emulator, which runs the
-same ``kernels/*.cu`` sources compiled by g++ (one CUDA thread after another) on NumPy
-arrays, and NumPy matrix products in place of cuBLAS. So
+same ``kernels/*.cu`` sources compiled by g++ (one CUDA thread after another; large
+grids in runs of whole blocks on ``$CVFLOW_EMU_THREADS`` OS threads) on NumPy arrays, and NumPy matrix products in place of cuBLAS. So
 ``cvflow.create(name, weights=..., device="cuda")`` builds the CUDA backend on the
 emulator, and ``calc`` returns NumPy arrays, as on a GPU. For tests only: the emulator
 is slow and is never a user-facing device. It needs g++ (C++20); the kernel libraries

@@ -85,6 +85,21 @@ def test_grid_and_block_cover_every_thread():
         np.testing.assert_array_equal(x, [15] * 8 + [0] * 12)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_block_runs_on_os_threads_equal_the_serial_emulation(monkeypatch, threads):
+    from cvflow.backends.cuda import k_conv
+
+    rng = np.random.default_rng(threads)
+    x, w = rng.standard_normal((2, 13, 11, 5)).astype(np.float32), rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
+    with cuda_emulator() as ex:
+        layer = k_conv.prepare_conv(ex, w)
+        monkeypatch.setattr(emulator, "_THREADS", 1)
+        serial = k_conv.conv2d(ex, x, layer, 2, 1, act="relu")
+        monkeypatch.setattr(emulator, "_THREADS", threads)
+        monkeypatch.setattr(emulator, "_PARALLEL_FROM", 1)
+        np.testing.assert_array_equal(k_conv.conv2d(ex, x, layer, 2, 1, act="relu"), serial)
+
+
 def test_cuda_emulator_context():
     with cuda_emulator() as ex:
         assert executor.get_executor() is ex and ex.name == "emulator" and ex.xp is np

@@ -8,6 +8,11 @@ NumPy buffers. The arguments are checked against the kernel's C signature (point
 element type, C-contiguity, scalar type), so a launch that would be wrong on a GPU
 fails here.
 
+Grids of at least 65,536 CUDA threads run as runs of whole blocks on
+``$CVFLOW_EMU_THREADS`` OS threads (default: the CPU count, at most 8): exact for kernels
+whose blocks share nothing and whose threads write their own elements, as every
+cvflow kernel does.
+
 Builds are cached in ``$CVFLOW_EMU_CACHE`` (default: ``<tmp>/cvflow-emu-<uid>``), keyed
 by a hash of the sources, the generated launchers and the compiler flags; a library is
 written under a temporary name and renamed, so concurrent builds are safe.
@@ -28,7 +33,10 @@ import numpy as np
 
 from cvflow.errors import DeviceError
 
-_FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-fno-fast-math", "-ffp-contract=off")
+_FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-fno-fast-math", "-ffp-contract=off")
+# OS threads per launch of at least _PARALLEL_FROM CUDA threads (runs of whole blocks).
+_THREADS = max(1, int(os.environ.get("CVFLOW_EMU_THREADS", min(8, os.cpu_count() or 1))))
+_PARALLEL_FROM = 1 << 16
 _SANITIZE = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\([^)]*\)\s*)?void\s+(\w+)\s*\(([^)]*)\)')
 # C parameter type (qualifiers and __restrict__ removed) -> NumPy dtype of the argument
@@ -63,26 +71,16 @@ def parse_kernels(source: str) -> dict:
 
 
 def _launcher(name, sig):
-    """C source of the launcher that runs kernel `name` over a grid, one thread at a time."""
+    """C source of the launcher that runs kernel `name` over a grid (emu.h's cvf_run)."""
     decls, names = [], []
     for i, (base, pointer) in enumerate(sig):
         t = f"{base}*" if pointer else base
         decls.append(f"    {t} a{i} = *({t}*)args[{i}];")
         names.append(f"a{i}")
     return "\n".join([
-        f'extern "C" void cvf_launch_{name}(const unsigned* d, void** args) {{',
+        f'extern "C" void cvf_launch_{name}(const unsigned* d, void** args, int nthreads) {{',
         *decls,
-        "    gridDim.x = d[0]; gridDim.y = d[1]; gridDim.z = d[2];",
-        "    blockDim.x = d[3]; blockDim.y = d[4]; blockDim.z = d[5];",
-        "    for (unsigned bz = 0; bz < d[2]; ++bz) for (unsigned by = 0; by < d[1]; ++by)",
-        "    for (unsigned bx = 0; bx < d[0]; ++bx) {",
-        "        blockIdx.x = bx; blockIdx.y = by; blockIdx.z = bz;",
-        "        for (unsigned tz = 0; tz < d[5]; ++tz) for (unsigned ty = 0; ty < d[4]; ++ty)",
-        "        for (unsigned tx = 0; tx < d[3]; ++tx) {",
-        "            threadIdx.x = tx; threadIdx.y = ty; threadIdx.z = tz;",
-        f"            {name}({', '.join(names)});",
-        "        }",
-        "    }",
+        f"    cvf_run(d, nthreads, [&] {{ {name}({', '.join(names)}); }});",
         "}",
     ])
 
@@ -148,8 +146,9 @@ class Library:
         fn = self.funcs.get(name)
         if fn is None:
             fn = self.funcs[name] = getattr(self.dll, f"cvf_launch_{name}")
-            fn.restype = None
-        fn(dims, ptrs)
+            fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int), None
+        threads = int(np.prod(dims, dtype=np.int64))
+        fn(dims, ptrs, _THREADS if threads >= _PARALLEL_FROM else 1)  # ctypes releases the GIL
 
 
 def _dims(d):

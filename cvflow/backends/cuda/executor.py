@@ -65,7 +65,8 @@ def _split(kernel):
 
 
 class EmulatorExecutor(Executor):
-    """Kernels emulated on the CPU (serially, one CUDA thread after another); NumPy arrays.
+    """Kernels emulated on the CPU (CUDA threads one after another; large grids in runs of
+    whole blocks on a few OS threads); NumPy arrays.
     For tests only: see :func:`cvflow.testing.cuda_emulator`."""
 
     name = "emulator"
