@@ -39,6 +39,13 @@ def test_cached_library_is_reused(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left behind
 
 
+def test_missing_compiler_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVFLOW_EMU_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    with pytest.raises(DeviceError, match=r"the CUDA emulator builds kernels with g\+\+ \(C\+\+20\); none was found"):
+        emulator.build("act")
+
+
 def test_concurrent_builds_are_safe(tmp_path):
     code = ("from cvflow.backends.cuda import emulator; import ctypes; "
             "p, _ = emulator.build('pool'); ctypes.CDLL(str(p)); print(p)")

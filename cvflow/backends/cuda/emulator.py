@@ -13,7 +13,7 @@ Grids of at least 65,536 CUDA threads run as runs of whole blocks on
 whose blocks share nothing and whose threads write their own elements, as every
 cvflow kernel does.
 
-Builds are cached in ``$CVFLOW_EMU_CACHE`` (default: ``<tmp>/cvflow-emu-<uid>``), keyed
+The compiler is ``$CXX`` (default g++). Builds are cached in ``$CVFLOW_EMU_CACHE`` (default: ``<tmp>/cvflow-emu-<uid>``), keyed
 by a hash of the sources, the generated launchers and the compiler flags; a library is
 written under a temporary name and renamed, so concurrent builds are safe.
 ``CVFLOW_EMU_SANITIZE=address`` adds AddressSanitizer (see bench/asan_kernels.sh).
@@ -106,7 +106,8 @@ def build(stem: str) -> tuple[Path, dict]:
     unit = "\n".join([f'#include "{src_dir / "emu.h"}"', f'#include "{cu}"',
                       *(_launcher(k, sig) for k, sig in kernels.items())]) + "\n"
     flags = _FLAGS + (_SANITIZE if os.environ.get("CVFLOW_EMU_SANITIZE") == "address" else ())
-    key = hashlib.sha256("\0".join([source, (src_dir / "emu.h").read_text(), unit, *flags]).encode()).hexdigest()
+    cxx = os.environ.get("CXX", "g++")
+    key = hashlib.sha256("\0".join([source, (src_dir / "emu.h").read_text(), unit, cxx, *flags]).encode()).hexdigest()
     lib = _cache_dir() / f"{stem}-{key[:16]}.so"
     if not lib.is_file():
         fd, tmp = tempfile.mkstemp(suffix=".so", prefix=f".{stem}-", dir=lib.parent)
@@ -114,7 +115,11 @@ def build(stem: str) -> tuple[Path, dict]:
         cpp = tmp[:-3] + ".cpp"
         try:
             Path(cpp).write_text(unit)
-            res = subprocess.run(["g++", *flags, cpp, "-o", tmp], capture_output=True, text=True)
+            try:
+                res = subprocess.run([cxx, *flags, cpp, "-o", tmp], capture_output=True, text=True)
+            except FileNotFoundError:
+                raise DeviceError("the CUDA emulator builds kernels with g++ (C++20); none was found "
+                                  "(set CXX to a C++ compiler)") from None
             if res.returncode:
                 raise DeviceError(f"emulator build of {cu.name} failed:\n{res.stderr[-4000:]}")
             os.replace(tmp, lib)  # atomic: a concurrent build of the same key writes the same bytes
