@@ -13,9 +13,10 @@ Grids of at least 65,536 CUDA threads run as runs of whole blocks on
 whose blocks share nothing and whose threads write their own elements, as every
 cvflow kernel does.
 
-The compiler is ``$CXX`` (default g++). Builds are cached in ``$CVFLOW_EMU_CACHE`` (default: ``<tmp>/cvflow-emu-<uid>``), keyed
-by a hash of the sources, the generated launchers and the compiler flags; a library is
-written under a temporary name and renamed, so concurrent builds are safe.
+The compiler is ``$CXX`` (default g++). Builds are cached in ``$CVFLOW_EMU_CACHE``
+(default: ``<tmp>/cvflow-emu-<uid>``), keyed by a hash of the sources, the generated
+launchers, the compiler and its flags; a library is written under a temporary name and
+renamed, so concurrent builds are safe.
 ``CVFLOW_EMU_SANITIZE=address`` adds AddressSanitizer (see bench/asan_kernels.sh).
 """
 from __future__ import annotations
