@@ -54,6 +54,7 @@ CONFIGS = {
 }
 
 OPTIONS = {"iters": 12, "warm_start": False, "corr_budget": 1 << 30}
+_SPLIT_PIXELS = 1920 * 1080  # frames from this size through the feature encoder one at a time
 
 
 # -- layers ------------------------------------------------------------------------------
@@ -160,12 +161,19 @@ def forward(params, img0, img1, config, options, init_flow=None):
     frames = 2 * (frames / xp.float32(255)) - 1
     frames, pads = pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), config["stride"])
 
-    fmaps = encoder(be, frames, params["fnet"], config, "instance")
+    if frames[0].size >= _SPLIT_PIXELS * 3:
+        # Large frames one at a time: the same numbers (every layer works per sample) with
+        # half the peak memory of the half-resolution activations. Smaller pairs stay one
+        # batch, whose activations the CPU backend's arena keeps between calls.
+        fmap0, fmap1 = (encoder(be, frames[i:i + 1], params["fnet"], config, "instance") for i in (0, 1))
+    else:
+        fmaps = encoder(be, frames, params["fnet"], config, "instance")
+        fmap0, fmap1 = fmaps[:1], fmaps[1:]
     ctx = encoder(be, frames[:1], params["cnet"], config, config["context_norm"])
     hd = config["hidden_dim"]
     net, inp = be.tanh(ctx[..., :hd]), be.relu(ctx[..., hd:])
 
-    corr = be.build_corr(fmaps[:1], fmaps[1:], config["corr_levels"], options.get("corr_budget", 1 << 30))
+    corr = be.build_corr(fmap0, fmap1, config["corr_levels"], options.get("corr_budget", 1 << 30))
     n, h, w, _ = net.shape
     coords0 = coords_grid(n, h, w, xp)
     coords1 = coords0.copy()
