@@ -13,12 +13,15 @@ import importlib
 from cvflow.errors import (  # noqa: F401
     CvflowError,
     CvflowFileNotFoundError,
+    CvflowOSError,
     CvflowTypeError,
     DeviceError,
     DownloadError,
     FlowFormatError,
     InputError,
+    InputRangeWarning,
     ModelNotFoundError,
+    OutputError,
     UnsafePickleError,
     WeightsError,
 )
@@ -37,18 +40,20 @@ _LAZY = {
     "write_kitti_flow": "cvflow.io.kitti",
     "flow_to_color": "cvflow.viz",
     "flow_panel": "cvflow.viz",
-    "warp": "cvflow.warp",
+    "warp": "cvflow.warping",
     "epe": "cvflow.metrics",
     "epe_map": "cvflow.metrics",
     "outlier_rates": "cvflow.metrics",
     "fl_all": "cvflow.metrics",
+    "known_flow": "cvflow.metrics",
     "load_weights": "cvflow.io.checkpoint",
     "save_converted": "cvflow.io.checkpoint",
 }
 
 __all__ = sorted(_LAZY) + [
-    "CvflowError", "CvflowFileNotFoundError", "CvflowTypeError", "DeviceError", "DownloadError",
-    "FlowFormatError", "InputError", "ModelNotFoundError", "UnsafePickleError", "WeightsError",
+    "CvflowError", "CvflowFileNotFoundError", "CvflowOSError", "CvflowTypeError", "DeviceError",
+    "DownloadError", "FlowFormatError", "InputError", "InputRangeWarning", "ModelNotFoundError",
+    "OutputError", "UnsafePickleError", "WeightsError",
     "__version__",
 ]
 

@@ -8,14 +8,17 @@ forward pass.
 from __future__ import annotations
 
 import numbers
+import os
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
 
 from cvflow import backend
-from cvflow.errors import CvflowTypeError, InputError, ModelNotFoundError
+from cvflow.errors import CvflowTypeError, InputError, InputRangeWarning, ModelNotFoundError
 from cvflow.models.base import REGISTRY, ModelDef
 from cvflow.ops.pad import pad_replicate
+from cvflow.settings import AlgorithmSettings
 
 # Same value as cv2.OPTFLOW_USE_INITIAL_FLOW, so cv2's constant works with setFlags.
 OPTFLOW_USE_INITIAL_FLOW = 4
@@ -27,9 +30,16 @@ def _registry() -> dict[str, ModelDef]:
     return REGISTRY
 
 
-def list_models() -> list[str]:
-    """Names accepted by `create`, sorted."""
-    return sorted(_registry())
+def list_models(verbose: bool = False) -> list:
+    """Names accepted by `create`, sorted. verbose=True: one dict per model instead,
+    {"name", "description", "default", "weights"}: the `weights=` tags (training data,
+    published metrics, licence, URL) and release file (`cvflow.weights.describe_weights`)."""
+    names = sorted(_registry())
+    if not verbose:
+        return names
+    from cvflow.weights import describe_weights
+
+    return [{"name": n, "description": _registry()[n].description, **describe_weights(n)} for n in names]
 
 
 def get_model(name: str) -> ModelDef:
@@ -63,6 +73,25 @@ def _check_frame(name: str, img) -> None:
         raise InputError(f"`{name}` contains NaN or Inf ({_describe(img)})")
 
 
+def _check_output_flow(flow) -> None:
+    """A `flow` argument that `calc` would fill in place must be writable: say so before
+    the forward pass, not after it (NumPy's "assignment destination is read-only")."""
+    flags = getattr(flow, "flags", None)
+    if flags is not None and getattr(flags, "writeable", True) is False:
+        raise InputError(f"`flow` is read-only ({_describe(flow)}), so calc cannot fill it in place; "
+                         "pass a writable array (flow.copy()) or None")
+
+
+def _unit_range(img0, img1):
+    """(lo, hi) when both frames are float with every value in 0..1, else None."""
+    if img0.dtype.kind != "f" or img1.dtype.kind != "f":
+        return None
+    xp = backend.get_xp(img0)
+    lo = float(min(xp.min(img0), xp.min(img1)))
+    hi = float(max(xp.max(img0), xp.max(img1)))
+    return (lo, hi) if 0.0 <= lo and 0.0 < hi <= 1.0 else None
+
+
 def _to_bgr_float(img, be):
     """A frame as (H, W, 3) float32 on the backend's device."""
     img = be.asarray(img, dtype=img.dtype)
@@ -71,8 +100,9 @@ def _to_bgr_float(img, be):
     return be.asarray(img)
 
 
-class OpticalFlow:
-    """A deep optical-flow algorithm with cv2.DenseOpticalFlow's interface.
+class OpticalFlow(AlgorithmSettings):
+    """A deep optical-flow algorithm with cv2.DenseOpticalFlow's interface (and
+    cv2.Algorithm's: empty, clear, save, write, read, getDefaultName).
 
     calc(I0, I1, flow=None) -> (H, W, 2) float32, flow[y, x] = (dx, dy) in pixels,
     such that I1[y + dy, x + dx] ~ I0[y, x].
@@ -84,6 +114,8 @@ class OpticalFlow:
         self._backend = be
         self._options = dict(model.options)
         self._flags = 0
+        self._weights_path = None  # the checkpoint create() loaded (None: a mapping of arrays)
+        self._warned_range = False
         for key, value in options.items():
             self.set(key, value)
 
@@ -95,6 +127,8 @@ class OpticalFlow:
         the OPTFLOW_USE_INITIAL_FLOW flag (or the `warm_start` option) it is also the
         initial estimate, for models that accept one.
         """
+        if flow is not None:
+            _check_output_flow(flow)
         img0, img1 = self._frames(I0, I1)
         init = self._initial_flow(flow, *I0.shape[:2])
         if init is not None:
@@ -210,6 +244,11 @@ class OpticalFlow:
         _check_frame("I1", I1)
         if I0.shape[:2] != I1.shape[:2]:
             raise InputError(f"`I0` and `I1` must have the same size, got {_describe(I0)} and {_describe(I1)}")
+        if not self._warned_range and (seen := _unit_range(I0, I1)) is not None:
+            self._warned_range = True  # once per object: a video would repeat it every pair
+            warnings.warn(f"`I0` and `I1` are float frames with values in [{seen[0]:.3g}, {seen[1]:.3g}]; "
+                          "cvflow expects uint8 or float in 0..255 (as cv2.imread gives), so the flow will "
+                          "be poor: multiply the frames by 255", InputRangeWarning, stacklevel=3)
         be = self._backend
         return _to_bgr_float(I0, be), _to_bgr_float(I1, be)
 
@@ -298,19 +337,26 @@ def _coerce_option(key, value, default):
 def create(name: str, *, weights=None, device: str = "auto", **options) -> OpticalFlow:
     """Create a deep optical-flow algorithm.
 
-    name: one of `list_models()`. weights: a release checkpoint path (.pth / .pth.tar),
-    a cvflow-converted .npz, a mapping of checkpoint key -> array, or None to use the
-    cache (CVFLOW_HOME, default ~/.cache/cvflow; downloaded when the registry has a URL).
+    name: one of `list_models()`. weights: a checkpoint path (.pth / .pth.tar; the
+    authors' or torchvision's key layout), a cvflow-converted .npz, a mapping of
+    checkpoint key -> array, a tag (RAFT: "C_T_SKHT_V2", ...; `list_models(verbose=True)`),
+    or None: the model's default tag, else its release file, from the caches
+    (CVFLOW_HOME, default ~/.cache/cvflow; torch hub's for tags), downloaded when the
+    registry has a URL.
     device: "auto" (GPU when CuPy and a device are present), "cpu" or "cuda".
     options: model options, e.g. iters=12 for RAFT.
     """
-    from cvflow.weights import resolve_weights, verify_weights
+    from cvflow.settings import cached_weights_path
+    from cvflow.weights import load_model_weights
 
     model = get_model(name)
     be = backend.make_backend(device, model.reuse_bytes)
     algo = OpticalFlow(model, {}, be, options)  # checks the options before any loading
-    flat = resolve_weights(model.name, weights, checkpoint=model.checkpoint)
-    verify_weights(flat, model.param_shapes(model.config), model.name)
+    flat = load_model_weights(model, weights)
     algo._params = be.place(flat)
+    if isinstance(weights, (str, os.PathLike)) and os.path.exists(weights):
+        algo._weights_path = os.path.abspath(os.fspath(weights))
+    elif weights is None or isinstance(weights, str):  # the default or a tag: the cached file read
+        algo._weights_path = cached_weights_path(model, weights)
     algo._prepare()
     return algo

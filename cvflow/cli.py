@@ -1,6 +1,7 @@
 """Command line: `cvflow flow|video|eval|convert|viz|models ...` (also `python -m cvflow`).
 
-Every cvflow error ends the command with its message on stderr and exit status 2.
+Every cvflow error (and any other OSError: disk full, ...) ends the command with its
+message on stderr and exit status 2; outputs are checked before any model runs.
 """
 from __future__ import annotations
 
@@ -8,35 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cvflow.errors import CvflowError, InputError
-
-
-def _read_image(path: str):
-    import cv2
-
-    from cvflow.errors import CvflowFileNotFoundError
-
-    if not Path(path).is_file():
-        raise CvflowFileNotFoundError(f"no such image file: {path}")
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"cannot decode image {path} (not an image format OpenCV reads)")
-    return img
-
-
-def _write_image(path: str, img) -> None:
-    """cv2.imwrite with cvflow errors: unknown extension, missing directory, failed write."""
-    import cv2
-
-    try:
-        ok = cv2.imwrite(path, img)
-    except cv2.error:
-        raise InputError(f"cannot write {path}: OpenCV has no image writer for its extension "
-                         "(use .png, .jpg, ...)") from None
-    if not ok:
-        parent = Path(path).resolve().parent
-        why = f"directory {parent} does not exist" if not parent.is_dir() else "the write failed"
-        raise CvflowError(f"cannot write {path}: {why}")
+from cvflow.errors import CvflowError, InputError, os_error
+from cvflow.io.image import read_image
+from cvflow.outputs import check_output_dir, check_output_file, write_image
 
 
 def _positive_int(text: str) -> int:
@@ -94,57 +69,89 @@ def _options(pairs):
 def cmd_flow(args) -> int:
     import cvflow
 
-    img0, img1 = _read_image(args.frame0), _read_image(args.frame1)
+    check_output_file(args.output, "-o", "flo")  # every output checked before the model runs
+    if args.png:
+        check_output_file(args.png, "--png", "image")
+    img0, img1 = read_image(args.frame0), read_image(args.frame1)
     algo = _create(args)
     flow = algo.calc(img0, img1, None)
     cvflow.writeOpticalFlow(args.output, flow)
     print(f"wrote {args.output} ({flow.shape[1]}x{flow.shape[0]}, {args.model})")
     if args.png:
-        _write_image(args.png, cvflow.flow_to_color(flow, max_flow=args.max_flow))
+        write_image(args.png, cvflow.flow_to_color(flow, max_flow=args.max_flow))
         print(f"wrote {args.png}")
     return 0
 
 
 def cmd_convert(args) -> int:
     from cvflow.api import get_model
+    from cvflow.io import raft_layouts
     from cvflow.io.checkpoint import load_weights, save_converted
-    from cvflow.weights import verify_weights
+    from cvflow.weights import adapt_layout
 
+    check_output_file(args.dst, "DST", "npz")
     weights = load_weights(args.src)
-    if args.model:
-        model = get_model(args.model)
-        verify_weights(weights, model.param_shapes(model.config), model.name)
+    if args.model:  # checked in the file's own layout, written in the model's
+        weights = adapt_layout(weights, get_model(args.model))
+    elif raft_layouts.detect_layout(weights) == raft_layouts.TORCHVISION:
+        weights = raft_layouts.torchvision_to_authors(weights)
     save_converted(weights, args.dst)
     print(f"wrote {args.dst} ({len(weights)} tensors)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    import cvflow
+
+    if args.names:
+        print("\n".join(cvflow.list_models()))
+        return 0
+    for model in cvflow.list_models(verbose=True):
+        default = f"  (weights=None: {model['default']})" if model["default"] else ""
+        print(f"{model['name']}  {model['description']}{default}")
+        for w in model["weights"]:
+            name = f"weights={w['tag']!r}" if w["tag"] else "release file"
+            print(f"  {name}{' [default]' if w['default'] else ''}: {w['file']}")
+            if w["data"]:
+                print(f"    data: {w['data']}; trained by {w['trained_by']}")
+            if w["metrics"]:
+                print("    published: " + "; ".join(f"{bench} " + ", ".join(f"{k} {v}" for k, v in m.items())
+                                                for bench, m in w["metrics"].items()))
+            print(f"    licence: {w['license']}")
+            print(f"    from: {w['url'] or w['source']}")
     return 0
 
 
 def cmd_viz(args) -> int:
     import cvflow
 
+    check_output_file(args.output, "-o", "image")
     flow = cvflow.readOpticalFlow(args.flow)
     if args.image:
-        img = _read_image(args.image)
+        img = read_image(args.image)
         if img.shape[:2] != flow.shape[:2]:
             raise InputError(f"--image {args.image} is {img.shape[1]}x{img.shape[0]} but the flow "
                              f"{args.flow} is {flow.shape[1]}x{flow.shape[0]}; they must match")
         out = cvflow.flow_panel(img, flow, max_flow=args.max_flow)
     else:
         out = cvflow.flow_to_color(flow, max_flow=args.max_flow)
-    _write_image(args.output, out)
+    write_image(args.output, out)
     print(f"wrote {args.output} ({out.shape[1]}x{out.shape[0]})")
     return 0
 
 
 def cmd_video(args) -> int:
-    from cvflow.video import VideoInterrupted, open_video, plural, run_video
+    from cvflow.progress import plural
+    from cvflow.video import VideoInterrupted, check_earlier_run, open_video, run_video
 
-    open_video(args.input).release()  # a bad video fails before the weights are loaded
+    open_video(args.input).release()  # a bad video or output fails before the weights are loaded
+    check_output_dir(args.output, "-o")
+    check_earlier_run(args.output, args.overwrite)
     algo = _create(args)
     try:
         res = run_video(args.input, algo, args.output, every=args.every, max_side=args.max_side,
                         warm_start=not args.no_warm_start, npz=args.npz, mp4=not args.no_mp4,
-                        max_flow=args.max_flow, progress=not args.no_progress)
+                        max_flow=args.max_flow, progress=not args.no_progress, overwrite=args.overwrite)
     except VideoInterrupted as stop:
         res = stop.summary
         print(f"cvflow video: interrupted after {plural(res['pairs'], 'pair')}; their outputs in "
@@ -163,6 +170,8 @@ def cmd_eval(args) -> int:
 
     from cvflow.evaluate import evaluate, find_pairs, format_table
 
+    if args.json and args.json != "-":
+        check_output_file(args.json, "--json", "json")  # before the evaluation, not after
     pairs = find_pairs(args.root, args.dataset, pass_name=args.pass_name, limit=args.limit)
     algo = _create(args)
     res = evaluate(algo, pairs, progress=not args.no_progress)
@@ -184,7 +193,7 @@ def cmd_eval(args) -> int:
         try:
             Path(args.json).write_text(text + "\n")
         except OSError as exc:
-            raise CvflowError(f"cannot write {args.json}: {exc.strerror or exc}") from None
+            raise os_error("write", args.json, exc) from None
         print(f"wrote {args.json}")
     return 0
 
@@ -226,17 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-flow", type=_positive_float, default=None,
                    help="flow magnitude (px) of full colour in flow.mp4 (default: each frame's largest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT may hold an earlier run: remove its files first (without it, that is an error)")
     p.set_defaults(func=cmd_video)
 
     p = sub.add_parser(
-        "eval", help="accuracy on Sintel / KITTI-2015 / FlyingChairs training data",
+        "eval", help="accuracy on Sintel / KITTI-2015 / FlyingChairs / Middlebury training data",
         description="Evaluate a model on a dataset's training split with ground truth: mean EPE (px), "
                     "1/3/5-px outlier rates, Fl-all (KITTI) and pairs/s.")
     p.add_argument("root", metavar="ROOT", help="dataset directory")
-    p.add_argument("--dataset", required=True, choices=["sintel", "kitti", "chairs"],
+    p.add_argument("--dataset", required=True, choices=["sintel", "kitti", "chairs", "middlebury"],
                    help="sintel: ROOT/training/{clean,final}/<scene>/frame_XXXX.png + training/flow/; "
                         "kitti: ROOT/training/image_2/XXXXXX_1{0,1}.png + training/flow_occ/; "
-                        "chairs: ROOT[/data]/NNNNN_img{1,2}.ppm + _flow.flo (or -img0/-img1.ppm + -gt.flo)")
+                        "chairs: ROOT[/data]/NNNNN_img{1,2}.ppm + _flow.flo (or -img0/-img1.ppm + -gt.flo); "
+                        "middlebury: ROOT/other-data/<seq>/frameNN.png + other-gt-flow/<seq>/flowNN.flo")
     _model_args(p)
     p.add_argument("--pass", dest="pass_name", default="clean", choices=["clean", "final"],
                    help="Sintel rendering pass (default clean)")
@@ -248,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", help="convert a release checkpoint to cvflow's .npz",
-                       description="Read a release checkpoint without torch and write cvflow's .npz.")
+                       description="Read a release checkpoint without torch and write cvflow's .npz "
+                                   "(RAFT in torchvision's key layout is renamed to the authors').")
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("-m", "--model", help="verify the keys and shapes against this model")
@@ -264,15 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="put this image (same size as the flow) left of the flow colour")
     p.set_defaults(func=cmd_viz)
 
-    p = sub.add_parser("models", help="list the model names", description="List the model names.")
-    p.set_defaults(func=lambda args: print("\n".join(__import__("cvflow").list_models())) or 0)
+    p = sub.add_parser("models", help="list the models and their weights",
+                       description="List the models and the weights each takes: tags, training data, "
+                                   "published metrics, licences, where each file comes from.")
+    p.add_argument("--names", action="store_true", help="only the model names, one per line")
+    p.set_defaults(func=cmd_models)
     return parser
 
 
 def _model_args(p) -> None:
     p.add_argument("-m", "--model", required=True, help="model name (see `cvflow models`)")
-    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz); default: the cache")
-    p.add_argument("--iters", type=_positive_int, default=None, help="update iterations (RAFT family)")
+    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz) or tag (see `cvflow models`); "
+                                      "default: the model's default weights")
+    p.add_argument("--iters", type=_positive_int, default=None,
+                   help="update iterations (RAFT family; default 12)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
 
@@ -289,6 +307,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except CvflowError as exc:
         print(f"cvflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an I/O failure no check could foresee (disk full, ...): no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cvflow {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cvflow {args.command}: interrupted", file=sys.stderr)

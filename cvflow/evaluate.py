@@ -1,14 +1,15 @@
 """Accuracy of a model on the standard optical-flow benchmarks' training layouts.
 
 `find_pairs(root, dataset)` discovers frame pairs and ground truth of MPI-Sintel,
-KITTI-2015 or FlyingChairs; `evaluate(algo, pairs)` runs the model and returns the
+KITTI-2015, FlyingChairs or Middlebury; `evaluate(algo, pairs)` runs the model and returns the
 end-point error, outlier rates and (KITTI) Fl-all.
 
 Conventions: `epe` is the mean over pairs of each pair's mean EPE over its valid
 pixels (RAFT's and KITTI's convention; for the fixed-size Sintel and Chairs frames
 it equals the mean over all pixels). Outlier rates (EPE > 1, 3, 5 px) and Fl-all
 (EPE > 3 px and > 5 % of |gt|) are fractions of all valid pixels of all pairs
-(KITTI devkit convention), reported in [0, 1] (the table shows %).
+(KITTI devkit convention), reported in [0, 1] (the table shows %). Ground truth
+marked unknown (Middlebury: |u| or |v| > 1e9) is not scored.
 """
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from cvflow.errors import CvflowFileNotFoundError, InputError
+from cvflow.progress import plural
 
 __all__ = ["DATASETS", "Pair", "find_pairs", "evaluate", "format_table"]
 
-DATASETS = ("sintel", "kitti", "chairs")
+DATASETS = ("sintel", "kitti", "chairs", "middlebury")
 PASSES = ("clean", "final")
-_UNKNOWN_FLOW = 1e9  # Middlebury marks unknown flow with values at least this large
 THRESHOLDS = (1, 3, 5)
 
 
@@ -98,6 +99,25 @@ def _chairs(root: Path):
     return pairs, looked
 
 
+def _middlebury(root: Path):
+    looked = (f"{root}/other-data/<sequence>/frameNN.png and frameMM.png (MM = NN + 1) with ground truth "
+              f"{root}/other-gt-flow/<sequence>/flowNN.flo")
+    pairs = []
+    gt_root = root / "other-gt-flow"
+    sequences = sorted(p for p in gt_root.iterdir() if p.is_dir()) if gt_root.is_dir() else []
+    for seq in sequences:
+        for gt in sorted(seq.glob("flow*.flo")):
+            num = gt.stem[len("flow"):]
+            if not num.isdigit():
+                continue
+            frames = root / "other-data" / seq.name
+            f0 = frames / f"frame{num}.png"
+            f1 = frames / f"frame{int(num) + 1:0{len(num)}d}.png"
+            if f0.is_file() and f1.is_file():
+                pairs.append(Pair(f"{seq.name}/{gt.stem}", str(f0), str(f1), str(gt), "flo"))
+    return pairs, looked
+
+
 def find_pairs(root, dataset: str, pass_name: str = "clean", limit: int | None = None) -> list[Pair]:
     """Frame pairs with ground truth of a dataset's training split, sorted by name.
 
@@ -106,7 +126,8 @@ def find_pairs(root, dataset: str, pass_name: str = "clean", limit: int | None =
     `training/flow/<scene>/frame_XXXX.flo`), "kitti" (KITTI-2015
     `training/image_2/XXXXXX_10.png`, `_11.png`, `training/flow_occ/XXXXXX_10.png`) or
     "chairs" (`NNNNN_img1.ppm`, `_img2.ppm`, `_flow.flo`, or `-img0.ppm`, `-img1.ppm`,
-    `-gt.flo`, in `root` or `root/data`). pass_name: Sintel's "clean" or "final".
+    `-gt.flo`, in `root` or `root/data`) or "middlebury" (`other-data/<seq>/frameNN.png`,
+    `frameNN+1.png`, `other-gt-flow/<seq>/flowNN.flo`). pass_name: Sintel's "clean" or "final".
     limit: keep the first `limit` pairs.
 
     Raises CvflowFileNotFoundError (no such directory) or InputError (unknown dataset
@@ -125,20 +146,13 @@ def find_pairs(root, dataset: str, pass_name: str = "clean", limit: int | None =
         pairs, looked = _sintel(base, pass_name)
     elif dataset == "kitti":
         pairs, looked = _kitti(base)
-    else:
+    elif dataset == "chairs":
         pairs, looked = _chairs(base)
+    else:
+        pairs, looked = _middlebury(base)
     if not pairs:
         raise InputError(f"no {dataset} pairs found under {base}: looked for {looked}")
     return pairs[:limit] if limit is not None else pairs
-
-
-def _read_image(path: str):
-    import cv2
-
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"cannot decode image {path}")
-    return img
 
 
 def load_gt(pair: Pair):
@@ -149,9 +163,10 @@ def load_gt(pair: Pair):
         return read_kitti_flow(pair.gt)
     from cvflow.io.flo import readOpticalFlow
 
+    from cvflow.metrics import known_flow
+
     gt = readOpticalFlow(pair.gt)
-    valid = np.isfinite(gt).all(axis=2) & (np.abs(gt) < _UNKNOWN_FLOW).all(axis=2)
-    return gt, valid
+    return gt, known_flow(gt)
 
 
 def _pair_metrics(flow, gt, valid, kitti: bool) -> dict:
@@ -174,7 +189,8 @@ def evaluate(algo, pairs, progress: bool = True) -> dict:
     "1px", "3px", "5px", ("fl_all"), "valid_pixels", "seconds"}, ...]}. Aggregation:
     see the module docstring.
     """
-    from cvflow.video import Progress
+    from cvflow.io.image import read_image
+    from cvflow.progress import Progress
 
     pairs = list(pairs)
     if not pairs:
@@ -187,7 +203,7 @@ def evaluate(algo, pairs, progress: bool = True) -> dict:
     try:
         for pair in pairs:
             try:
-                img0, img1 = _read_image(pair.frame0), _read_image(pair.frame1)
+                img0, img1 = read_image(pair.frame0), read_image(pair.frame1)
                 gt, valid = load_gt(pair)
                 t0 = time.perf_counter()
                 flow = algo.calc(img0, img1, None)
@@ -227,7 +243,7 @@ def format_table(result: dict, title: str = "", per_pair: bool = False) -> str:
     rows = []
     if per_pair:
         rows += [[r["name"]] + cells(r) for r in result["per_pair"]]
-    rows.append([f"mean ({result['pairs']} pairs)"] + cells(result))
+    rows.append([f"mean ({plural(result['pairs'], 'pair')})"] + cells(result))
     header = ["pair"] + [heads[c] for c in cols]
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
 

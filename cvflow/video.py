@@ -9,19 +9,22 @@ complete, readable files behind.
 from __future__ import annotations
 
 import os
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError
+from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError, os_error
+from cvflow.progress import Progress, plural
 
-__all__ = ["iter_video_flow", "run_video", "open_video", "VideoInterrupted", "Progress"]
+__all__ = ["iter_video_flow", "run_video", "open_video", "check_earlier_run", "VideoInterrupted"]
 
 _DEFAULT_FPS = 25.0  # written when the source does not report a usable frame rate
 _TMP = ".tmp-"  # prefix of files being written; renamed away when complete
+# The files a run writes (and may leave, as temporaries, if killed): a directory holding
+# any of them holds an earlier run (occ_*.png: occlusion masks, where a run writes them).
+RUN_FILES = ("flow_*.flo", "flow.npz", "flow.mp4", "occ_*.png", f"{_TMP}*")
 
 
 class VideoInterrupted(KeyboardInterrupt):
@@ -34,10 +37,6 @@ class VideoInterrupted(KeyboardInterrupt):
     def __init__(self, summary: dict):
         super().__init__(f"interrupted after {plural(summary['pairs'], 'pair')}")
         self.summary = summary
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _check_int(name, value, low, allow_none=False):
@@ -171,49 +170,12 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
             algo.set("warm_start", saved_option)
 
 
-class Progress:
-    """A progress display of pairs and pairs/s on stderr: tqdm when installed, else a plain counter."""
+def check_earlier_run(out_dir, overwrite: bool = False) -> list[Path]:
+    """Refuse an `out_dir` holding an earlier run's files (`RUN_FILES`) unless `overwrite`;
+    return those files (OutputError names a few and how to proceed)."""
+    from cvflow.outputs import check_earlier_files
 
-    def __init__(self, total=None, desc="flow", enabled=True, stream=None):
-        self.n = 0
-        self._stream = stream if stream is not None else sys.stderr
-        self._start = time.perf_counter()
-        self._bar = None
-        self._enabled = enabled
-        self._total = total
-        self._desc = desc
-        if enabled:
-            try:
-                from tqdm import tqdm  # optional dependency (extra `progress`)
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                # the rate as "pairs/s" even when slower than 1/s (tqdm would switch to "s/pair")
-                self._bar = tqdm(total=total, desc=desc, unit="pair", file=self._stream, dynamic_ncols=True,
-                                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
-
-    def update(self, n=1):
-        self.n += n
-        if self._bar is not None:
-            self._bar.set_postfix_str(f"{self.rate():.2f} pairs/s", refresh=False)
-            self._bar.update(n)
-        elif self._enabled:
-            total = f"/{self._total}" if self._total else ""
-            self._stream.write(f"\r{self._desc}: {self.n}{total} pairs, {self.rate():.2f} pairs/s")
-            self._stream.flush()
-
-    def rate(self):
-        elapsed = time.perf_counter() - self._start
-        return self.n / elapsed if elapsed > 0 else 0.0
-
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        elif self._enabled and self.n:
-            self._stream.write("\n")
-            self._stream.flush()
-        self._enabled = False
+    return check_earlier_files(out_dir, RUN_FILES, overwrite)
 
 
 class _Outputs:
@@ -261,10 +223,13 @@ class _Outputs:
         self.files.append(str(final))
 
     def _add_npz(self, source_pair, flow):
-        if self._raw is None:
-            self._shape = flow.shape
-            self._raw = open(self._tmp("flow.raw"), "wb")
-        self._raw.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
+        try:
+            if self._raw is None:
+                self._shape = flow.shape
+                self._raw = open(self._tmp("flow.raw"), "wb")
+            self._raw.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
+        except OSError as e:  # disk full, ...
+            raise os_error("write", self._tmp("flow.raw"), e) from None
         self._frames.append(source_pair)
 
     def _add_mp4(self, frame0, flow):
@@ -327,15 +292,17 @@ class _Outputs:
 
 
 def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, npz=False, mp4=True,
-              max_flow=None, progress=True, on_pair=None) -> dict:
+              max_flow=None, progress=True, on_pair=None, overwrite=False) -> dict:
     """Compute the flow of every pair of a video and write it to `out_dir` (created if needed).
 
     Writes `flow_000000.flo`, `flow_000001.flo`, ... (pair k = kept frames k -> k+1), or
     with `npz=True` one `flow.npz` holding `flow` (N, h, w, 2) float32 and
     `frame_index` (N, 2) int64 (the source frame numbers of each pair); and, with
     `mp4=True`, `flow.mp4` (mp4v): each kept frame beside its flow colour
-    (`flow_panel`), at the source frame rate divided by `every`. Existing files of the
-    same names are replaced. `every`, `max_side`, `warm_start`: as in `iter_video_flow`.
+    (`flow_panel`), at the source frame rate divided by `every`. A directory that holds
+    an earlier run's files (`RUN_FILES`) is refused (OutputError) unless `overwrite=True`,
+    which removes those files before the first pair is written (other files are kept).
+    `every`, `max_side`, `warm_start`: as in `iter_video_flow`.
     `max_flow`: colour normalisation of the MP4 (default: each frame's largest flow).
     progress: show a progress bar (tqdm if installed) on stderr. on_pair: called as
     `on_pair(k, flow)` after pair k's outputs are written.
@@ -345,14 +312,19 @@ def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, n
     the completed pairs), no temporary file is left, and VideoInterrupted (a
     KeyboardInterrupt carrying that summary) is raised.
     """
+    from cvflow.outputs import check_output_dir, remove_files
+
     every = _check_int("every", every, 1)
-    out = Path(os.fspath(out_dir))
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a directory")
+    out = check_output_dir(out_dir)
+    old = check_earlier_run(out, overwrite)
     cap = open_video(path)  # fail on a bad video before creating anything
     fps, count = _source_info(cap)
     cap.release()
-    out.mkdir(parents=True, exist_ok=True)
+    remove_files(old)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_error("create directory", out, e) from None
     outputs = _Outputs(out, npz=npz, mp4=mp4, fps=(fps or _DEFAULT_FPS) / every, max_flow=max_flow)
     bar = Progress(total=pair_count(count, every) or None, desc="video", enabled=progress)
     size = None

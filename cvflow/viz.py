@@ -76,12 +76,16 @@ def flow_to_color(flow, max_flow=None, convert_to_bgr=True):
             ``cv2.imshow``; False returns RGB (e.g. for matplotlib).
 
     Returns:
-        (H, W, 3) uint8. Zero flow is white; non-finite flow (NaN/inf) is black.
+        (H, W, 3) uint8. Zero flow is white; unknown flow is black: non-finite, or
+        (Middlebury's convention, as its ``color_flow``) |u| or |v| > 1e9. The default
+        scale is taken from the known pixels only.
     """
+    from cvflow.metrics import known_flow
+
     arr = check_flow_array(flow).astype(np.float64)
     if max_flow is not None:
         max_flow = _check_max_flow(max_flow)
-    finite = np.isfinite(arr).all(axis=2)
+    finite = known_flow(arr)
     arr[~finite] = 0.0
     if max_flow is None:
         mag = np.hypot(arr[..., 0], arr[..., 1])  # hypot: no overflow

@@ -1,19 +1,25 @@
 """Finding, downloading and checking model weights.
 
 ``resolve_weights(model, weights)`` turns whatever the user passed to ``create()`` --
-nothing, a file path, or a mapping of arrays -- into a flat ``{key: float32 array}``
-dict with ``module.`` stripped. With nothing passed, the model's release checkpoint
-(named in the registry, ``cvflow/data/registry.json``) is looked up in the cache
-directory and, where the registry has a direct URL, downloaded there first.
-``verify_weights`` then checks the keys and shapes against the model definition.
+nothing, a weights tag, a file path, or a mapping of arrays -- into a flat
+``{key: float32 array}`` dict with ``module.`` stripped. The registry
+(``cvflow/data/registry.json``) names each model's release checkpoint and, for RAFT,
+torchvision's files by tag (``weights="C_T_SKHT_V2"``); nothing passed means the
+model's default tag, else its release checkpoint. Tagged files are looked up in
+cvflow's cache and torch hub's, then downloaded (checked against the sha256 prefix
+in their name); release checkpoints in cvflow's cache. ``load_model_weights`` adds
+the key layout (torchvision's RAFT keys renamed to the authors') and
+``verify_weights``, the check of keys and shapes against the model definition.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import http.client
 import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.parse
@@ -24,19 +30,30 @@ from pathlib import Path
 
 import numpy as np
 
-from cvflow.errors import CvflowTypeError, DownloadError, WeightsError
+from cvflow.errors import CvflowTypeError, DownloadError, InputError, WeightsError
+from cvflow.io import raft_layouts
 from cvflow.io.checkpoint import load_weights, normalize_state_dict
 
-__all__ = ["cache_dir", "load_registry", "registry_entry", "converted_name", "download",
-           "resolve_weights", "verify_weights"]
+__all__ = ["cache_dir", "hub_dir", "load_registry", "registry_entry", "model_tags", "tag_entry",
+           "default_tag", "converted_name", "cached_file", "download", "resolve_weights", "load_model_weights",
+           "adapt_layout", "verify_weights", "describe_weights"]
 
-_TIMEOUT_S = 30
+_TIMEOUT_S = 30          # seconds without a byte from the server before giving up
 _CHUNK = 1 << 20
+_SIZE_SLACK = 1.05       # a download may exceed the published size (MiB, rounded) by 5 %
 
 
 def cache_dir() -> Path:
     """Where release checkpoints live: ``$CVFLOW_HOME``, default ``~/.cache/cvflow``."""
     return Path(os.environ.get("CVFLOW_HOME") or "~/.cache/cvflow").expanduser()
+
+
+def hub_dir() -> Path:
+    """torch hub's download folder, where torchvision keeps its weights:
+    ``$TORCH_HOME/hub/checkpoints``, TORCH_HOME defaulting to ``$XDG_CACHE_HOME/torch``
+    (``~/.cache/torch``), as torch.hub resolves it."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
 
 
 @functools.lru_cache(maxsize=1)
@@ -47,11 +64,27 @@ def load_registry() -> dict:
 
 
 def registry_entry(name: str) -> dict | None:
-    """The registry entry serving model ``name`` (or with file name ``name``), else None."""
+    """The release checkpoint (an entry without a tag) of model ``name``, or the entry with
+    file name ``name``; None when there is none."""
     for entry in load_registry()["checkpoints"]:
-        if name in entry["models"] or name == entry["file"]:
+        if name == entry["file"] or (name in entry["models"] and not entry.get("tag")):
             return entry
     return None
+
+
+def model_tags(model_name: str) -> list[dict]:
+    """The registry entries that model ``model_name`` accepts as ``weights=<tag>``."""
+    return [e for e in load_registry()["checkpoints"] if e.get("tag") and model_name in e["models"]]
+
+
+def tag_entry(model_name: str, tag: str) -> dict | None:
+    """The entry of weights tag ``tag`` (case-insensitive) for ``model_name``, else None."""
+    return next((e for e in model_tags(model_name) if e["tag"].lower() == tag.lower()), None)
+
+
+def default_tag(model_name: str) -> str | None:
+    """The tag ``weights=None`` stands for (None: the model's release checkpoint)."""
+    return next((e["tag"] for e in model_tags(model_name) if e.get("default")), None)
 
 
 def converted_name(file: str) -> str:
@@ -61,27 +94,36 @@ def converted_name(file: str) -> str:
 
 
 def download(url: str, dest, sha256: str | None = None, size: int | None = None,
-             progress: bool | None = None) -> Path:
+             progress: bool | None = None, max_size: int | None = None,
+             timeout: float | None = None) -> Path:
     """Download ``url`` to ``dest``, checking ``size`` and ``sha256`` when given.
 
-    Data goes to a temporary file beside ``dest`` that is renamed into place only when
-    complete and verified, so ``dest`` never holds a partial or wrong file. A progress
-    bar is shown on a terminal (``progress=None``), always (True) or never (False).
-    Raises DownloadError: a network failure (chained to its cause) or a size/checksum
-    mismatch (not chained).
+    ``sha256``: the file's full hex digest or a prefix of it (torch hub names files
+    ``<name>-<first 8 hex of sha256>.<ext>``). ``max_size``: bytes after which the
+    transfer is abandoned. ``timeout``: seconds without progress (connect or read)
+    before giving up (default 30). Data goes to a temporary file beside ``dest`` that is
+    renamed into place only when complete and verified, so ``dest`` never holds a
+    partial or wrong file. A progress bar (tqdm, when installed) is shown on a terminal
+    (``progress=None``), always (True) or never (False).
+    Raises DownloadError: a network failure or a transfer shorter than announced
+    (chained to its cause), or a size/checksum mismatch (not chained).
     """
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise DownloadError(f"only http(s) URLs can be downloaded, got {url!r}")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha256):  # "" would accept anything
+        raise InputError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest, got = _fetch(url, out, size, progress, dest.name)
+            digest, got = _fetch(url, out, size, max_size, progress, dest.name,
+                                 _TIMEOUT_S if timeout is None else timeout)
         if size is not None and got != size:
             raise DownloadError(f"download of {url} gave {got} bytes, expected {size}") from None
-        if sha256 is not None and digest != sha256.lower():
-            raise DownloadError(f"download of {url} has sha256 {digest}, expected {sha256.lower()}; "
+        if sha256 is not None and not digest.startswith(sha256.lower()):
+            expected = sha256.lower() if len(sha256) == 64 else f"one starting with {sha256.lower()}"
+            raise DownloadError(f"download of {url} has sha256 {digest}, expected {expected}; "
                                 "the file was discarded") from None
         os.replace(tmp, dest)
     finally:
@@ -90,25 +132,41 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
     return dest
 
 
-def _fetch(url, out, size, progress, label) -> tuple[str, int]:
+def _fetch(url, out, size, max_size, progress, label, timeout) -> tuple[str, int]:
     """Stream ``url`` into ``out``; returns (sha256 hex, byte count)."""
     digest, got = hashlib.sha256(), 0
     try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
-            total = size or int(resp.headers.get("Content-Length") or 0) or None
-            with _progress_bar(total, label, progress) as bar:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            announced = int(resp.headers.get("Content-Length") or 0) or None
+            if max_size is not None and announced is not None and announced > max_size:
+                raise DownloadError(f"download of {url} announces {announced} bytes, more than the "
+                                    f"{max_size} allowed; nothing was kept") from None
+            with _progress_bar(size or announced, label, progress) as bar:
                 while chunk := resp.read(_CHUNK):
+                    got += len(chunk)
+                    if max_size is not None and got > max_size:
+                        raise DownloadError(f"download of {url} exceeds the {max_size} bytes allowed; "
+                                            "nothing was kept") from None
                     out.write(chunk)
                     digest.update(chunk)
-                    got += len(chunk)
                     bar.update(len(chunk))
+            if announced is not None and got < announced:  # urllib returns b"" when the peer hangs up
+                raise http.client.IncompleteRead(b"", announced - got)
+    except DownloadError:
+        raise
     except (OSError, ValueError, urllib.error.URLError) as e:  # URLError/HTTPError/timeouts are OSErrors
         reason = getattr(e, "reason", None) or e
         if isinstance(e, urllib.error.HTTPError):
             reason = f"HTTP {e.code} {e.reason}"
+        elif isinstance(e, TimeoutError) or isinstance(reason, TimeoutError):
+            reason = f"no data for {timeout:g} s ({reason})"
         raise DownloadError(f"could not download {url}: {reason}") from e
     except http.client.HTTPException as e:  # IncompleteRead, bad status line: not OSErrors
-        raise DownloadError(f"could not download {url}: {type(e).__name__}: {e}") from e
+        if isinstance(e, http.client.IncompleteRead):
+            reason = f"the transfer ended after {got} of {got + (e.expected or 0)} bytes"
+        else:
+            reason = f"{type(e).__name__}: {e}"
+        raise DownloadError(f"could not download {url}: {reason}") from e
     return digest.hexdigest(), got
 
 
@@ -134,24 +192,84 @@ class _NoBar:
 
 
 def resolve_weights(model_name: str, weights=None, checkpoint: str | None = None) -> dict[str, np.ndarray]:
-    """Flat ``{key: float32 ndarray}`` weights for ``model_name``.
+    """Flat ``{key: float32 ndarray}`` weights for ``model_name``, in the file's key layout.
 
     ``weights`` is a mapping of arrays (containers unwrapped, ``module.`` stripped), a
-    path to a PyTorch checkpoint or cvflow ``.npz``, or None for the release checkpoint
-    (``checkpoint``, else the registry's file for the model) from :func:`cache_dir`,
-    downloaded there when the registry knows a URL. Raises WeightsError when no weights
-    can be found, saying which file to get, from where, and where to put it.
+    path to a PyTorch checkpoint or cvflow ``.npz``, one of the model's tags
+    (``model_tags``; see ``_tagged_checkpoint``), or None: the model's default tag when it
+    has one, else its release checkpoint (``checkpoint``, else the registry's file for
+    the model) from :func:`cache_dir`, downloaded there when the registry knows a URL.
+    Raises WeightsError when no weights can be found, saying which file to get, from
+    where, and where to put it.
     """
     if isinstance(weights, Mapping):
         flat = normalize_state_dict(weights)
+    elif isinstance(weights, str) and not os.path.exists(weights) and _looks_like_tag(model_name, weights):
+        flat = load_weights(_tagged_checkpoint(model_name, weights))
     elif isinstance(weights, (str, os.PathLike)):
         flat = load_weights(weights)
     elif weights is None:
-        flat = load_weights(_release_checkpoint(model_name, checkpoint))
+        tag = default_tag(model_name)
+        flat = load_weights(_tagged_checkpoint(model_name, tag) if tag else _release_checkpoint(model_name, checkpoint))
     else:
-        raise CvflowTypeError("weights must be None, a path, or a mapping of arrays, "
+        raise CvflowTypeError("weights must be None, a tag, a path, or a mapping of arrays, "
                               f"got {type(weights).__name__}")
     return _as_float32(flat, model_name)
+
+
+def _looks_like_tag(model_name: str, text: str) -> bool:
+    """A known tag, or a bare word (no folder, no extension) for a model that has tags."""
+    if tag_entry(model_name, text):
+        return True
+    return bool(model_tags(model_name)) and not (os.sep in text or "/" in text or "." in text)
+
+
+def _tagged_checkpoint(model_name: str, tag: str) -> Path:
+    """Path of tag ``tag``'s file: cvflow's cache (a converted ``.npz`` first), torch hub's
+    cache, else downloaded into cvflow's cache (sha256 prefix and size checked)."""
+    entry = tag_entry(model_name, tag)
+    if entry is None:
+        tags = ", ".join(e["tag"] for e in model_tags(model_name))
+        raise WeightsError(f"unknown weights tag {tag!r} for model {model_name!r}; its tags: {tags} "
+                           "(or pass a path to a checkpoint, or a mapping of arrays)")
+    file, dest = entry["file"], cache_dir() / entry["file"]
+    found = _cached(file, hub=True)
+    if found:
+        return found
+    try:
+        return download(entry["url"], dest, entry.get("sha256") or entry.get("sha256_prefix"),
+                        entry.get("size"), max_size=_size_limit(entry))
+    except DownloadError as e:
+        if e.__cause__ is None:  # size/checksum mismatch: not an offline problem, report as is
+            raise
+        where = f"{dest.parent} nor in torch hub's cache {hub_dir()}"
+        why = f"the download failed ({e})"
+        raise WeightsError(_missing_message(model_name, file, entry, dest, why, where=where)) from e
+
+
+def _cached(file: str, hub: bool) -> Path | None:
+    """``file`` in cvflow's cache (its converted ``.npz`` first), then (hub) torch hub's."""
+    places = [cache_dir() / converted_name(file), cache_dir() / file] + ([hub_dir() / file] if hub else [])
+    return next((p for p in places if p.is_file()), None)
+
+
+def cached_file(model_name: str, tag: str | None = None, checkpoint: str | None = None) -> Path | None:
+    """The cached file ``weights=tag`` (None: the default) loads for ``model_name``, without
+    downloading; None when it is not cached (or the tag is unknown)."""
+    tag = tag or default_tag(model_name)
+    if tag:
+        entry = tag_entry(model_name, tag)
+        return _cached(entry["file"], hub=True) if entry else None
+    entry = registry_entry(checkpoint or model_name)
+    file = checkpoint or (entry and entry["file"])
+    return _cached(file, hub=False) if file else None
+
+
+def _size_limit(entry) -> int | None:
+    """Bytes a download of ``entry`` may reach: its size, else its published size plus slack."""
+    if entry.get("size"):
+        return int(entry["size"])
+    return int(entry["size_mb"] * _SIZE_SLACK * (1 << 20)) if entry.get("size_mb") else None
 
 
 def _release_checkpoint(model_name: str, checkpoint: str | None) -> Path:
@@ -162,15 +280,15 @@ def _release_checkpoint(model_name: str, checkpoint: str | None) -> Path:
         raise WeightsError(f"model {model_name!r} has no release checkpoint in the registry; "
                            "pass weights=<path to a checkpoint> or a mapping of arrays")
     dest = cache_dir() / file
-    for candidate in (cache_dir() / converted_name(file), dest):
-        if candidate.is_file():
-            return candidate
+    found = _cached(file, hub=False)
+    if found:
+        return found
     url = entry and entry.get("url")
     if not url:
         raise WeightsError(_missing_message(model_name, file, entry, dest, "it cannot be downloaded "
                                             "automatically"))
     try:
-        return download(url, dest, entry.get("sha256"), entry.get("size"))
+        return download(url, dest, entry.get("sha256"), entry.get("size"), max_size=_size_limit(entry))
     except DownloadError as e:
         if e.__cause__ is None:  # size/checksum mismatch: not an offline problem, report as is
             raise
@@ -178,13 +296,40 @@ def _release_checkpoint(model_name: str, checkpoint: str | None) -> Path:
         raise WeightsError(_missing_message(model_name, file, entry, dest, why)) from e
 
 
-def _missing_message(model_name, file, entry, dest, why) -> str:
-    lines = [f"no weights for model {model_name!r}: {file} is not in {dest.parent} and {why}."]
+def _missing_message(model_name, file, entry, dest, why, where=None) -> str:
+    tag = f" (weights {entry['tag']!r})" if entry and entry.get("tag") else ""
+    where = f"neither in {where}" if where else f"not in {dest.parent}"
+    lines = [f"no weights for model {model_name!r}{tag}: {file} is {where}, and {why}."]
+    if entry and entry.get("url"):
+        lines.append(f"  download it from: {entry['url']}")
     if entry:
         lines += [f"  get it from: {entry['source']}", f"  licence: {entry['license']}"]
-    lines += [f"  put it at: {dest} (or set CVFLOW_HOME to the folder holding it)",
-              "  or pass weights=<path to a .pth checkpoint or converted .npz>, or a mapping of arrays"]
+    lines.append(f"  put it at: {dest} (or set CVFLOW_HOME to the folder holding it)")
+    if entry and entry.get("tag"):
+        lines.append(f"  or at: {hub_dir() / file} (torch hub's cache, where torchvision keeps it)")
+    lines.append("  or pass weights=<path to a .pth checkpoint or converted .npz>, or a mapping of arrays")
     return "\n".join(lines)
+
+
+def load_model_weights(model, weights=None) -> dict[str, np.ndarray]:
+    """``resolve_weights`` for ``model`` (a ``ModelDef``), then ``adapt_layout``."""
+    return adapt_layout(resolve_weights(model.name, weights, checkpoint=model.checkpoint), model)
+
+
+def adapt_layout(flat: Mapping, model) -> Mapping:
+    """``flat`` checked against ``model`` (``verify_weights``) and in its key layout.
+
+    RAFT weights in torchvision's layout are checked in that layout (errors name the
+    file's own keys), then renamed to the authors' layout the model uses.
+    """
+    expected = model.param_shapes(model.config)
+    if model.family == "raft" and raft_layouts.detect_layout(flat) == raft_layouts.TORCHVISION:
+        tv_expected = raft_layouts.authors_to_torchvision(expected, check_aliases=False)
+        verify_weights(flat, tv_expected, model.name, layout="torchvision's RAFT key layout")
+        return raft_layouts.torchvision_to_authors(flat)
+    # The authors' duplicated shortcut norms are not compared here: the model reads
+    # downsample.1 (as the authors' code does when the two differ, e.g. synthetic weights).
+    return verify_weights(flat, expected, model.name)
 
 
 def _as_float32(flat: Mapping, model_name: str) -> dict[str, np.ndarray]:
@@ -197,11 +342,12 @@ def _as_float32(flat: Mapping, model_name: str) -> dict[str, np.ndarray]:
     return out
 
 
-def verify_weights(weights: Mapping, expected_shapes: Mapping, model_name: str) -> Mapping:
+def verify_weights(weights: Mapping, expected_shapes: Mapping, model_name: str,
+                   layout: str | None = None) -> Mapping:
     """Check that ``weights`` has exactly the keys and shapes of ``expected_shapes``.
 
     Returns ``weights`` unchanged; raises one WeightsError listing every missing,
-    unexpected and mis-shaped key.
+    unexpected and mis-shaped key (``layout``: the key layout named in the message).
     """
     expected = {k: tuple(int(d) for d in s) for k, s in expected_shapes.items()}
     missing = [k for k in expected if k not in weights]
@@ -210,11 +356,27 @@ def verify_weights(weights: Mapping, expected_shapes: Mapping, model_name: str) 
                  for k in expected if k in weights and tuple(np.shape(weights[k])) != expected[k]]
     if not (missing or unexpected or misshaped):
         return weights
+    where = f"{layout}, " if layout else ""
     lines = [f"weights do not match model {model_name!r} "
-             f"({len(expected)} tensors expected, {len(weights)} given):"]
+             f"({where}{len(expected)} tensors expected, {len(weights)} given):"]
     for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
         if items:
             lines.append(f"  {label} ({len(items)}): " + ", ".join(items))
     if len(missing) == len(expected):
         lines.append("  no expected key is present: are these weights for another model?")
     raise WeightsError("\n".join(lines))
+
+
+def describe_weights(model_name: str) -> dict:
+    """What ``weights=`` can name for ``model_name``: {"default": tag or release file,
+    "weights": [{"tag", "file", "default", "data", "trained_by", "metrics", "license",
+    "url", "source"}, ...]}, the tags first, then the release checkpoint (tag None)."""
+    fields = ("file", "data", "trained_by", "metrics", "license", "url", "source")
+    # copies: callers may edit the rows, the registry is cached
+    rows = [{"tag": e["tag"], "default": bool(e.get("default")), **copy.deepcopy({f: e.get(f) for f in fields})}
+            for e in model_tags(model_name)]
+    release = registry_entry(model_name)
+    if release:
+        rows.append({"tag": None, "default": not rows, **copy.deepcopy({f: release.get(f) for f in fields})})
+    default = next((r["tag"] or r["file"] for r in rows if r["default"]), None)
+    return {"default": default, "weights": rows}

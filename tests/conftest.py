@@ -47,6 +47,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _no_real_network(monkeypatch):
+    """Tests never reach the internet: URLs other than 127.0.0.1 / localhost fail loudly
+    (weights=None for RAFT would otherwise download torchvision's file)."""
+    import urllib.parse
+    import urllib.request
+
+    real = urllib.request.urlopen
+
+    def local_only(url, *args, **kwargs):
+        host = urllib.parse.urlsplit(getattr(url, "full_url", url)).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise AssertionError(f"a test tried to reach the network: {url}")
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", local_only)
+
+
 @pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
 def xp(request):
     """The array module under test: NumPy always, CuPy where a GPU is present."""

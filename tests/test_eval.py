@@ -214,12 +214,14 @@ def test_shared_chairs_layout_found():
     if not CHAIRS.is_dir():
         pytest.skip(f"FlyingChairs pairs not found at {CHAIRS} (../shared beside the project)")
     pairs = find_pairs(CHAIRS, "chairs")
-    assert [p.name for p in pairs] == [f"{i:07d}" for i in range(5)]
+    assert [p.name for p in pairs] == [f"{i:07d}" for i in range(9)]  # ../shared holds nine pairs
+    assert [p.name for p in find_pairs(CHAIRS, "chairs", limit=5)] == [f"{i:07d}" for i in range(5)]
 
 
 @pytest.mark.slow
 def test_raft_small_chairs_epe_matches_reference(capsys):
-    """`cvflow eval` end to end: RAFT-small, 12 updates, five FlyingChairs pairs -> 1.473 px (reference)."""
+    """`cvflow eval` end to end: RAFT-small, 12 updates, the first five FlyingChairs pairs (`--limit 5`:
+    the reference's) -> 1.473 px."""
     if not (CHAIRS.is_dir() and RAFT_SMALL.is_file()):
         pytest.skip(f"FlyingChairs pairs or raft-small.pth not found under {SHARED}")
     from cvflow.cli import main
@@ -227,7 +229,7 @@ def test_raft_small_chairs_epe_matches_reference(capsys):
     index = json.loads((SHARED / "golden" / "raft" / "index_raft.json").read_text())
     ref = {c["frame0"].split("/")[-1][:7]: c["epe_vs_gt"] for c in index if "chairs" in c["name"]}
     code = main(["eval", str(CHAIRS), "--dataset", "chairs", "-m", "raft-small", "--weights", str(RAFT_SMALL),
-                 "--iters", "12", "--device", "cpu", "--json", "-", "--no-progress"])
+                 "--iters", "12", "--device", "cpu", "--limit", "5", "--json", "-", "--no-progress"])
     assert code == 0
     out = capsys.readouterr()
     res = json.loads(out.out)

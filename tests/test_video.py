@@ -291,7 +291,7 @@ def test_error_mid_run_keeps_completed_outputs(video, plain, tmp_path, monkeypat
 def test_run_video_output_is_a_file(video, plain, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(cvflow.InputError, match="exists and is not a directory"):
+    with pytest.raises(cvflow.OutputError, match="exists and is not a directory"):
         run_video(video, plain, f, progress=False)
 
 

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 from cvflow.errors import InputError
 from cvflow.metrics import epe, epe_map, fl_all, outlier_rates
 from cvflow.viz import flow_panel, flow_to_color, make_colorwheel
-from cvflow.warp import warp
+from cvflow.warping import warp
 
 # ---------------------------------------------------------------- viz
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cvflow.weights as cw
-from cvflow.errors import CvflowTypeError, DownloadError, WeightsError
+from cvflow.errors import CvflowTypeError, DownloadError, InputError, WeightsError
 from cvflow.io.checkpoint import save_converted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +31,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     cache = tmp_path / "cvflow-home"
     monkeypatch.setenv("CVFLOW_HOME", str(cache))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # not the user's torch hub cache
     return cache
 
 
@@ -114,6 +115,8 @@ def test_download_failures(home, server):
         cw.download(closed_port_url(), home / "x.pth", progress=False)
     with pytest.raises(DownloadError, match="only http"):
         cw.download("file:///etc/passwd", home / "x.pth")
+    with pytest.raises(InputError, match="sha256 must be 8 to 64 hex digits, got ''"):
+        cw.download(f"{url}/absent.pth", home / "x.pth", sha256="")
 
 
 # --- resolve_weights() --------------------------------------------------------------------------
@@ -165,13 +168,17 @@ def test_resolve_offline_says_what_to_get_and_where(home, monkeypatch):
 
 
 def test_resolve_without_url_uses_the_real_registry(home):
+    """GMFlow and the FlowNet2 family: the file in the cache, the error says where the authors publish it."""
     with pytest.raises(WeightsError, match="cannot be downloaded automatically") as info:
-        cw.resolve_weights("raft-small")
+        cw.resolve_weights("gmflow")
     msg = str(info.value)
-    assert "princeton-vl/RAFT" in msg and "BSD-3-Clause" in msg
-    assert str(home / "raft-small.pth") in msg and "weights=" in msg
+    assert "haofeixu/gmflow README" in msg and "Apache-2.0" in msg
+    assert str(home / "gmflow_things-e9887eda.pth") in msg and "weights=" in msg
     with pytest.raises(WeightsError, match="gmflow_with_refine_things-36579974.pth"):
         cw.resolve_weights("gmflow-refine")
+    with pytest.raises(WeightsError, match="FlowNet2-S_checkpoint.pth.tar is not in") as info:
+        cw.resolve_weights("flownet2-s")
+    assert "NVIDIA/flownet2-pytorch README" in str(info.value) and "research-only" in str(info.value)
 
 
 def test_resolve_finds_cached_release_and_converted_files(home, monkeypatch):
@@ -194,7 +201,7 @@ def test_resolve_mapping_and_path(tmp_path):
 
 
 def test_resolve_errors(home):
-    with pytest.raises(CvflowTypeError, match="weights must be None, a path, or a mapping"):
+    with pytest.raises(CvflowTypeError, match="weights must be None, a tag, a path, or a mapping"):
         cw.resolve_weights("raft", 3.5)
     with pytest.raises(WeightsError, match="no release checkpoint in the registry"):
         cw.resolve_weights("no-such-model")
@@ -238,12 +245,15 @@ def test_registry_copies_are_identical():
 def test_registry_entries():
     reg = cw.load_registry()
     files = [e["file"] for e in reg["checkpoints"]]
-    models = [m for e in reg["checkpoints"] for m in e["models"]]
-    assert len(set(files)) == len(files) and len(set(models)) == len(models)
+    release = [m for e in reg["checkpoints"] if not e.get("tag") for m in e["models"]]
+    tags = [(m, e["tag"]) for e in reg["checkpoints"] if e.get("tag") for m in e["models"]]
+    assert len(set(files)) == len(files) and len(set(release)) == len(release) and len(set(tags)) == len(tags)
     for e in reg["checkpoints"]:
         assert {"file", "models", "size", "sha256", "license", "source", "url"} <= set(e)
         assert e["sha256"] is None or (len(e["sha256"]) == 64 and int(e["sha256"], 16) >= 0)
         assert e["url"] is None or e["url"].startswith("https://")
+        if e.get("tag"):  # downloadable, checked against the sha256 prefix in the name, bounded in size
+            assert e["url"] and e["file"].endswith(f"-{e['sha256_prefix']}.pth") and e["size_mb"] > 0
     fn2 = "FlowNet2{}_checkpoint.pth.tar".format
     expect = {"raft": "raft-things.pth", "raft-small": "raft-small.pth", "flownet2": fn2(""),
               "flownet2-c": fn2("-C"), "flownetc": fn2("-C"), "flownet2-s": fn2("-S"), "flownets": fn2("-S"),
@@ -255,3 +265,145 @@ def test_registry_entries():
     assert raft_small["size"] == 3_984_814 and raft_small["sha256"] == RAFT_SMALL_SHA
     assert cw.converted_name("FlowNet2-S_checkpoint.pth.tar") == "FlowNet2-S_checkpoint.npz"
     assert json.loads((ROOT / "weights" / "registry.json").read_text()) == reg
+
+
+# --- tagged weights: torch hub cache, sha256 prefix, bad servers ---------------------------------
+
+def use_tagged(monkeypatch, url=None, data=b"", prefix=None, **entry):
+    """Replace the registry by tagged weights 'T1' (the default) of model 'tiny'."""
+    prefix = prefix or hashlib.sha256(data).hexdigest()[:8]
+    entry = {"file": f"tiny_T1-{prefix}.npz", "models": ["tiny"], "tag": "T1", "default": True,
+             "size": None, "size_mb": None, "sha256": None, "sha256_prefix": prefix,
+             "license": "MIT", "source": "tiny's own site", "url": url, **entry}
+    monkeypatch.setattr(cw, "load_registry", lambda: {"schema": 1, "checkpoints": [entry]})
+    return entry
+
+
+def test_tag_downloads_checks_the_prefix_then_uses_the_cache(home, server, monkeypatch):
+    served, url = server
+    data, _ = tiny_weights(served / "t.npz")
+    entry = use_tagged(monkeypatch, f"{url}/t.npz", data)
+    assert sorted(cw.resolve_weights("tiny", "T1")) == ["conv.bias", "conv.weight"]
+    assert os.listdir(home) == [entry["file"]] and (home / entry["file"]).read_bytes() == data
+    (served / "t.npz").unlink()  # now from the cache, both ways of asking
+    assert sorted(cw.resolve_weights("tiny", "t1")) == ["conv.bias", "conv.weight"]
+    assert sorted(cw.resolve_weights("tiny")) == ["conv.bias", "conv.weight"]
+
+
+def test_tag_wrong_hash_is_refused_and_nothing_is_kept(home, server, monkeypatch):
+    served, url = server
+    data, sha = tiny_weights(served / "t.npz")
+    wrong = "0123abcd" if not sha.startswith("0123abcd") else "fedc4321"
+    use_tagged(monkeypatch, f"{url}/t.npz", data, prefix=wrong)
+    with pytest.raises(DownloadError, match=f"has sha256 {sha}, expected one starting with {wrong}; "
+                                            "the file was discarded"):
+        cw.resolve_weights("tiny")
+    assert os.listdir(home) == []
+
+
+def test_tag_found_in_the_torch_hub_cache_through_torch_home(home, monkeypatch, tmp_path):
+    torch_home = tmp_path / "elsewhere" / "torch"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    entry = use_tagged(monkeypatch, closed_port_url(), prefix="0badc0de")  # a download would fail
+    hub = torch_home / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    tiny_weights(hub / entry["file"])
+    assert cw.hub_dir() == hub
+    assert sorted(cw.resolve_weights("tiny")) == ["conv.bias", "conv.weight"]
+    assert not home.exists()  # nothing downloaded or copied
+
+
+def test_hub_dir_defaults(monkeypatch, tmp_path):
+    for var in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cw.hub_dir() == tmp_path / ".cache" / "torch" / "hub" / "checkpoints"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cw.hub_dir() == tmp_path / "xdg" / "torch" / "hub" / "checkpoints"
+
+
+def test_tag_offline_names_the_url_and_both_places(home, monkeypatch):
+    entry = use_tagged(monkeypatch, closed_port_url(), prefix="0badc0de")
+    with pytest.raises(WeightsError, match=r"no weights for model 'tiny' \(weights 'T1'\): tiny_T1-0badc0de.npz "
+                                           "is neither in .* nor in torch hub's cache") as info:
+        cw.resolve_weights("tiny")
+    msg = str(info.value)
+    for needed in (f"download it from: {entry['url']}", f"put it at: {home / entry['file']}",
+                   f"or at: {cw.hub_dir() / entry['file']}", "refused", "licence: MIT"):
+        assert needed in msg
+    assert isinstance(info.value.__cause__, DownloadError)
+
+
+class Rogue(http.server.BaseHTTPRequestHandler):
+    """/truncated: announces 1000 bytes, sends 400 and hangs up. /stall: sends 10 bytes, then
+    nothing until released. /big: 3000 bytes."""
+    release = threading.Event()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        announced, sent = {"/truncated": (1000, 400), "/stall": (1000, 10), "/big": (3000, 3000)}[self.path]
+        self.send_response(200)
+        self.send_header("Content-Length", str(announced))
+        self.end_headers()
+        self.wfile.write(b"x" * sent)
+        self.wfile.flush()
+        if self.path == "/stall":
+            self.release.wait(10)
+        self.close_connection = True
+
+
+@pytest.fixture
+def rogue():
+    Rogue.release = threading.Event()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Rogue)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    Rogue.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_download_truncated_transfer(home, rogue):
+    with pytest.raises(DownloadError, match="could not download .*/truncated: the transfer ended after "
+                                            "400 of 1000 bytes") as info:
+        cw.download(f"{rogue}/truncated", home / "t.pth", progress=False)
+    assert info.value.__cause__ is not None and os.listdir(home) == []
+
+
+def test_download_stalled_server_times_out(home, rogue):
+    with pytest.raises(DownloadError, match=r"could not download .*/stall: no data for 0.2 s") as info:
+        cw.download(f"{rogue}/stall", home / "s.pth", timeout=0.2, progress=False)
+    assert isinstance(info.value.__cause__, TimeoutError) and os.listdir(home) == []
+
+
+def test_download_size_limit(home, rogue):
+    with pytest.raises(DownloadError, match="announces 3000 bytes, more than the 2000 allowed"):
+        cw.download(f"{rogue}/big", home / "b.pth", max_size=2000, progress=False)
+    assert os.listdir(home) == []
+
+
+def test_resolve_stalled_download_is_an_offline_error(home, rogue, monkeypatch):
+    monkeypatch.setattr(cw, "_TIMEOUT_S", 0.2)
+    entry = use_tagged(monkeypatch, f"{rogue}/stall", prefix="0badc0de", size_mb=0.001)
+    with pytest.raises(WeightsError, match="the download failed .*no data for 0.2 s") as info:
+        cw.resolve_weights("tiny", "T1")
+    assert f"put it at: {home / entry['file']}" in str(info.value)
+    assert os.listdir(home) == []
+
+
+def test_size_limit_of_tagged_entries():
+    assert cw._size_limit({"size": 1234, "size_mb": 9.0}) == 1234
+    assert cw._size_limit({"size": None, "size_mb": 20.129}) == int(20.129 * 1.05 * (1 << 20))
+    assert cw._size_limit({"size": None}) is None
+
+
+def test_download_progress_bar(home, server, capsys):
+    pytest.importorskip("tqdm")
+    served, url = server
+    data, sha = tiny_weights(served / "tiny.npz")
+    cw.download(f"{url}/tiny.npz", home / "tiny.npz", sha256=sha[:8], progress=True)
+    assert "tiny.npz" in capsys.readouterr().err

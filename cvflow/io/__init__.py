@@ -1,1 +1,1 @@
-"""File formats: .flo, KITTI 16-bit PNG flow, and torch-free checkpoint reading."""
+"""File formats: .flo, KITTI 16-bit PNG flow, frames (images), and torch-free checkpoint reading."""

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from cvflow.backend import to_numpy
-from cvflow.errors import CvflowError, CvflowFileNotFoundError, CvflowTypeError, WeightsError
+from cvflow.errors import CvflowError, CvflowFileNotFoundError, CvflowTypeError, WeightsError, os_error
 from cvflow.io.torch_pickle import STORAGE_DTYPES, Materializer, RestrictedUnpickler
 
 __all__ = ["load_weights", "load_checkpoint", "read_torch_checkpoint", "normalize_state_dict",
@@ -251,8 +251,11 @@ def save_converted(weights: Mapping, path) -> None:
                 if arr.dtype.kind not in "biuf":
                     raise WeightsError(f"{key!r}: only numeric arrays can be saved, got {arr.dtype}")
                 with zf.open(key + ".npy", "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+                    # asarray, not ascontiguousarray: that turns 0-d tensors (num_batches_tracked) into (1,)
+                    np.lib.format.write_array(fh, np.asarray(arr, order="C"), allow_pickle=False)
         os.replace(tmp, path)
+    except OSError as e:  # missing directory, read-only file system, a directory at `path`, ...
+        raise os_error("write", path, e) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

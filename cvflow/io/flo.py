@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from cvflow.errors import CvflowFileNotFoundError, CvflowTypeError, FlowFormatError, InputError
+from cvflow.errors import CvflowFileNotFoundError, CvflowTypeError, FlowFormatError, InputError, os_error
 
 MAGIC = b"PIEH"  # float32 202021.25, little-endian
 _HEADER_BYTES = 12
@@ -67,6 +67,8 @@ def _open_for_reading(path):
         return p, open(p, "rb")
     except FileNotFoundError:
         raise CvflowFileNotFoundError(f"flow file not found: {p!r}") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise os_error("read flow file", p, e) from None
 
 
 def readOpticalFlow(path):
@@ -80,6 +82,7 @@ def readOpticalFlow(path):
 
     Raises:
         CvflowFileNotFoundError: the file does not exist.
+        CvflowOSError: it cannot be read (a directory, no permission, ...).
         FlowFormatError: bad magic, non-positive size, or a size that does not match
             the file length. The header is checked against the file size before
             anything is allocated, so a corrupt header cannot trigger a huge allocation.
@@ -128,7 +131,8 @@ def writeOpticalFlow(path, flow):
     Raises:
         InputError: ``flow`` is not a real-valued (H, W, 2) array, or too large for
             the int32 header.
-        CvflowFileNotFoundError: the destination directory does not exist.
+        CvflowOSError: the file cannot be written; the message gives the OS reason
+            (missing directory, read-only file system, a directory at ``path``, ...).
     """
     p = fspath(path)
     arr = check_flow_array(flow)
@@ -139,12 +143,9 @@ def writeOpticalFlow(path, flow):
         data = np.ascontiguousarray(arr, dtype="<f4")
     header = MAGIC + np.array([width, height], dtype="<i4").tobytes()
     try:
-        f = open(p, "wb")
-    except FileNotFoundError:
-        raise CvflowFileNotFoundError(
-            f"cannot write {p!r}: directory {os.path.dirname(os.path.abspath(p))!r} does not exist"
-        ) from None
-    with f:
-        f.write(header)
-        f.write(data.tobytes())
+        with open(p, "wb") as f:
+            f.write(header)
+            f.write(data.tobytes())
+    except OSError as e:
+        raise os_error("write", p, e) from None
     return True

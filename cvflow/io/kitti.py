@@ -13,7 +13,7 @@ representable range ``[-512, 511.984375]`` px (``(0 - 2**15) / 64`` to
 import cv2
 import numpy as np
 
-from cvflow.errors import CvflowFileNotFoundError, FlowFormatError
+from cvflow.errors import CvflowFileNotFoundError, FlowFormatError, os_error
 from cvflow.io.flo import check_flow_array, check_valid_mask, fspath
 
 __all__ = ["read_kitti_flow", "write_kitti_flow", "KITTI_FLOW_MIN", "KITTI_FLOW_MAX"]
@@ -57,6 +57,7 @@ def read_kitti_flow(path):
 
     Raises:
         CvflowFileNotFoundError: the file does not exist.
+        CvflowOSError: it cannot be read (a directory, no permission, ...).
         FlowFormatError: not a decodable 16-bit 3-channel PNG.
     """
     p = fspath(path)
@@ -65,6 +66,8 @@ def read_kitti_flow(path):
             data = f.read()
     except FileNotFoundError:
         raise CvflowFileNotFoundError(f"KITTI flow file not found: {p!r}") from None
+    except OSError as e:
+        raise os_error("read KITTI flow file", p, e) from None
     _check_png_header(p, data)
     try:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -99,7 +102,7 @@ def write_kitti_flow(path, flow, valid=None):
 
     Raises:
         InputError: bad ``flow`` or ``valid`` shape/dtype.
-        CvflowFileNotFoundError: the destination directory does not exist.
+        CvflowOSError: the file cannot be written (the message gives the OS reason).
         FlowFormatError: OpenCV failed to encode or write the PNG.
     """
     p = fspath(path)
@@ -117,8 +120,6 @@ def write_kitti_flow(path, flow, valid=None):
     try:
         with open(p, "wb") as f:
             f.write(buf.tobytes())
-    except FileNotFoundError:
-        raise CvflowFileNotFoundError(
-            f"cannot write {p!r}: destination directory does not exist"
-        ) from None
+    except OSError as e:
+        raise os_error("write", p, e) from None
     return True

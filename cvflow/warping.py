@@ -1,4 +1,7 @@
-"""Backward warping of an image by a flow field (OpenCV ``remap``, bilinear)."""
+"""Backward warping of an image by a flow field (OpenCV ``remap``, bilinear): `cvflow.warp`.
+
+The module is `cvflow.warping` so that the name `cvflow.warp` is only ever the function
+(a submodule `cvflow.warp` would replace it as an attribute of the package once imported)."""
 
 import cv2
 import numpy as np
