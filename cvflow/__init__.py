@@ -20,6 +20,7 @@ from cvflow.errors import (  # noqa: F401
     FlowFormatError,
     InputError,
     InputRangeWarning,
+    MissingDependencyError,
     ModelNotFoundError,
     OutputError,
     UnsafePickleError,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "create": "cvflow.api",
+    "extract": "cvflow.extraction",
     "list_models": "cvflow.api",
     "OpticalFlow": "cvflow.api",
     "OPTFLOW_USE_INITIAL_FLOW": "cvflow.api",
@@ -52,8 +54,8 @@ _LAZY = {
 
 __all__ = sorted(_LAZY) + [
     "CvflowError", "CvflowFileNotFoundError", "CvflowOSError", "CvflowTypeError", "DeviceError",
-    "DownloadError", "FlowFormatError", "InputError", "InputRangeWarning", "ModelNotFoundError",
-    "OutputError", "UnsafePickleError", "WeightsError",
+    "DownloadError", "FlowFormatError", "InputError", "InputRangeWarning", "MissingDependencyError",
+    "ModelNotFoundError", "OutputError", "UnsafePickleError", "WeightsError",
     "__version__",
 ]
 

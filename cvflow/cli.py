@@ -1,4 +1,4 @@
-"""Command line: `cvflow flow|video|eval|convert|viz|models ...` (also `python -m cvflow`).
+"""Command line: `cvflow flow|video|extract|eval|convert|viz|models ...` (also `python -m cvflow`).
 
 Every cvflow error (and any other OSError: disk full, ...) ends the command with its
 message on stderr and exit status 2; outputs are checked before any model runs.
@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flow magnitude (px) mapped to full saturation (default: the largest)")
     p.add_argument("--image", help="put this image (same size as the flow) left of the flow colour")
     p.set_defaults(func=cmd_viz)
+
+    from cvflow.extraction_cli import add_parser as add_extract_parser  # `cvflow extract` lives there
+
+    add_extract_parser(sub, _model_args)
 
     p = sub.add_parser("models", help="list the models and their weights",
                        description="List the models and the weights each takes: tags, training data, "

@@ -90,6 +90,10 @@ class DeviceError(CvflowError, RuntimeError):
     """The requested compute device is not available."""
 
 
+class MissingDependencyError(CvflowError, ImportError):
+    """An optional dependency (an extra such as `cvflow[ray]`) is needed and not installed."""
+
+
 class InputRangeWarning(UserWarning):
     """Frames look like they are in a range other than the one cvflow expects
     (float frames in 0..1 where cvflow expects 0..255)."""

@@ -18,7 +18,8 @@ import numpy as np
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError, os_error
 from cvflow.progress import Progress, plural
 
-__all__ = ["iter_video_flow", "run_video", "open_video", "check_earlier_run", "VideoInterrupted"]
+__all__ = ["iter_video_flow", "iter_frames_flow", "run_video", "open_video", "check_earlier_run",
+           "VideoInterrupted"]
 
 _DEFAULT_FPS = 25.0  # written when the source does not report a usable frame rate
 _TMP = ".tmp-"  # prefix of files being written; renamed away when complete
@@ -127,19 +128,33 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
     Raises CvflowFileNotFoundError (no such file) or InputError (undecodable video,
     fewer than two kept frames, frame size changing mid-stream).
     """
-    from cvflow.api import OPTFLOW_USE_INITIAL_FLOW
-
     every = _check_int("every", every, 1)
     max_side = _check_int("max_side", max_side, 1, allow_none=True)
     cap = open_video(path)
+    try:
+        yield from iter_frames_flow(_kept_frames(cap, every, max_side), algo, f"video {os.fspath(path)}",
+                                    every=every, warm_start=warm_start)
+    finally:
+        cap.release()
+
+
+def iter_frames_flow(frames, algo, name, every=1, warm_start=True):
+    """Yield `(k, frame0, frame1, flow)` for each pair k of consecutive frames of `frames`.
+
+    frames: an iterator of (source index, (h, w, 3) uint8 BGR frame), as kept by the
+    caller (`every`, `max_side` already applied; `every` only words the error). name:
+    how errors name the source ("video clip.mp4"). The rest as in `iter_video_flow`,
+    which is this over a decoded video; `cvflow.extract` uses it for frame folders.
+    """
+    from cvflow.api import OPTFLOW_USE_INITIAL_FLOW
+
     saved_flags = algo.getFlags()
     has_option = "warm_start" in algo.options
     saved_option = algo.options.get("warm_start")
     try:
-        frames = _kept_frames(cap, every, max_side)
         first = next(frames, None)
         if first is None:
-            raise InputError(f"cannot read video {os.fspath(path)}: no frame could be decoded (corrupt or empty file)")
+            raise InputError(f"cannot read {name}: no frame could be decoded (corrupt or empty file)")
         # Only models that accept an initial flow get it; others never see the buffer as input.
         flags = saved_flags & ~OPTFLOW_USE_INITIAL_FLOW
         if has_option:
@@ -152,7 +167,7 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
         k = 0
         for _, frame in frames:
             if frame.shape != prev.shape:
-                raise InputError(f"video {os.fspath(path)}: frame size changed from {prev.shape[1]}x{prev.shape[0]} "
+                raise InputError(f"{name}: frame size changed from {prev.shape[1]}x{prev.shape[0]} "
                                  f"to {frame.shape[1]}x{frame.shape[0]} at pair {k}")
             buf = algo.calc(prev, frame, buf)  # fills `buf` in place after the first pair
             view = buf.view()
@@ -161,10 +176,9 @@ def iter_video_flow(path, algo, every=1, max_side=None, warm_start=True):
             prev = frame
             k += 1
         if k == 0:
-            raise InputError(f"video {os.fspath(path)} has fewer than two frames to pair"
+            raise InputError(f"{name} has fewer than two frames to pair"
                              + (f" when keeping one frame in {every}" if every > 1 else ""))
     finally:
-        cap.release()
         algo.setFlags(saved_flags)
         if has_option:
             algo.set("warm_start", saved_option)

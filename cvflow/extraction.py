@@ -1,0 +1,330 @@
+"""Flow and motion scores over many clips: `cvflow.extract` (and `cvflow extract`).
+
+One function, `process_clip`, turns one clip into a score row (and, when asked, a flow
+archive); two engines call it: `local` (this process, a progress bar) and `ray` (Ray
+Data, a pool of actors each holding one model; `cvflow.extraction_ray`, imported only
+for that engine). Results go to OUT (see `cvflow.extraction_io`): a rerun with the same
+settings skips the clips already done and redoes missing and failed ones; a run with
+other settings is refused rather than mixed with them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from cvflow.errors import CvflowError, CvflowTypeError, InputError
+from cvflow.outputs import check_output_dir
+from cvflow.extraction_io import (COLUMNS, TMP, FlowArchive, ScoreTable, archive_name, find_clips,
+                                  folder_frames, sweep_temporaries)
+
+__all__ = ["extract", "process_clip", "make_settings", "ExtractInterrupted", "SAVE_MODES", "ENGINES"]
+
+SAVE_MODES = ("score", "flow", "both")
+ENGINES = ("local", "ray")
+SETTINGS_FILE = "extract.json"
+# settings that decide the numbers (and so the fingerprint); `device` and the engine do not
+_FINGERPRINTED = ("model", "options", "weights_sha256", "every", "max_side", "warm_start", "save", "fp16",
+                  "cvflow_version")
+
+
+class ExtractInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `extract`, raised after every completed clip was written to the table.
+
+    `summary` is what `extract` would have returned for the clips done so far.
+    """
+
+    def __init__(self, summary: dict):
+        super().__init__(f"interrupted after {summary['computed']} clips")
+        self.summary = summary
+
+
+# -- settings -------------------------------------------------------------------------------
+
+def make_settings(model, weights=None, *, every=1, max_side=None, save="score", fp16=False, warm_start=True,
+                  device="auto", options=None):
+    """(settings dict, flat weights): the run's settings with their `fingerprint`, and the loaded weights.
+
+    The fingerprint (16 hex) is a hash of everything that decides the results: model,
+    its options, the weights' sha256, every, max_side, warm_start, save, fp16 and the
+    cvflow version. `weights` as for `cvflow.create` (path, tag, None, mapping);
+    `weights_sha256` is the sha256 of the file read, or for a mapping of arrays the one
+    `cvflow.settings.weights_sha256` gives (sorted keys and float32 bytes).
+    """
+    from cvflow import __version__
+    from cvflow.api import OpticalFlow, get_model
+    from cvflow.settings import cached_weights_path
+    from cvflow.video import _check_int
+    from cvflow.weights import load_model_weights
+
+    every = _check_int("every", every, 1)
+    max_side = _check_int("max_side", max_side, 1, allow_none=True)
+    if save not in SAVE_MODES:
+        raise InputError(f"`save` must be one of {', '.join(SAVE_MODES)}, got {save!r}")
+    spec = get_model(model)
+    opts = OpticalFlow(spec, {}, "cpu", dict(options or {})).options  # checks the options, adds defaults
+    flat = load_model_weights(spec, weights)  # any weights create() takes; checked, in the model's layout
+    if isinstance(weights, Mapping):
+        digest = _arrays_sha256(flat)
+    else:  # a path, a tag or None (the default): the file read
+        given = isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)
+        file = weights if given else cached_weights_path(spec, weights)
+        digest = _file_sha256(file) if file else _arrays_sha256(flat)
+    settings = {"model": spec.name, "options": opts, "weights_sha256": digest, "every": every,
+                "max_side": max_side, "warm_start": bool(warm_start), "save": save, "fp16": bool(fp16),
+                "cvflow_version": __version__, "device": device}
+    text = json.dumps({k: settings[k] for k in _FINGERPRINTED}, sort_keys=True, default=str)
+    settings["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return settings, flat
+
+
+def _file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _arrays_sha256(flat) -> str:
+    # as cvflow.settings.weights_sha256 hashes an algorithm created from a mapping
+    h = hashlib.sha256()
+    for key in sorted(flat):
+        h.update(key.encode() + b"\0")
+        h.update(np.ascontiguousarray(flat[key], dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+def create_algo(settings, weights, device=None):
+    """The settings' model, created once per process (engine worker)."""
+    import cvflow
+
+    return cvflow.create(settings["model"], weights=weights, device=device or settings["device"],
+                         **settings["options"])
+
+
+# -- one clip -------------------------------------------------------------------------------
+
+def _empty_row(clip, settings) -> dict:
+    row = {c: (math.nan if t is float else 0 if t is int else "") for c, t in COLUMNS.items()}
+    row.update(path=clip["path"], model=settings["model"], weights_sha256=settings["weights_sha256"],
+               cvflow_version=settings["cvflow_version"], fingerprint=settings["fingerprint"])
+    return row
+
+
+def error_row(clip, settings, message: str) -> dict:
+    """The row of a clip that failed outside `process_clip` (e.g. its worker kept dying)."""
+    return {**_empty_row(clip, settings), "status": "error", "error": message, "seconds": 0.0}
+
+
+def _pairs(clip, algo, settings):
+    from cvflow.video import iter_frames_flow, iter_video_flow
+
+    every, max_side, warm = settings["every"], settings["max_side"], settings["warm_start"]
+    if clip["kind"] == "frames":
+        frames = folder_frames(clip["source"], every, max_side)
+        return iter_frames_flow(frames, algo, f"frame folder {clip['source']}", every=every, warm_start=warm)
+    return iter_video_flow(clip["source"], algo, every=every, max_side=max_side, warm_start=warm)
+
+
+def process_clip(algo, clip: dict, settings: dict, out_dir) -> dict:
+    """Flow over one clip's consecutive kept frames -> its score row (and flow archive).
+
+    clip: {"path": key, "source": file or folder, "kind": "video" | "frames"} (from
+    `find_clips`). Scores (with save "score"/"both"): mean, median and 90th percentile
+    of the per-pixel flow magnitude |(dx, dy)| in px over every pair of the clip, and
+    the same divided by the processed frame's diagonal (so 0.01 = 1% of the diagonal
+    per pair). With save "flow"/"both" the flows go to OUT/`flow_file` (float16 with
+    fp16). A clip that cannot be read or computed gives a row with status "error" and
+    the reason; only KeyboardInterrupt (and process death) escapes.
+    """
+    start = time.perf_counter()
+    row = _empty_row(clip, settings)
+    want_scores = settings["save"] in ("score", "both")
+    archive = gen = None
+    mags = []
+    pairs = 0
+    try:
+        every = settings["every"]
+        gen = _pairs(clip, algo, settings)
+        for k, _, _, flow in gen:
+            if settings["save"] != "score":
+                if archive is None:
+                    archive = FlowArchive(out_dir, archive_name(clip["path"]),
+                                          np.float16 if settings["fp16"] else np.float32)
+                archive.add((k * every, (k + 1) * every), flow)
+            if want_scores:
+                mags.append(np.hypot(flow[..., 0], flow[..., 1]).ravel())
+            row["height"], row["width"] = flow.shape[:2]
+            pairs += 1
+        if archive is not None:
+            archive.commit(clip["path"], settings["fingerprint"])
+            row["flow_file"] = archive_name(clip["path"])
+            archive = None
+        row["pairs"] = pairs
+        if want_scores:
+            row.update(_scores(np.concatenate(mags), row["height"], row["width"]))
+        row["status"] = "ok"
+    except Exception as exc:  # the clip's failure, recorded; the run goes on
+        row.update(status="error", error=_reason(exc), pairs=0, height=0, width=0)
+    finally:
+        if gen is not None:
+            gen.close()  # releases the video, restores the model's flags
+        if archive is not None:
+            archive.discard()
+    row["seconds"] = round(time.perf_counter() - start, 4)
+    return row
+
+
+def _scores(mag, h, w) -> dict:
+    mean = float(np.mean(mag, dtype=np.float64))
+    median, p90 = (float(v) for v in np.percentile(mag, [50, 90]))
+    diag = math.hypot(h, w)
+    return {"mag_mean": mean, "mag_median": median, "mag_p90": p90,
+            "mag_mean_norm": mean / diag, "mag_median_norm": median / diag, "mag_p90_norm": p90 / diag}
+
+
+def _reason(exc) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, CvflowError) else f"{type(exc).__name__}: {text}"
+
+
+# -- engines and bookkeeping ----------------------------------------------------------------
+
+def run_local(todo, settings, weights):
+    """Engine `local`: yields each clip's row, computed in this process with one model."""
+    algo = create_algo(settings, weights)
+    for clip in todo:
+        yield process_clip(algo, clip, settings, settings["out_dir"])
+
+
+def extract(input, output, model, *, weights=None, every=1, max_side=None, save="score", fp16=False,
+            engine="local", address=None, workers=1, gpus_per_worker=0.0, device="auto", options=None,
+            warm_start=True, progress=True, on_row=None, flush_seconds=60.0) -> dict:
+    """Flow over every clip of `input`; scores (and flow archives) into the folder `output`.
+
+    input: a folder of videos (recursive), a folder of frame folders, or a manifest
+    (.txt / .csv / .parquet with a `path` column). model, weights, options (e.g.
+    {"iters": 12}), device: as for `cvflow.create`; every, max_side, warm_start: as for
+    `cvflow.video.iter_video_flow`. save: "score" (the table only), "flow" (archives;
+    the table's magnitude columns are then NaN), "both". fp16: archives in float16.
+    engine: "local" or "ray" (needs `pip install cvflow[ray]`); address: a Ray cluster
+    to join (default: start Ray here); workers: actors in the pool; gpus_per_worker:
+    each actor's GPU share (0: CPU). on_row(row): called after each clip is recorded.
+    flush_seconds: rewrite the table at least this often during the run.
+
+    Returns {"clips", "computed", "skipped", "errors", "seconds", "table", "engine"}. On
+    Ctrl-C every completed clip is in the table and ExtractInterrupted is raised.
+    """
+    if engine not in ENGINES:
+        raise InputError(f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"`workers` must be an int >= 1, got {workers!r}")
+    if not isinstance(gpus_per_worker, (int, float)) or not 0 <= gpus_per_worker < math.inf:
+        raise InputError(f"`gpus_per_worker` must be a number >= 0, got {gpus_per_worker!r}")
+    if engine == "local" and (address is not None or workers != 1 or gpus_per_worker):
+        raise InputError("`address`, `workers` and `gpus_per_worker` are for engine 'ray' (engine 'local' runs "
+                         f"in this process), got address={address!r}, workers={workers}, "
+                         f"gpus_per_worker={gpus_per_worker}")
+    if on_row is not None and not callable(on_row):
+        raise CvflowTypeError(f"`on_row` must be callable, got {type(on_row).__name__}")
+    out = check_output_dir(output, "output")  # a bad OUT fails before any work
+    if engine == "ray":
+        from cvflow.extraction_ray import require_ray
+
+        require_ray()  # a missing extra fails before any work
+    clips = find_clips(input)
+    settings, flat = make_settings(model, weights, every=every, max_side=max_side, save=save, fp16=fp16,
+                                   warm_start=warm_start, device=device, options=options)
+    table = ScoreTable(out)
+    done = _done(table.load(), settings, out)
+    todo = [c for c in clips if c["path"] not in done]
+    _write_settings(out, settings)
+    settings["out_dir"] = str(out.absolute())
+    if engine == "local":
+        rows = run_local(todo, settings, flat)
+    else:
+        from cvflow.extraction_ray import run_ray
+
+        rows = run_ray(todo, settings, flat, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+    return _record(rows, table, len(clips), len(clips) - len(todo), engine, progress, on_row, flush_seconds)
+
+
+def _done(rows, settings, out) -> set:
+    """Keys of clips done with these settings; refuses an OUT holding results of other settings."""
+    other = sorted({r["fingerprint"] for r in rows.values()} - {settings["fingerprint"]})
+    if other:
+        raise InputError(f"{out} holds results made with other settings (fingerprint {', '.join(other)}; "
+                         f"this run: {settings['fingerprint']}){_settings_diff(out, settings)}; write to "
+                         "another output folder, or remove the old results")
+    need_file = settings["save"] != "score"
+    return {k for k, r in rows.items()
+            if r["status"] == "ok" and (not need_file or (out / r["flow_file"]).is_file())}
+
+
+def _settings_diff(out, settings) -> str:
+    try:
+        old = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    diff = [f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in _FINGERPRINTED if old.get(k) != settings[k]]
+    return f": {', '.join(diff)}" if diff else ""
+
+
+def _write_settings(out, settings) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{TMP}{os.getpid()}-{SETTINGS_FILE}"
+    tmp.write_text(json.dumps({k: v for k, v in settings.items() if k != "out_dir"}, indent=1, default=str))
+    os.replace(tmp, out / SETTINGS_FILE)
+
+
+def _record(rows, table, total, skipped, engine, progress, on_row, flush_seconds) -> dict:
+    """Journal each row as it arrives, rewrite the table now and then and at the end (also on Ctrl-C)."""
+    start = last_flush = time.perf_counter()
+    bar = _bar(total - skipped, progress)
+    computed = 0
+
+    def summary():
+        errors = sum(r["status"] == "error" for r in table.rows.values())
+        return {"clips": total, "computed": computed, "skipped": skipped, "errors": errors,
+                "seconds": time.perf_counter() - start, "table": str(table.path), "engine": engine}
+
+    try:
+        for row in rows:
+            table.add(row)
+            computed += 1
+            if bar is not None:
+                bar.update()
+            if on_row is not None:
+                on_row(row)
+            if time.perf_counter() - last_flush > flush_seconds:
+                table.write()
+                last_flush = time.perf_counter()
+    except KeyboardInterrupt:
+        rows.close()  # stops the engine (Ray: its actors) before the table is written
+        table.write()
+        raise ExtractInterrupted(summary()) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        table.close()
+    rows.close()
+    table.write()
+    sweep_temporaries(table.dir)
+    return summary()
+
+
+def _bar(total, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm  # optional (extra `progress`)
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="extract", unit="clip", file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,78 @@
+"""`cvflow extract`: the command line of `cvflow.extract` (registered by `cvflow.cli`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = (
+    "Compute the flow between consecutive frames of many clips and a motion score per clip. INPUT: a folder "
+    "of videos (searched recursively), a folder of frame folders, or a manifest (.txt one path a line, "
+    ".csv/.parquet with a `path` column). OUT receives scores.parquet (scores.csv without pyarrow): one row "
+    "per clip with status, pairs, frame size and the mean/median/p90 flow magnitude (px, and over the frame "
+    "diagonal); with --save flow|both, flow/<xx>/<name>-<hash>.npz per clip. A rerun with the same settings "
+    "skips the clips done and redoes missing or failed ones; Ctrl-C keeps every completed clip (exit 130).")
+
+
+def add_parser(sub, model_args) -> argparse.ArgumentParser:
+    """Add the `extract` subcommand to the subparsers `sub`; `model_args(p)` adds -m/--weights/..."""
+    from cvflow.cli import _positive_int
+
+    p = sub.add_parser("extract", help="flow and motion scores over many videos (locally or on Ray)",
+                       description=DESCRIPTION)
+    p.add_argument("input", metavar="INPUT", help="folder of videos / frame folders, or a manifest")
+    model_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
+    p.add_argument("--every", type=_positive_int, default=1, metavar="N",
+                   help="use every N-th frame (pairs 0->N, N->2N, ...; default 1)")
+    p.add_argument("--max-side", type=_positive_int, default=None, metavar="S",
+                   help="downsize frames so the longer side is <= S px; flow and scores are then at that size")
+    p.add_argument("--save", choices=["score", "flow", "both"], default="score",
+                   help="score: the table (default); flow: one .npz of flows per clip (no magnitude "
+                        "columns); both")
+    p.add_argument("--fp16", action="store_true", help="store the flow archives in float16")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="RAFT family: do not start each pair from the previous pair's flow")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data actors (pip install 'cvflow[ray]')")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start Ray here")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="Ray actors, each with its own model (default 1)")
+    p.add_argument("--gpus-per-worker", type=_share, default=0.0, metavar="F",
+                   help="GPU share of each Ray actor, e.g. 0.5 (default 0: CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_extract)
+    return p
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def cmd_extract(args) -> int:
+    from cvflow.cli import _options
+    from cvflow.extraction import ExtractInterrupted, extract
+
+    options = _options(args.opt)
+    if args.iters is not None:
+        options["iters"] = args.iters
+    try:
+        res = extract(args.input, args.output, args.model, weights=args.weights, every=args.every,
+                      max_side=args.max_side, save=args.save, fp16=args.fp16, engine=args.engine,
+                      address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                      device=args.device, options=options, warm_start=not args.no_warm_start,
+                      progress=not args.no_progress)
+    except ExtractInterrupted as stop:
+        res = stop.summary
+        print(f"cvflow extract: interrupted after {res['computed']} clips; {res['table']} holds every "
+              "completed clip (rerun to finish)", file=sys.stderr)
+        return 130
+    print(f"{res['clips']} clips: {res['computed']} computed, {res['skipped']} already done, "
+          f"{res['errors']} with errors; wrote {res['table']} ({res['seconds']:.1f} s, {res['engine']})")
+    return 0
