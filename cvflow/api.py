@@ -1,7 +1,9 @@
 """The algorithm object users hold, mirroring cv2.DenseOpticalFlow, and `create`.
 
-`create(name)` resolves the model definition, loads and verifies its weights and
-places them on the device once; `calc` validates frames and runs the forward pass.
+`create(name)` resolves the model definition, builds the backend of the device
+(`cvflow.backends`: it owns prepared layers, workspace and constants), loads and
+verifies the weights and places them on it once; `calc` validates frames and runs the
+forward pass.
 """
 from __future__ import annotations
 
@@ -14,9 +16,7 @@ import numpy as np
 
 from cvflow import backend
 from cvflow.errors import CvflowTypeError, InputError, InputRangeWarning, ModelNotFoundError
-from cvflow.models.base import REGISTRY, ModelDef, nest
-from cvflow.ops import conv
-from cvflow.ops.arena import Arena
+from cvflow.models.base import REGISTRY, ModelDef
 from cvflow.ops.pad import pad_replicate
 from cvflow.settings import AlgorithmSettings
 
@@ -92,11 +92,12 @@ def _unit_range(img0, img1):
     return (lo, hi) if 0.0 <= lo and 0.0 < hi <= 1.0 else None
 
 
-def _to_bgr_float(img, xp):
-    img = xp.asarray(img)
+def _to_bgr_float(img, be):
+    """A frame as (H, W, 3) float32 on the backend's device."""
+    img = be.asarray(img, dtype=img.dtype)
     if img.ndim == 2:
-        img = xp.repeat(img[:, :, None], 3, axis=2)
-    return xp.ascontiguousarray(img, dtype=xp.float32)
+        img = be.xp.repeat(img[:, :, None], 3, axis=2)
+    return be.asarray(img)
 
 
 class OpticalFlow(AlgorithmSettings):
@@ -107,13 +108,12 @@ class OpticalFlow(AlgorithmSettings):
     such that I1[y + dy, x + dx] ~ I0[y, x].
     """
 
-    def __init__(self, model: ModelDef, params: dict, device: str, options: Mapping[str, Any]):
+    def __init__(self, model: ModelDef, params: dict, be, options: Mapping[str, Any]):
         self._model = model
         self._params = params
-        self._device = device
+        self._backend = be
         self._options = dict(model.options)
         self._flags = 0
-        self._arena = Arena(model.reuse_bytes)  # large CPU activations kept between calls
         self._weights_path = None  # the checkpoint create() loaded (None: a mapping of arrays)
         self._warned_range = False
         for key, value in options.items():
@@ -132,7 +132,7 @@ class OpticalFlow(AlgorithmSettings):
         img0, img1 = self._frames(I0, I1)
         init = self._initial_flow(flow, *I0.shape[:2])
         if init is not None:
-            init = backend.module_for(self._device).asarray(init, dtype=np.float32)
+            init = self._backend.asarray(init)
         out = self._run(img0, img1, init, self._one_way_options())
         return self._deliver(out, flow, I0)
 
@@ -180,14 +180,9 @@ class OpticalFlow(AlgorithmSettings):
         return [self.calc(a, b, f) for a, b, f in zip(frames0, frames1, flows)]
 
     def collectGarbage(self) -> None:
-        """Release the memory kept between calls: the CPU activation arena, this thread's
-        convolution scratch buffers, CuPy's pools."""
-        self._arena.release()
-        conv.release_scratch()
-        if self._device == "cuda":
-            cupy = backend.module_for("cuda")
-            cupy.get_default_memory_pool().free_all_blocks()
-            cupy.get_default_pinned_memory_pool().free_all_blocks()
+        """Release the memory kept between calls: the CPU activation arena and this
+        thread's convolution scratch buffers, or the CUDA executor's memory pools."""
+        self._backend.release()
 
     def getDefaultName(self) -> str:
         return f"DenseOpticalFlow.cvflow.{self._model.name}"
@@ -207,7 +202,7 @@ class OpticalFlow(AlgorithmSettings):
 
     @property
     def device(self) -> str:
-        return self._device
+        return self._backend.name
 
     @property
     def options(self) -> dict:
@@ -245,7 +240,7 @@ class OpticalFlow(AlgorithmSettings):
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
-        return f"<cvflow {self._model.name} on {self._device}{', ' + opts if opts else ''}>"
+        return f"<cvflow {self._model.name} on {self.device}{', ' + opts if opts else ''}>"
 
     # -- internals ------------------------------------------------------------------
     def _prepare(self):
@@ -253,7 +248,7 @@ class OpticalFlow(AlgorithmSettings):
         derives its matrices now, so the first `calc` costs what every later one does."""
         side = self._model.prepare_size
         if side:
-            blank = backend.module_for(self._device).zeros((side, side, 3), np.float32)
+            blank = self._backend.asarray(np.zeros((side, side, 3), np.float32))
             self._run(blank, blank, None, self._one_way_options())
 
     def _one_way_options(self):
@@ -273,8 +268,8 @@ class OpticalFlow(AlgorithmSettings):
             warnings.warn(f"`I0` and `I1` are float frames with values in [{seen[0]:.3g}, {seen[1]:.3g}]; "
                           "cvflow expects uint8 or float in 0..255 (as cv2.imread gives), so the flow will "
                           "be poor: multiply the frames by 255", InputRangeWarning, stacklevel=3)
-        xp = backend.module_for(self._device)
-        return _to_bgr_float(I0, xp), _to_bgr_float(I1, xp)
+        be = self._backend
+        return _to_bgr_float(I0, be), _to_bgr_float(I1, be)
 
     def _wants_initial_flow(self) -> bool:
         return bool(self._flags & OPTFLOW_USE_INITIAL_FLOW) or bool(self._options.get("warm_start", False))
@@ -289,16 +284,15 @@ class OpticalFlow(AlgorithmSettings):
         return flow
 
     def _run(self, img0, img1, init, options, both=False):
-        """Forward pass (in the object's arena, for models that reuse buffers); results
-        come back as arrays of their own. both: the model's `forward_both` (a tuple)."""
-        if not self._model.reuse_bytes:
-            return self._forward(img0, img1, init, options, both)
-        with self._arena.active():
+        """Forward pass in the backend's workspace; results come back as arrays of their
+        own (a CPU result may be an arena buffer or a view of one). both: the model's
+        `forward_both` (a tuple)."""
+        be = self._backend
+        with be.workspace():
             out = self._forward(img0, img1, init, options, both)
-        # A result may be an arena buffer or a view of one: hand out a copy that owns its memory.
         if isinstance(out, tuple):
-            return tuple(o.copy() for o in out)
-        return out.copy()
+            return tuple(be.detach(o) for o in out)
+        return be.detach(out)
 
     def _forward(self, img0, img1, init, options, both=False):
         """Forward pass, padding frames below the model's minimum size and cropping back."""
@@ -325,8 +319,8 @@ class OpticalFlow(AlgorithmSettings):
 
     def _deliver(self, out, flow, like):
         """Return on the caller's side: NumPy for NumPy frames; fill `flow` in place if it fits."""
-        if backend.get_xp(like) is np:
-            out = backend.to_numpy(out)
+        if isinstance(like, np.ndarray):
+            out = self._backend.to_host(out)
         out = out.astype(np.float32, copy=False)
         if flow is not None and getattr(flow, "shape", None) == out.shape and flow.dtype == np.float32 \
                 and backend.get_xp(flow) is backend.get_xp(out):
@@ -382,11 +376,10 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     from cvflow.weights import load_model_weights
 
     model = get_model(name)
-    dev = backend.resolve_device(device)
-    algo = OpticalFlow(model, {}, dev, options)  # checks the options before any loading
+    be = backend.make_backend(device, model.reuse_bytes)
+    algo = OpticalFlow(model, {}, be, options)  # checks the options before any loading
     flat = load_model_weights(model, weights)
-    placed = {k: backend.to_device(np.asarray(v, dtype=np.float32, order="C"), dev) for k, v in flat.items()}
-    algo._params = nest(placed)
+    algo._params = be.place(flat)
     if isinstance(weights, (str, os.PathLike)) and os.path.exists(weights):
         algo._weights_path = os.path.abspath(os.fspath(weights))
     elif weights is None or isinstance(weights, str):  # the default or a tag: the cached file read

@@ -1,8 +1,11 @@
-"""Array-module dispatch and device choice.
+"""Device choice and array-module dispatch.
 
-This is the only module that imports CuPy, and only lazily: ``import cvflow``
-never imports it. Ops get their array module from their input (``get_xp(x)``),
-so the device is fixed once, when a model's weights are placed at ``create()``.
+`make_backend` builds the backend a model runs on (`cvflow.backends`), once, at
+``create()``: the CPU backend, or the CUDA backend on the executor of
+`cvflow.backends.cuda.executor.get_executor` (CuPy on a device; the CPU emulator inside
+`cvflow.testing.cuda_emulator()`, the one test hook). CuPy is imported lazily: ``import
+cvflow`` never imports it. Generic ops take their array module from their input
+(``get_xp(x)``).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import sys
 
 import numpy as np
 
-from cvflow.errors import DeviceError, InputError
+from cvflow.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -45,20 +48,30 @@ def gpu_available() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """Map a user's ``device`` argument to "cpu" or "cuda"."""
+    """Map a user's ``device`` argument to "cpu" or "cuda" ("auto": CUDA only when CuPy
+    and a device are present; "cuda" is checked when its backend is made)."""
     if not isinstance(device, str) or device not in DEVICES:
         raise InputError(f"`device` must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "auto":
         return "cuda" if gpu_available() else "cpu"
-    if device == "cuda" and not gpu_available():
-        raise DeviceError("device='cuda' needs CuPy (pip install cvflow[cuda12] or "
-                          "cvflow[cuda13]) and a CUDA device; none was found")
     return device
 
 
-def module_for(device: str):
-    """Array module for a resolved device name."""
-    return _import_cupy() if device == "cuda" else np
+def make_backend(device: str, reuse_bytes: int = 0):
+    """The backend for a user's ``device`` argument. reuse_bytes: the CPU arena's floor
+    (`ModelDef.reuse_bytes`). Raises InputError for an unknown name, DeviceError when
+    "cuda" has no CuPy or no device."""
+    dev = resolve_device(device)
+    if dev == "cpu":
+        from cvflow.backends.cpu import CPUBackend
+
+        return CPUBackend(reuse_bytes)
+    from cvflow.backends.cuda.executor import get_executor
+
+    ex = get_executor()  # DeviceError without CuPy and a device
+    from cvflow.backends.cuda.backend import CudaBackend
+
+    return CudaBackend(ex)
 
 
 def to_numpy(x) -> np.ndarray:
@@ -67,10 +80,3 @@ def to_numpy(x) -> np.ndarray:
         return x
     get = getattr(x, "get", None)
     return get() if get is not None else np.asarray(x)
-
-
-def to_device(x: np.ndarray, device: str):
-    """Place a host array on ``device`` ("cpu" or "cuda")."""
-    if device == "cuda":
-        return module_for("cuda").asarray(x)
-    return to_numpy(x)

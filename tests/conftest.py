@@ -28,6 +28,11 @@ def _have_gpu() -> bool:
 HAVE_GPU = _have_gpu()
 
 
+def pytest_addoption(parser):
+    parser.addoption("--cuda-device", action="store_true", default=False,
+                     help="run the CUDA-backend tests on the GPU instead of the CPU emulator (bench/gpu_check.sh)")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs CuPy and a CUDA device")
     config.addinivalue_line("markers", "slow: long-running (golden full-resolution cases, benches)")

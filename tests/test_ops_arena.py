@@ -98,7 +98,7 @@ def test_calc_results_own_their_memory(stub_model):
     conv.conv2d(np.ones((1, 8, 8, 4), np.float32), {"weight": np.ones((4, 4, 3, 3), np.float32)})
     assert conv._LOCAL.bufs
     algo.collectGarbage()
-    assert algo._arena.nbytes == 0 and not getattr(conv._LOCAL, "bufs", None)
+    assert algo._backend.arena.nbytes == 0 and not getattr(conv._LOCAL, "bufs", None)
 
 
 def test_threads_sharing_one_object_never_share_a_buffer(stub_model):

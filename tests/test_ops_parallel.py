@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cvflow.ops import act, corr, parallel
 from cvflow.ops.act import add_relu_, leaky_relu, leaky_relu_, relu, relu_
 from cvflow.ops.corr import build_corr, corr_lookup
-from cvflow.ops.gru import conv_gru, conv_gru_constant, gru_step, h_gate_params, sep_conv_gru, sep_conv_gru_constant
+from cvflow.backends.cpu import CPUBackend
 from cvflow.ops.norm import batch_norm, batch_norm_, instance_norm
 
 
@@ -120,27 +120,39 @@ def _params(rng, ch, cin, ks):
 
 
 def test_gru_constant_input_equals_concatenated_input():
+    """[c, x] as parts (c's share computed once per pass and reused) equals the whole input."""
     rng = np.random.default_rng(1)
     ch, cc, cx = 6, 4, 5
     h, c, x = np.tanh(_rand(rng, 1, 9, 11, ch)), _rand(rng, 1, 9, 11, cc), _rand(rng, 1, 9, 11, cx)
     cx_all = np.concatenate([c, x], -1)
-    p = _params(rng, ch, ch + cc + cx, [("", (3, 3))])
-    np.testing.assert_allclose(conv_gru(h, x, p, conv_gru_constant(c, p)), conv_gru(h, cx_all, p), atol=1e-5)
-    p = _params(rng, ch, ch + cc + cx, [("1", (1, 5)), ("2", (5, 1))])
-    np.testing.assert_allclose(sep_conv_gru(h, x, p, sep_conv_gru_constant(c, p)), sep_conv_gru(h, cx_all, p),
-                               atol=1e-5)
+    be = CPUBackend()
+    for gru, ks in ((be.conv_gru, [("", (3, 3))]), (be.sep_conv_gru, [("1", (1, 5)), ("2", (5, 1))])):
+        p = _params(rng, ch, ch + cc + cx, ks)
+        with be.workspace():
+            first = gru(h, [c, x], p)
+            again = gru(first, [c, x], p)  # the memoised share of c
+        np.testing.assert_allclose(first, gru(h, [cx_all], p), atol=1e-5)
+        np.testing.assert_allclose(again, gru(first, [cx_all], p), atol=1e-5)
 
 
 def test_gru_step_takes_a_precomputed_h_share():
+    """A step whose h share of z, r comes from the flow head's fused conv (memoised by the
+    backend for that state) equals the step computing it itself."""
     from cvflow.ops.conv import conv2d
+    from cvflow.ops.gru import cell_parts
 
     rng = np.random.default_rng(2)
     ch, cx = 5, 3
     h, x = np.tanh(_rand(rng, 2, 7, 8, ch)), _rand(rng, 2, 7, 8, cx)
     p = _params(rng, ch, ch + cx, [("", (3, 3))])
-    pz, pr, pq = p["convz"], p["convr"], p["convq"]
-    share = conv2d(h, h_gate_params(pz, pr, pq, cx), padding=1)
-    np.testing.assert_array_equal(gru_step(h, x, pz, pr, pq, h_zr=share), gru_step(h, x, pz, pr, pq))
+    be = CPUBackend()
+    parts = cell_parts(be, p, "", ch, 0)
+    share = conv2d(h, parts["h_zr"], padding=1)
+    with be.workspace():
+        be.memo()[("h_zr", "", id(parts))] = (h, share)
+        fused = be.conv_gru(h, [x], p)
+        assert ("h_zr", "", id(parts)) not in be.memo()  # used once
+    np.testing.assert_array_equal(fused, be.conv_gru(h, [x], p))
 
 
 # -- correlation lookup split into pixel pieces ------------------------------------------------------

@@ -12,7 +12,7 @@ import cvflow
 from cvflow.models.base import REGISTRY, nest
 from cvflow.models.raft import forward
 from cvflow.ops.corr import build_corr, corr_lookup, corr_volume_bytes, pool_pyramid
-from cvflow.ops.gru import conv_gru, sep_conv_gru
+from cvflow.backends.cpu import CPUBackend
 from cvflow.ops.sample import bilinear_sample
 from cvflow.ops.upsample import convex_upsample, upsample_nearest
 
@@ -172,11 +172,37 @@ def _naive_step(h, x, p, sfx):
 def test_conv_grus_match_definition(seed, h, w):
     rng = np.random.default_rng(seed)
     state, inp = np.tanh(_rand(rng, 1, h, w, 4)), _rand(rng, 1, h, w, 3)
+    be = CPUBackend()
+    # the input whole, or as the two parts the reference concatenates (context, motion)
+    for x in ([inp], [np.ascontiguousarray(inp[..., :1]), np.ascontiguousarray(inp[..., 1:])]):
+        p = _gru_params(rng, 4, 3, [("", (3, 3))])
+        np.testing.assert_allclose(be.conv_gru(state, x, p), _naive_step(state, inp, p, ""), atol=1e-5)
+        p = _gru_params(rng, 4, 3, [("1", (1, 5)), ("2", (5, 1))])
+        want = _naive_step(_naive_step(state, inp, p, "1"), inp, p, "2")
+        np.testing.assert_allclose(be.sep_conv_gru(state, x, p), want, atol=1e-5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds, h=sizes, w=sizes)
+def test_flow_head_fused_with_the_next_gru_step_changes_nothing(seed, h, w):
+    """RAFT-small: the head's conv1 and the next ConvGRU step's h share are one conv."""
+    rng = np.random.default_rng(seed)
+    state, inp = np.tanh(_rand(rng, 1, h, w, 4)), _rand(rng, 1, h, w, 3)
     p = _gru_params(rng, 4, 3, [("", (3, 3))])
-    np.testing.assert_allclose(conv_gru(state, inp, p), _naive_step(state, inp, p, ""), atol=1e-5)
-    p = _gru_params(rng, 4, 3, [("1", (1, 5)), ("2", (5, 1))])
-    want = _naive_step(_naive_step(state, inp, p, "1"), inp, p, "2")
-    np.testing.assert_allclose(sep_conv_gru(state, inp, p), want, atol=1e-5)
+    head = {f"conv{i}": {"weight": 0.1 * _rand(rng, o, c, 3, 3), "bias": 0.1 * _rand(rng, o)}
+            for i, (o, c) in ((1, (5, 4)), (2, (2, 5)))}
+    x = [np.ascontiguousarray(inp[..., :1]), np.ascontiguousarray(inp[..., 1:])]
+    be = CPUBackend()
+    with be.workspace():
+        net = be.conv_gru(state, x, p)
+        delta = be.flow_head(net, head)
+        assert ("h_zr", "", id(be.prepared(p["convz"], "gru4,1", None))) in be.memo()
+        fused = be.conv_gru(net, x, p)
+    with CPUBackend().workspace():  # the head of a state not from a GRU: no fusion
+        plain = CPUBackend().flow_head(net.copy(), head)
+    np.testing.assert_allclose(delta, plain, atol=1e-5)
+    step = _naive_step(_naive_step(state, inp, p, ""), inp, p, "")
+    np.testing.assert_allclose(fused, step, atol=1e-5)
 
 
 # -- convex upsampling ------------------------------------------------------------------------

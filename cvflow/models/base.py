@@ -16,7 +16,9 @@ class ModelDef:
     """One registered model.
 
     forward(params, img0, img1, config, options, init_flow) -> (H, W, 2) float32 flow,
-    with img0/img1 float32 (H, W, 3) BGR in 0..255 and params the nested weight dict.
+    with img0/img1 float32 (H, W, 3) BGR in 0..255 and params the nested weight dict, as
+    placed by the object's backend (`cvflow.backends.base.Params`; the model runs its ops
+    on `backend_of(params)`).
     param_shapes(config) -> {checkpoint key (no `module.`): shape} for every tensor.
     prepare_size: side of a blank frame pair that `create()` runs once, so that every
     layer's derived weight matrices (transposed, Winograd-transformed) exist before the

@@ -9,12 +9,6 @@ NVIDIA flownet2-pytorch release (`conv1.0.weight`, `deconv5.0.bias`, `predict_fl
 """
 from __future__ import annotations
 
-from cvflow.ops import arena
-from cvflow.ops.act import leaky_relu_
-from cvflow.ops.conv import conv2d
-from cvflow.ops.conv_transpose import conv_transpose2d
-from cvflow.ops.corr import patch_correlation
-
 SLOPE = 0.1
 
 # (name, out_channels, kernel, stride); padding is (kernel - 1) // 2 throughout.
@@ -122,12 +116,12 @@ def param_shapes(cfg, prefix=""):
     return shapes
 
 
-def _conv_block(x, p, k, s):
+def _conv_block(be, x, p, k, s):
     """conv (bias) + LeakyReLU(0.1): the reference's `conv(batchNorm=False, ...)`."""
-    return conv2d(x, p["0"], stride=s, padding=(k - 1) // 2, act="leaky", slope=SLOPE)
+    return be.conv2d(x, p["0"], stride=s, padding=(k - 1) // 2, act="leaky", slope=SLOPE)
 
 
-def _encode(p, x, cfg):
+def _encode(be, p, x, cfg):
     """Run the encoder; returns the coarsest map and {level: skip map}."""
     plan = _encoder_plan(cfg)
     skips = {}
@@ -135,39 +129,40 @@ def _encode(p, x, cfg):
     if n_siam:
         cin, n = cfg["in_channels"], x.shape[0]
         # Both frames through the shared layers in one batch: first frames, then second ones.
-        feats = arena.concatenate([x[..., :cin], x[..., cin:]], axis=0)
+        feats = be.concat([x[..., :cin], x[..., cin:]], axis=0)
         for name, _, _, k, s, level in plan[:n_siam]:
-            feats = _conv_block(feats, p[name], k, s)
+            feats = _conv_block(be, feats, p[name], k, s)
             skips[level] = feats[:n]
         fa, fb = feats[:n], feats[n:]
         c = cfg["correlation"]
-        corr = leaky_relu_(patch_correlation(fa, fb, c["max_displacement"], c["stride"]), SLOPE)
-        redir = _conv_block(fa, p["conv_redir"], 1, 1)
-        x = arena.concatenate([redir, corr], axis=-1)
+        corr = be.leaky_relu_(be.patch_correlation(fa, fb, c["max_displacement"], c["stride"]), SLOPE)
+        redir = _conv_block(be, fa, p["conv_redir"], 1, 1)
+        x = be.concat([redir, corr])
     for name, _, _, k, s, level in plan[n_siam:]:
-        x = _conv_block(x, p[name], k, s)
+        x = _conv_block(be, x, p[name], k, s)
         skips[level] = x
     return x, skips
 
 
-def _predict(p, feat, level, cfg, inter):
+def _predict(be, p, feat, level, inter):
     if inter:
-        feat = conv2d(feat, p[f"inter_conv{level}"]["0"], padding=1)
-    return conv2d(feat, p[f"predict_flow{level}"], padding=1)
+        feat = be.conv2d(feat, p[f"inter_conv{level}"]["0"], padding=1)
+    return be.conv2d(feat, p[f"predict_flow{level}"], padding=1)
 
 
-def flownet(p, x, cfg):
-    """One encoder-decoder pass.
+def flownet(be, p, x, cfg):
+    """One encoder-decoder pass on backend `be`.
 
     p: nested weights of this net; x: (N, H, W, in_channels) with H, W multiples of
     2**levels (64 for FlowNetS/C/SD). Returns the finest predicted flow, (N, H/4, W/4, 2)
     for FlowNetS/C/SD and (N, H, W, 2) for the fusion net, in the net's own units.
     """
-    feat, skips = _encode(p, x, cfg)
+    feat, skips = _encode(be, p, x, cfg)
     steps, last, _ = _decoder_plan(cfg)
     for i, (level, _, _, _) in enumerate(steps):
-        flow = _predict(p, feat, level, cfg, cfg["inter_conv"] and i > 0)
-        up = conv_transpose2d(flow, p[f"upsampled_flow{level}_to_{level - 1}"], stride=2, padding=1)
-        dec = conv_transpose2d(feat, p[f"deconv{level - 1}"]["0"], stride=2, padding=1, act="leaky", slope=SLOPE)
-        feat = arena.concatenate([skips[level - 1], dec, up], axis=-1)
-    return _predict(p, feat, last, cfg, cfg["inter_conv"])
+        flow = _predict(be, p, feat, level, cfg["inter_conv"] and i > 0)
+        up = be.conv_transpose2d(flow, p[f"upsampled_flow{level}_to_{level - 1}"], stride=2, padding=1)
+        dec = be.conv_transpose2d(feat, p[f"deconv{level - 1}"]["0"], stride=2, padding=1, act="leaky",
+                                  slope=SLOPE)
+        feat = be.concat([skips[level - 1], dec, up])
+    return _predict(be, p, feat, last, cfg["inter_conv"])

@@ -12,12 +12,9 @@ back and rescaled per axis.
 from __future__ import annotations
 
 from cvflow.backend import get_xp
+from cvflow.backends.base import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.flownet import FLOWNETC, FLOWNETS, FLOWNETSD, FUSION, flownet, param_shapes, stacked
-from cvflow.ops import arena
-from cvflow.ops.norm import channel_norm
-from cvflow.ops.sample import warp
-from cvflow.ops.upsample import resize_bilinear, upsample_nearest
 
 DIV_FLOW = 20.0  # the nets predict flow / 20
 RGB_MAX = 255.0
@@ -69,79 +66,79 @@ def normalize(img0, img1):
     return x[None]
 
 
-def _upsample4(flow, mode):
+def _upsample4(be, flow, mode):
     n, h, w, _ = flow.shape
     if mode == "nearest":
-        return upsample_nearest(flow, 4)
-    return resize_bilinear(flow, 4 * h, 4 * w, align_corners=False)
+        return be.upsample_nearest(flow, 4)
+    return be.resize_bilinear(flow, 4 * h, 4 * w, align_corners=False)
 
 
-def _error(x, flow):
+def _error(be, x, flow):
     """Frame1 warped to frame0 by `flow` and the brightness error |frame0 - warped| (channel L2)."""
-    warped = warp(x[..., 3:], flow, padding="border")
-    return warped, channel_norm(x[..., :3] - warped)
+    warped = be.warp(x[..., 3:], flow, padding="border")
+    return warped, be.channel_norm(x[..., :3] - warped)
 
 
 def _sub(params, prefix):
     return params[prefix] if prefix else params
 
 
-def _chain(params, x, chain):
+def _chain(be, params, x, chain):
     """Run the chain on normalised frames x (1, H, W, 6); returns the full-resolution flow in px."""
-    xp = get_xp(x)
     flow = None
     for prefix, net, mode in chain:
         inp = x
         if flow is not None:
-            warped, err = _error(x, flow)
-            inp = arena.concatenate([x, warped, flow / xp.float32(DIV_FLOW), err], axis=-1)
-        flow = _upsample4(flownet(_sub(params, prefix), inp, net) * xp.float32(DIV_FLOW), mode)
+            warped, err = _error(be, x, flow)
+            inp = be.concat([x, warped, flow / flow.dtype.type(DIV_FLOW), err])
+        flow = _upsample4(be, flownet(be, _sub(params, prefix), inp, net) * x.dtype.type(DIV_FLOW), mode)
     return flow
 
 
-def _fuse(params, x, flow_css, fusion):
+def _fuse(be, params, x, flow_css, fusion):
     """FlowNet2's last stage: FlowNet-SD on the frames, then the fusion net over both flows."""
-    xp = get_xp(x)
     sd_prefix, sd_net = fusion["sd"]
     # The reference divides (not multiplies) SD's output by div_flow here; kept for parity.
-    flow_sd = upsample_nearest(flownet(_sub(params, sd_prefix), x, sd_net) / xp.float32(DIV_FLOW), 4)
-    _, err_sd = _error(x, flow_sd)
-    _, err_css = _error(x, flow_css)
-    inp = arena.concatenate([x[..., :3], flow_sd, flow_css, channel_norm(flow_sd), channel_norm(flow_css),
-                             err_sd, err_css], axis=-1)
+    flow_sd = be.upsample_nearest(flownet(be, _sub(params, sd_prefix), x, sd_net) / x.dtype.type(DIV_FLOW), 4)
+    _, err_sd = _error(be, x, flow_sd)
+    _, err_css = _error(be, x, flow_css)
+    inp = be.concat([x[..., :3], flow_sd, flow_css, be.channel_norm(flow_sd), be.channel_norm(flow_css),
+                     err_sd, err_css])
     prefix, net = fusion["net"]
-    return flownet(_sub(params, prefix), inp, net)
+    return flownet(be, _sub(params, prefix), inp, net)
 
 
-def predict(params, x, config):
+def predict(be, params, x, config):
     """Flow (N, H, W, 2) in px for normalised frame pairs x (N, H, W, 6), H and W multiples of 64."""
-    flow = _chain(params, x, config["chain"])
+    flow = _chain(be, params, x, config["chain"])
     if config["fusion"] is not None:
-        flow = _fuse(params, x, flow, config["fusion"])
+        flow = _fuse(be, params, x, flow, config["fusion"])
     return flow
 
 
-def resized_call(fn, x, multiple=MULTIPLE):
+def resized_call(fn, x, multiple=MULTIPLE, be=None):
     """fn(x) on x resized up to multiples of `multiple`; the flow comes back at x's size.
 
     x: (N, H, W, C); fn maps (N, H', W', C) -> (N, H', W', 2) flow in px of the resized
-    frames. Each flow axis is rescaled by the resize ratio of that axis.
+    frames. Each flow axis is rescaled by the resize ratio of that axis. be: the backend
+    that resizes (a CPU one when None).
     """
-    xp = get_xp(x)
+    be = backend_of(be)
     _, h, w, _ = x.shape
     h64, w64 = -(-h // multiple) * multiple, -(-w // multiple) * multiple
     if (h64, w64) == (h, w):
         return fn(x)
-    flow = fn(resize_bilinear(x, h64, w64, align_corners=False))
-    flow = resize_bilinear(flow, h, w, align_corners=False)
-    return flow * xp.asarray([w / w64, h / h64], dtype=flow.dtype)
+    flow = fn(be.resize_bilinear(x, h64, w64, align_corners=False))
+    flow = be.resize_bilinear(flow, h, w, align_corners=False)
+    return flow * be.xp.asarray([w / w64, h / h64], dtype=flow.dtype)
 
 
 def forward(params, img0, img1, config, options, init_flow=None):
     """(H, W, 3) BGR float32 frames in 0..255 -> (H, W, 2) float32 flow in px."""
+    be = backend_of(params)
     x = normalize(img0, img1)
-    flow = resized_call(lambda t: predict(params, t, config), x)
-    return get_xp(flow).ascontiguousarray(flow[0], dtype=flow.dtype)
+    flow = resized_call(lambda t: predict(be, params, t, config), x, be=be)
+    return be.xp.ascontiguousarray(flow[0], dtype=flow.dtype)
 
 
 def forward_both(params, img0, img1, config, options):
@@ -150,11 +147,11 @@ def forward_both(params, img0, img1, config, options):
     The input protocol is symmetric in the frames (one mean over both), so the swapped
     pair's input is the same tensor with its two frames' channels exchanged.
     """
-    xp = get_xp(img0)
+    be = backend_of(params)
     x = normalize(img0, img1)
-    x = xp.concatenate([x, xp.concatenate([x[..., 3:], x[..., :3]], axis=-1)])
-    flow = resized_call(lambda t: predict(params, t, config), x)
-    return xp.ascontiguousarray(flow[0]), xp.ascontiguousarray(flow[1])
+    x = be.concat([x, be.concat([x[..., 3:], x[..., :3]])], axis=0)
+    flow = resized_call(lambda t: predict(be, params, t, config), x, be=be)
+    return be.xp.ascontiguousarray(flow[0]), be.xp.ascontiguousarray(flow[1])
 
 
 _RELEASES = {

@@ -9,17 +9,10 @@ warping frame 1's features by the upsampled 1/8 flow.
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
+from cvflow.backends.base import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.gmflow_transformer import feature_transformer, propagate_flow
-from cvflow.ops.act import relu
-from cvflow.ops.conv import conv2d
-from cvflow.ops.matching import global_matching, local_matching
-from cvflow.ops.norm import instance_norm
 from cvflow.ops.pad import pad_to_multiple, unpad
-from cvflow.ops.posenc import add_window_position
-from cvflow.ops.sample import warp
-from cvflow.ops.upsample import convex_upsample, resize_bilinear
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,78 +22,84 @@ BASE_CONFIG = {"feature_channels": 128, "num_transformer_layers": 6, "ffn_dim_ex
 
 
 # --- backbone ---------------------------------------------------------------------
+# `be` is the backend the weights were placed on (cvflow.backends): every op runs on it.
 
-def residual_block(p, x, stride):
+def residual_block(be, p, x, stride):
     """Two 3x3 convs with instance norm and ReLU; a 1x1 conv + norm on the skip when the shape changes."""
-    y = relu(instance_norm(conv2d(x, p["conv1"], stride=stride, padding=1)))
-    y = relu(instance_norm(conv2d(y, p["conv2"], padding=1)))
+    y = be.instance_norm(be.conv2d(x, p["conv1"], stride=stride, padding=1), relu=True, inplace=True)
+    y = be.instance_norm(be.conv2d(y, p["conv2"], padding=1), relu=True, inplace=True)
     if "downsample" in p:
-        x = instance_norm(conv2d(x, p["downsample"]["0"], stride=stride))
-    return relu(x + y)
+        x = be.instance_norm(be.conv2d(x, p["downsample"]["0"], stride=stride), inplace=True)
+    return be.add_relu_(y, x)
 
 
-def backbone(p, x, num_scales):
+def backbone(be, p, x, num_scales):
     """(N, H, W, 3) normalised RGB -> feature maps from coarse (1/8) to fine, 128 channels each."""
-    x = relu(instance_norm(conv2d(x, p["conv1"], stride=2, padding=3)))
+    x = be.instance_norm(be.conv2d(x, p["conv1"], stride=2, padding=3), relu=True, inplace=True)
     last_stride = 2 if num_scales == 1 else 1   # refinement keeps 1/4 here
     for name, stride in (("layer1", 1), ("layer2", 2), ("layer3", last_stride)):
-        x = residual_block(p[name]["0"], x, stride)
-        x = residual_block(p[name]["1"], x, 1)
-    x = conv2d(x, p["conv2"])
+        x = residual_block(be, p[name]["0"], x, stride)
+        x = residual_block(be, p[name]["1"], x, 1)
+    x = be.conv2d(x, p["conv2"])
     if num_scales == 1:
         return [x]
     # One shared 3x3 conv at strides 1, 2, ... gives the coarser scales ("trident").
-    feats = [conv2d(x, p["trident_conv"], stride=2 ** i, padding=1) for i in range(num_scales)]
+    feats = [be.conv2d(x, p["trident_conv"], stride=2 ** i, padding=1) for i in range(num_scales)]
     return feats[::-1]
 
 
 # --- upsampling -------------------------------------------------------------------
 
-def upsample_flow(p, flow, feature, factor):
+def upsample_flow(be, p, flow, feature, factor):
     """Convex upsampling with weights predicted from [flow, feature] (no mask scaling, unlike RAFT)."""
-    xp = get_xp(flow)
-    x = xp.concatenate([flow, feature], axis=-1)
-    mask = conv2d(relu(conv2d(x, p["0"], padding=1)), p["2"])
-    return convex_upsample(flow, mask, factor)
+    x = be.concat([flow, feature])
+    mask = be.conv2d(be.conv2d(x, p["0"], padding=1, act="relu"), p["2"])
+    return be.convex_upsample(flow, mask, factor)
 
 
 # --- forward ----------------------------------------------------------------------
 
-def normalize(img):
+def normalize(img, xp):
     """(H, W, 3) BGR 0..255 -> RGB with ImageNet mean/std, float32."""
-    xp = get_xp(img)
     mean = xp.asarray(IMAGENET_MEAN, dtype=xp.float32)
     std = xp.asarray(IMAGENET_STD, dtype=xp.float32)
     return (img[..., ::-1] / xp.float32(255.0) - mean) / std
 
 
-def gmflow_flow(p, img0, img1, config, bidirectional=False):
+def add_window_position(be, f0, f1, splits):
+    """Add the same sine encoding to both (N, H, W, C) maps, restarted in each of splits x splits windows."""
+    _, h, w, c = f0.shape
+    pos = be.window_position(h, w, c, splits)
+    return f0 + pos, f1 + pos
+
+
+def gmflow_flow(be, p, img0, img1, config, bidirectional=False):
     """Flow at the padded resolution. img0, img1: (H, W, 3) normalised RGB, H and W
     multiples of the padding factor. Returns (B, H, W, 2), B = 2 (forward, backward)
     when bidirectional else 1."""
-    xp = get_xp(img0)
+    xp = be.xp
     num_scales = config["num_scales"]
-    feats = backbone(p["backbone"], xp.stack([img0, img1]), num_scales)
+    feats = backbone(be, p["backbone"], xp.stack([img0, img1]), num_scales)
     flow = None
     for s in range(num_scales):
         f0, f1 = feats[s][:1], feats[s][1:]
         if bidirectional and s > 0:
-            f0, f1 = xp.concatenate([f0, f1]), xp.concatenate([f1, f0])
+            f0, f1 = be.concat([f0, f1], axis=0), be.concat([f1, f0], axis=0)
         if flow is not None:
             _, h, w, _ = flow.shape
-            flow = resize_bilinear(flow, 2 * h, 2 * w, align_corners=True) * xp.float32(2)
-            f1 = warp(f1, flow, padding="zeros")
+            flow = be.resize_bilinear(flow, 2 * h, 2 * w, align_corners=True) * flow.dtype.type(2)
+            f1 = be.warp(f1, flow, padding="zeros")
         splits = config["attn_splits_list"][s]
-        f0, f1 = add_window_position(f0, f1, splits)
-        f0, f1 = feature_transformer(p["transformer"], f0, f1, splits)
+        f0, f1 = add_window_position(be, f0, f1, splits)
+        f0, f1 = feature_transformer(be, p["transformer"], f0, f1, splits)
         if bidirectional and s == 0:
             # Backward flow: frame 1 matched against frame 0 with the same features.
-            f0, f1 = xp.concatenate([f0, f1]), xp.concatenate([f1, f0])
+            f0, f1 = be.concat([f0, f1], axis=0), be.concat([f1, f0], axis=0)
         radius = config["corr_radius_list"][s]
-        delta = global_matching(f0, f1) if radius <= 0 else local_matching(f0, f1, radius)
+        delta = be.global_matching(f0, f1) if radius <= 0 else be.local_matching(f0, f1, radius)
         flow = delta if flow is None else flow + delta
-        flow = propagate_flow(p["feature_flow_attn"], f0, flow, config["prop_radius_list"][s])
-    return upsample_flow(p["upsampler"], flow, f0, config["upsample_factor"])
+        flow = propagate_flow(be, p["feature_flow_attn"], f0, flow, config["prop_radius_list"][s])
+    return upsample_flow(be, p["upsampler"], flow, f0, config["upsample_factor"])
 
 
 def forward(params, img0, img1, config, options, init_flow=None):
@@ -109,12 +108,13 @@ def forward(params, img0, img1, config, options, init_flow=None):
     With options["bidirectional"] it returns (forward flow, backward flow), both (H, W, 2).
     GMFlow takes no initial flow; `init_flow` is ignored.
     """
+    be = backend_of(params)
+    xp = be.xp
     factor = config["padding_factor"]
-    a, pads = pad_to_multiple(normalize(img0), factor)
-    b, _ = pad_to_multiple(normalize(img1), factor)
+    a, pads = pad_to_multiple(normalize(img0, xp), factor)
+    b, _ = pad_to_multiple(normalize(img1, xp), factor)
     bidir = bool(options.get("bidirectional", False))
-    xp = get_xp(a)
-    flows = unpad(gmflow_flow(params, a, b, config, bidirectional=bidir), pads)
+    flows = unpad(gmflow_flow(be, params, a, b, config, bidirectional=bidir), pads)
     if bidir:
         return xp.ascontiguousarray(flows[0]), xp.ascontiguousarray(flows[1])
     return xp.ascontiguousarray(flows[0])

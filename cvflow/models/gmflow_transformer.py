@@ -7,45 +7,39 @@ windows, shifted by half a window in every odd layer.
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
-from cvflow.ops.act import gelu
-from cvflow.ops.attention import attention, local_attention
-from cvflow.ops.linear import linear
-from cvflow.ops.norm import layer_norm
-from cvflow.ops.window import shifted_window_mask, window_attention
 
 # Tokens per feed-forward block.
 _FFN_ROWS = 512
 
 
-def _attend(q, k, v, splits, shift, mask):
+def _attend(be, q, k, v, splits, shift, mask):
     """Single-head attention of (N, H, W, C) maps, full or in (shifted) windows."""
     if splits > 1:
-        return window_attention(q, k, v, splits, shift=shift, mask=mask)
+        return be.window_attention(q, k, v, splits, shift=shift, mask=mask)
     n, h, w, c = q.shape
-    out = attention(q.reshape(n, h * w, c), k.reshape(n, h * w, c), v.reshape(n, h * w, c))
+    out = be.attention(q.reshape(n, h * w, c), k.reshape(n, h * w, c), v.reshape(n, h * w, c))
     return out.reshape(n, h, w, c)
 
 
-def attention_layer(p, source, target, splits, shift=False, mask=None):
+def attention_layer(be, p, source, target, splits, shift=False, mask=None):
     """source + message; message = norm1(merge(attn(q(source), k(target), v(target)))).
 
     Layers with an `mlp` (cross-attention) refine the message as
     norm2(mlp([source, message])) before the residual sum. source, target: (N, H, W, C).
     """
-    q = linear(source, p["q_proj"])
-    k = linear(target, p["k_proj"])
-    v = linear(target, p["v_proj"])
-    msg = layer_norm(linear(_attend(q, k, v, splits, shift, mask), p["merge"]), p["norm1"])
+    q = be.linear(source, p["q_proj"])
+    k = be.linear(target, p["k_proj"])
+    v = be.linear(target, p["v_proj"])
+    msg = be.layer_norm(be.linear(_attend(be, q, k, v, splits, shift, mask), p["merge"]), p["norm1"])
     if "mlp" in p:
-        msg = _feed_forward(p, source, msg)
+        msg = _feed_forward(be, p, source, msg)
     return source + msg
 
 
-def _feed_forward(p, source, msg):
+def _feed_forward(be, p, source, msg):
     """norm2(mlp([source, msg])), a block of tokens at a time (the 4x-wide hidden layer
     then stays in cache, which makes GELU several times faster)."""
-    xp = get_xp(source)
+    xp = be.xp
     c = source.shape[-1]
     src = source.reshape(-1, c)
     flat = msg.reshape(-1, c)
@@ -53,38 +47,38 @@ def _feed_forward(p, source, msg):
     for r0 in range(0, flat.shape[0], _FFN_ROWS):
         r1 = r0 + _FFN_ROWS
         x = xp.concatenate([src[r0:r1], flat[r0:r1]], axis=-1)
-        hidden = gelu(linear(x, p["mlp"]["0"]))
-        out[r0:r1] = layer_norm(linear(hidden, p["mlp"]["2"]), p["norm2"])
+        hidden = be.gelu(be.linear(x, p["mlp"]["0"]))
+        out[r0:r1] = be.layer_norm(be.linear(hidden, p["mlp"]["2"]), p["norm2"])
     return out.reshape(msg.shape)
 
 
-def feature_transformer(p, f0, f1, splits):
+def feature_transformer(be, p, f0, f1, splits):
     """Both frames' features after every layer: (g0, g1), each (N, H, W, C)."""
-    xp = get_xp(f0)
+    xp = be.xp
     n, h, w, _ = f0.shape
-    mask = shifted_window_mask(h, w, splits, xp) if splits > 1 else None
+    mask = be.shifted_window_mask(h, w, splits) if splits > 1 else None
     # Frame 0 queries frame 1 and frame 1 queries frame 0 in one batch.
     src = xp.concatenate([f0, f1], axis=0)
     for i in range(len(p["layers"])):
         layer = p["layers"][str(i)]
         shift = splits > 1 and i % 2 == 1
         tgt = xp.concatenate([src[n:], src[:n]], axis=0)
-        src = attention_layer(layer["self_attn"], src, src, splits, shift, mask)
-        src = attention_layer(layer["cross_attn_ffn"], src, tgt, splits, shift, mask)
+        src = attention_layer(be, layer["self_attn"], src, src, splits, shift, mask)
+        src = attention_layer(be, layer["cross_attn_ffn"], src, tgt, splits, shift, mask)
     return src[:n], src[n:]
 
 
-def propagate_flow(p, feature, flow, radius):
+def propagate_flow(be, p, feature, flow, radius):
     """Self-attention over `feature` that smooths `flow` (N, H, W, 2).
 
     radius <= 0: every pixel attends to all pixels. The reference projects the key
     from the projected query (k_proj(q_proj(f))), a harmless quirk kept for its weights.
     radius > 0: attention over the (2r+1)^2 neighbourhood, zero-padded keys and flow.
     """
-    q = linear(feature, p["q_proj"])
+    q = be.linear(feature, p["q_proj"])
     if radius > 0:
-        return local_attention(q, linear(feature, p["k_proj"]), flow, radius)
+        return be.local_attention(q, be.linear(feature, p["k_proj"]), flow, radius)
     n, h, w, c = q.shape
-    k = linear(q, p["k_proj"])
-    out = attention(q.reshape(n, h * w, c), k.reshape(n, h * w, c), flow.reshape(n, h * w, 2))
+    k = be.linear(q, p["k_proj"])
+    out = be.attention(q.reshape(n, h * w, c), k.reshape(n, h * w, c), flow.reshape(n, h * w, 2))
     return out.reshape(n, h, w, 2)

@@ -12,16 +12,9 @@ FlyingChairs), `warm_start` (start from the caller's flow, see `calc`), `corr_bu
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
+from cvflow.backends.base import backend_of
 from cvflow.models.base import ModelDef, register
-from cvflow.ops import arena, parallel
-from cvflow.ops.act import add_relu_, relu, relu_, tanh
-from cvflow.ops.conv import conv2d
-from cvflow.ops.corr import build_corr, corr_lookup, corr_volume_bytes
-from cvflow.ops.gru import conv_gru, conv_gru_constant, h_gate_params, sep_conv_gru, sep_conv_gru_constant
-from cvflow.ops.norm import batch_norm_, instance_norm
 from cvflow.ops.pad import pad_replicate, pad_to_multiple, unpad
-from cvflow.ops.upsample import convex_upsample, resize_bilinear
 
 _COMMON = {"corr_levels": 4, "stride": 8}
 
@@ -61,122 +54,83 @@ CONFIGS = {
 }
 
 OPTIONS = {"iters": 12, "warm_start": False, "corr_budget": 1 << 30}
+_SPLIT_PIXELS = 1920 * 1080  # frames from this size through the feature encoder one at a time
 
 
 # -- layers ------------------------------------------------------------------------------
-def _same(x, p):
-    """Stride-1 'same' convolution (odd kernel, zero padding k // 2)."""
-    kh, kw = p["weight"].shape[2:]
-    return conv2d(x, p, padding=(kh // 2, kw // 2))
-
-
-def _norm_relu(x, p, kind, relu=True):
+# `be` is the backend the weights were placed on (cvflow.backends): every op runs on it.
+def _norm_relu(be, x, p, kind, relu=True):
     """Normalisation (`kind`: instance, batch or none), then ReLU unless relu=False.
     In place on x: always a fresh convolution output here."""
     if kind == "instance":
-        return instance_norm(x, relu=relu, inplace=True)
+        return be.instance_norm(x, relu=relu, inplace=True)
     if kind == "batch":
-        return batch_norm_(x, p, relu=relu)
-    return relu_(x) if relu else x
+        return be.batch_norm_(x, p, relu=relu)
+    return be.relu_(x) if relu else x
 
 
-def _shortcut(x, p, stride, norm):
+def _shortcut(be, x, p, stride, norm):
     if stride == 1:
         return x
-    return _norm_relu(conv2d(x, p["downsample"]["0"], stride=stride), p["downsample"].get("1"), norm, relu=False)
+    return _norm_relu(be, be.conv2d(x, p["downsample"]["0"], stride=stride), p["downsample"].get("1"), norm,
+                      relu=False)
 
 
-def _residual_block(x, p, stride, norm):
-    y = _norm_relu(conv2d(x, p["conv1"], stride=stride, padding=1), p.get("norm1"), norm)
-    y = _norm_relu(conv2d(y, p["conv2"], padding=1), p.get("norm2"), norm)
-    return add_relu_(y, _shortcut(x, p, stride, norm))
+def _residual_block(be, x, p, stride, norm):
+    y = _norm_relu(be, be.conv2d(x, p["conv1"], stride=stride, padding=1), p.get("norm1"), norm)
+    y = _norm_relu(be, be.conv2d(y, p["conv2"], padding=1), p.get("norm2"), norm)
+    return be.add_relu_(y, _shortcut(be, x, p, stride, norm))
 
 
-def _bottleneck_block(x, p, stride, norm):
-    y = _norm_relu(conv2d(x, p["conv1"]), p.get("norm1"), norm)
-    y = _norm_relu(conv2d(y, p["conv2"], stride=stride, padding=1), p.get("norm2"), norm)
-    y = _norm_relu(conv2d(y, p["conv3"]), p.get("norm3"), norm)
-    return add_relu_(y, _shortcut(x, p, stride, norm))
+def _bottleneck_block(be, x, p, stride, norm):
+    y = _norm_relu(be, be.conv2d(x, p["conv1"]), p.get("norm1"), norm)
+    y = _norm_relu(be, be.conv2d(y, p["conv2"], stride=stride, padding=1), p.get("norm2"), norm)
+    y = _norm_relu(be, be.conv2d(y, p["conv3"]), p.get("norm3"), norm)
+    return be.add_relu_(y, _shortcut(be, x, p, stride, norm))
 
 
 _BLOCKS = {"residual": _residual_block, "bottleneck": _bottleneck_block}
 _STAGES = (("layer1", 1), ("layer2", 2), ("layer3", 2))
 
 
-def encoder(x, p, config, norm):
+def encoder(be, x, p, config, norm):
     """(N, H, W, 3) -> (N, H/8, W/8, conv2 channels): 7x7/2 stem, three stages of two blocks."""
     block = _BLOCKS[config["block"]]
-    x = _norm_relu(conv2d(x, p["conv1"], stride=2, padding=3), p.get("norm1"), norm)
+    x = _norm_relu(be, be.conv2d(x, p["conv1"], stride=2, padding=3), p.get("norm1"), norm)
     for name, stride in _STAGES:
-        x = block(x, p[name]["0"], stride, norm)
-        x = block(x, p[name]["1"], 1, norm)
-    return conv2d(x, p["conv2"])
+        x = block(be, x, p[name]["0"], stride, norm)
+        x = block(be, x, p[name]["1"], 1, norm)
+    return be.conv2d(x, p["conv2"])
 
 
-def motion_encoder(flow, corr, p, config):
+def motion_encoder(be, flow, corr, p, config):
     """Correlation and flow features -> (N, H, W, motion_dim), the flow in the last 2 channels."""
-    xp = get_xp(flow)
     cor = corr
     for i in range(len(config["corr_convs"])):
-        cor = relu_(_same(cor, p[f"convc{i + 1}"]))
-    flo = relu_(_same(flow, p["convf1"]))
-    flo = relu_(_same(flo, p["convf2"]))
-    out = relu_(_same(xp.concatenate([cor, flo], axis=-1), p["conv"]))
-    return xp.concatenate([out, flow], axis=-1)
+        cor = be.same_conv(cor, p[f"convc{i + 1}"], act="relu")
+    flo = be.same_conv(flow, p["convf1"], act="relu")
+    flo = be.same_conv(flo, p["convf2"], act="relu")
+    out = be.same_conv(be.concat([cor, flo]), p["conv"], act="relu")
+    return be.concat([out, flow])
 
 
-_GRUS = {"separable": (sep_conv_gru, sep_conv_gru_constant), "conv": (conv_gru, conv_gru_constant)}
+def update(be, net, inp, corr, flow, p, config):
+    """One refinement (the reference's update block): (hidden state, context, correlation
+    window, flow) -> (new state, flow delta). The GRU's input is [context, motion]."""
+    motion = motion_encoder(be, flow, corr, p["encoder"], config)
+    gru = be.sep_conv_gru if config["gru"] == "separable" else be.conv_gru
+    net = gru(net, [inp, motion], p["gru"])
+    return net, be.flow_head(net, p["flow_head"])
 
 
-def context_constant(inp, p, config):
-    """The context features' share of the GRU gates: computed once, reused by every update
-    (the GRU input is [context, motion] and the context does not change)."""
-    return _GRUS[config["gru"]][1](inp, p["gru"])
-
-
-def _head_params(p, config):
-    """flow_head.conv1, with the next update's GRU h-share (`h_gate_params`) appended when
-    both are the same single convolution over the new state (RAFT-small's 3x3 ConvGRU):
-    then one convolution serves both. Cached on the head's dict."""
-    head = p["flow_head"]["conv1"]
-    fused = head.get("_with_gru")
-    if fused is None and config["gru"] == "conv":
-        g = p["gru"]
-        share = h_gate_params(g["convz"], g["convr"], g["convq"], config["motion_dim"])["weight"]
-        if share.shape[2:] == head["weight"].shape[2:]:
-            xp = get_xp(share)
-            fused = head["_with_gru"] = {
-                "weight": xp.concatenate([head["weight"], share]),
-                "bias": xp.concatenate([head["bias"], xp.zeros(share.shape[0], share.dtype)]),
-            }
-    return fused
-
-
-def update(net, inp_const, corr, flow, p, config, h_zr=None, last=True):
-    """One refinement: (hidden state, `context_constant`, correlation, flow) -> (new state,
-    flow delta, the next update's `h_zr` or None). h_zr: from the previous update; last:
-    no update follows (nothing to precompute)."""
-    motion = motion_encoder(flow, corr, p["encoder"], config)
-    net = _GRUS[config["gru"]][0](net, motion, p["gru"], inp_const, h_zr)
-    fused = None if last else _head_params(p, config)
-    if fused is None:
-        head, h_zr = _same(net, p["flow_head"]["conv1"]), None
-    else:
-        both = _same(net, fused)
-        split = p["flow_head"]["conv1"]["weight"].shape[0]
-        head, h_zr = both[..., :split], both[..., split:]
-    delta = _same(relu_(head), p["flow_head"]["conv2"])
-    return net, delta, h_zr
-
-
-def upsample_flow(flow, net, p, config):
+def upsample_flow(be, flow, net, p, config):
     """1/8-resolution flow (N, h, w, 2) -> full resolution (N, 8h, 8w, 2), in full-resolution px."""
     s = config["stride"]
     if config["upsample"] == "convex":
-        mask = _same(relu_(_same(net, p["mask"]["0"])), p["mask"]["2"])
-        return convex_upsample(flow, mask * mask.dtype.type(0.25), s)
+        mask = be.same_conv(be.same_conv(net, p["mask"]["0"], act="relu"), p["mask"]["2"])
+        return be.convex_upsample(flow, mask * mask.dtype.type(0.25), s)
     n, h, w, _ = flow.shape
-    return resize_bilinear(flow, s * h, s * w, align_corners=True) * flow.dtype.type(s)
+    return be.resize_bilinear(flow, s * h, s * w, align_corners=True) * flow.dtype.type(s)
 
 
 # -- model ---------------------------------------------------------------------------------
@@ -201,97 +155,74 @@ def forward(params, img0, img1, config, options, init_flow=None):
     img0, img1: (H, W, 3) float32 BGR in 0..255. init_flow: (H, W, 2) float32 px or None.
     Returns (H, W, 2) float32, flow[y, x] = (dx, dy) px.
     """
-    xp = get_xp(img0)
+    be = backend_of(params)
+    xp = be.xp
     frames = xp.stack([img0, img1])[..., ::-1]                  # BGR -> RGB
     frames = 2 * (frames / xp.float32(255)) - 1
     frames, pads = pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), config["stride"])
 
-    fmaps = encoder(frames, params["fnet"], config, "instance")
-    ctx = encoder(frames[:1], params["cnet"], config, config["context_norm"])
+    if frames[0].size >= _SPLIT_PIXELS * 3:
+        # Large frames one at a time: the same numbers (every layer works per sample) with
+        # half the peak memory of the half-resolution activations. Smaller pairs stay one
+        # batch, whose activations the CPU backend's arena keeps between calls.
+        fmap0, fmap1 = (encoder(be, frames[i:i + 1], params["fnet"], config, "instance") for i in (0, 1))
+    else:
+        fmaps = encoder(be, frames, params["fnet"], config, "instance")
+        fmap0, fmap1 = fmaps[:1], fmaps[1:]
+    ctx = encoder(be, frames[:1], params["cnet"], config, config["context_norm"])
     hd = config["hidden_dim"]
-    net, inp = tanh(ctx[..., :hd]), relu(ctx[..., hd:])
-    inp_const = context_constant(inp, params["update_block"], config)
+    net, inp = be.tanh(ctx[..., :hd]), be.relu(ctx[..., hd:])
 
-    corr = build_corr(fmaps[:1], fmaps[1:], config["corr_levels"], options.get("corr_budget", 1 << 30))
+    corr = be.build_corr(fmap0, fmap1, config["corr_levels"], options.get("corr_budget", 1 << 30))
     n, h, w, _ = net.shape
     coords0 = coords_grid(n, h, w, xp)
     coords1 = coords0.copy()
     if init_flow is not None:
         coords1 = coords1 + _coarse_init(init_flow, pads, config["stride"])
-    iters, h_zr = options.get("iters", 12), None
-    for i in range(iters):
-        window = corr_lookup(corr, coords1, config["corr_radius"])
-        net, delta, h_zr = update(net, inp_const, window, coords1 - coords0, params["update_block"], config,
-                                  h_zr, last=i == iters - 1)
+    for _ in range(options.get("iters", 12)):
+        window = be.corr_lookup(corr, coords1, config["corr_radius"])
+        net, delta = update(be, net, inp, window, coords1 - coords0, params["update_block"], config)
         coords1 = coords1 + delta
-    up = upsample_flow(coords1 - coords0, net, params["update_block"], config)
+    up = upsample_flow(be, coords1 - coords0, net, params["update_block"], config)
     return xp.ascontiguousarray(unpad(up, pads)[0])
 
 
 def forward_both(params, img0, img1, config, options):
     """Flows img0 -> img1 and img1 -> img0 in one pass: (fw, bw), each (H, W, 2) float32 px.
 
-    Shared between the directions: the feature encoder's pass over both frames, and the
-    frame preparation. Both directions then run as one batch of two: the context
-    encoder sees both frames, the correlation state holds both pairs' pyramids (the
-    backward volume is the forward one transposed, see `_both_corr`), and the updates
-    run batched. Each direction equals `forward` on its pair (to float32 rounding).
+    Shared between the directions: the feature encoder's pass over both frames (the one
+    `forward` runs anyway) and the frame preparation. Both directions then run as one
+    batch of two: the context encoder sees both frames, the correlation state holds both
+    pairs, and the updates run batched. Each direction equals `forward` on its pair (to
+    float32 rounding).
     """
-    xp = get_xp(img0)
+    be = backend_of(params)
+    xp = be.xp
     frames = xp.stack([img0, img1])[..., ::-1]                  # BGR -> RGB
     frames = 2 * (frames / xp.float32(255)) - 1
     frames, pads = pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), config["stride"])
 
-    fmaps = encoder(frames, params["fnet"], config, "instance")
-    ctx = encoder(frames, params["cnet"], config, config["context_norm"])
-    hd = config["hidden_dim"]
-    net, inp = tanh(ctx[..., :hd]), relu(ctx[..., hd:])
-    inp_const = context_constant(inp, params["update_block"], config)
+    def encode(p, norm):  # large frames one at a time, as in `forward`
+        if frames[0].size >= _SPLIT_PIXELS * 3:
+            return be.concat([encoder(be, frames[i:i + 1], p, config, norm) for i in (0, 1)], axis=0)
+        return encoder(be, frames, p, config, norm)
 
-    corr = _both_corr(fmaps, config["corr_levels"], options.get("corr_budget", 1 << 30))
+    fmaps = encode(params["fnet"], "instance")
+    ctx = encode(params["cnet"], config["context_norm"])
+    hd = config["hidden_dim"]
+    net, inp = be.tanh(ctx[..., :hd]), be.relu(ctx[..., hd:])
+
+    corr = be.build_corr(fmaps, xp.ascontiguousarray(fmaps[::-1]), config["corr_levels"],
+                         options.get("corr_budget", 1 << 30))
     n, h, w, _ = net.shape
     coords0 = coords_grid(n, h, w, xp)
     coords1 = coords0.copy()
-    iters, h_zr = options.get("iters", 12), None
-    for i in range(iters):
-        window = corr_lookup(corr, coords1, config["corr_radius"])
-        net, delta, h_zr = update(net, inp_const, window, coords1 - coords0, params["update_block"], config,
-                                  h_zr, last=i == iters - 1)
+    for _ in range(options.get("iters", 12)):
+        window = be.corr_lookup(corr, coords1, config["corr_radius"])
+        net, delta = update(be, net, inp, window, coords1 - coords0, params["update_block"], config)
         coords1 = coords1 + delta
-    up = unpad(upsample_flow(coords1 - coords0, net, params["update_block"], config), pads)
+    up = unpad(upsample_flow(be, coords1 - coords0, net, params["update_block"], config), pads)
     return xp.ascontiguousarray(up[0]), xp.ascontiguousarray(up[1])
-
-
-def _both_corr(fmaps, levels, budget):
-    """`build_corr` state for the pairs (frame 0, frame 1) and (frame 1, frame 0) as a batch of
-    two. fmaps: (2, H, W, D). Level 0 of the backward volume is the forward one transposed
-    (C10[q, p] = f1[q] . f0[p] = C01[p, q]), so only its coarser levels take products."""
-    xp = get_xp(fmaps)
-    _, h, w, d = fmaps.shape
-    if corr_volume_bytes(2, h, w, levels, fmaps.dtype.itemsize) > budget:
-        return build_corr(fmaps, fmaps[::-1], levels, budget)  # on the fly: no volume to share
-    state = build_corr(fmaps, fmaps[::-1], levels, budget=0)   # scaled features and pyramids only
-    f = state["f1"].reshape(2, h * w, d)
-    volumes = []
-    for lvl, f2 in enumerate(state["pyramid"]):
-        hl, wl = f2.shape[1:3]
-        v = arena.empty(xp, (2, h * w, hl * wl), f.dtype)
-        if lvl == 0:
-            xp.matmul(f[0], f2[0].reshape(hl * wl, d).T, out=v[0])
-            _transpose_into(v[0], v[1])
-        else:
-            xp.matmul(f, f2.reshape(2, hl * wl, d).transpose(0, 2, 1), out=v)
-        volumes.append(v.reshape(2 * h * w, hl * wl))
-    return {**state, "volumes": volumes}
-
-
-def _transpose_into(src, dst, rows=256):
-    """dst[...] = src.T for square src, in strips of `rows` source rows (a whole-array
-    transposed copy misses the cache on every element: ~4x slower than these strips,
-    and slower than the matrix product it replaces), the strips spread over threads."""
-    def strip(a, b):
-        dst[:, a:b] = src[a:b].T
-    parallel.map_spans(strip, src.shape[0], src.shape[1], get_xp(src), rows * src.shape[1])
 
 
 # -- checkpoint layout -------------------------------------------------------------------

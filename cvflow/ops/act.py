@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
 from cvflow.backend import get_xp
 from cvflow.ops.parallel import map_spans
+
+try:  # a runtime dependency; bench/gpu_check.sh may run where only NumPy and CuPy are
+    import cv2
+except ImportError:
+    cv2 = None
 
 _PIECE = 1 << 19  # elements per in-place piece: 2 MiB of float32, cache-resident
 
@@ -23,7 +27,7 @@ def relu_(x):
     """In-place ReLU for buffers the caller owns. NumPy float32: cv2.threshold (SIMD and
     threaded; NumPy's maximum against a scalar is several times slower)."""
     xp = get_xp(x)
-    if xp is np and x.dtype == np.float32 and x.flags.c_contiguous and x.size:
+    if xp is np and cv2 is not None and x.dtype == np.float32 and x.flags.c_contiguous and x.size:
         flat = x.reshape(1, -1) if x.ndim < 2 else x.reshape(-1, x.shape[-1])
         cv2.threshold(flat, 0, 0, cv2.THRESH_TOZERO, dst=flat)  # x > 0 ? x : 0, in place
         return x

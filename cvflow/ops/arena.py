@@ -13,7 +13,8 @@ owns its memory alive (`ndarray.base`), so an array still in use anywhere - a sk
 connection, a result the caller kept - is never handed out twice. Buffers the arena
 did not hand out during an activation are dropped when it ends, and `release` drops
 them all. Other array modules (CuPy has its own pool) and small arrays bypass it.
-`OpticalFlow` activates its arena for models registered with `reuse_bytes`, the size
+The CPU backend (`cvflow.backends.cpu`) owns one arena per created object and activates
+it around each forward pass, for models registered with `reuse_bytes`, the size
 from which arrays are kept: 1 MiB for the FlowNet2 family, 32 MiB for RAFT (only its
 correlation volumes and half-resolution features: idle buffers are held until reused,
 and with RAFT's many sizes of smaller activations that raised the peak by 50% for no

@@ -72,15 +72,16 @@ def attention(q, k, v, bias=None, scale=None):
     return out.reshape(*lead, n_q, d)
 
 
-def neighbourhood_scores(q, k, radius):
+def neighbourhood_scores(q, k, radius, correlate=patch_correlation):
     """Dot products of each query with the keys in its (2r+1)^2 neighbourhood, / sqrt(C).
 
     q, k: (N, H, W, C). Keys outside the map read as zero (so score 0).
     Returns (N, H, W, (2r+1)^2), offset (dy, dx) at index (dy+r)*(2r+1) + (dx+r).
+    correlate: `patch_correlation` or another implementation of it (a backend's).
     """
     c = q.shape[-1]
     # patch_correlation averages over channels; rescale the mean to a 1/sqrt(C) dot product.
-    s = patch_correlation(q, k, max_displacement=radius, stride=1)
+    s = correlate(q, k, radius, 1)
     s *= q.dtype.type(math.sqrt(c))
     return s
 
@@ -98,13 +99,13 @@ def shift_neighbours(x, radius):
     return out
 
 
-def local_attention(q, k, v, radius):
+def local_attention(q, k, v, radius, correlate=patch_correlation):
     """Attention of each pixel over its (2r+1)^2 neighbourhood, zero padding at the border.
 
     Outside the map keys are zero (score 0, still in the softmax) and values are zero,
     as PyTorch's unfold with padding gives. q, k: (N, H, W, C); v: (N, H, W, D).
-    Returns (N, H, W, D).
+    Returns (N, H, W, D). correlate: as in `neighbourhood_scores`.
     """
-    prob = softmax(neighbourhood_scores(q, k, radius), axis=-1)
+    prob = softmax(neighbourhood_scores(q, k, radius, correlate), axis=-1)
     vn = shift_neighbours(v, radius)
     return (prob[..., None] * vn).sum(axis=-2)

@@ -10,6 +10,7 @@ import numpy as np
 
 from cvflow.backend import get_xp
 from cvflow.ops.attention import attention, neighbourhood_scores, softmax
+from cvflow.ops.corr import patch_correlation
 
 # Score of window positions outside frame 1: excluded from the softmax (reference value).
 _INVALID = -1e9
@@ -52,14 +53,15 @@ def window_valid(h, w, radius, xp=np):
     return xp.asarray((x >= 0) & (x < w) & (y >= 0) & (y < h))
 
 
-def local_matching(f0, f1, radius):
+def local_matching(f0, f1, radius, correlate=patch_correlation):
     """Flow (N, H, W, 2) from softmax over the (2r+1)^2 window of f1 around each pixel.
 
-    Window positions outside f1 are excluded. f0, f1: (N, H, W, C) float32.
+    Window positions outside f1 are excluded. f0, f1: (N, H, W, C) float32. correlate:
+    as in `neighbourhood_scores`.
     """
     xp = get_xp(f0)
     _, h, w, _ = f0.shape
-    scores = neighbourhood_scores(f0, f1, radius)
+    scores = neighbourhood_scores(f0, f1, radius, correlate)
     valid = window_valid(h, w, radius, xp)
     scores = xp.where(valid, scores, scores.dtype.type(_INVALID))
     prob = softmax(scores, axis=-1)

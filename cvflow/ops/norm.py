@@ -1,12 +1,16 @@
 """Normalisation layers in inference form, NHWC."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from cvflow.backend import get_xp
 from cvflow.ops.act import relu_
 from cvflow.ops.parallel import map_spans
+
+try:  # a runtime dependency; bench/gpu_check.sh may run where only NumPy and CuPy are
+    import cv2
+except ImportError:
+    cv2 = None
 
 
 def batch_norm(x, p, eps=1e-5):
@@ -73,7 +77,7 @@ def _sums64(a):
     On NumPy, cv2.reduce (a double accumulator per column, as PyTorch's kernel) over
     rows of at least 32 values: far faster than a float64 NumPy reduction."""
     xp = get_xp(a)
-    if xp is not np:
+    if xp is not np or cv2 is None:
         return a.sum(axis=0, dtype=xp.float64)
     m, c = a.shape
     k = 1

@@ -1,0 +1,264 @@
+"""What every backend is: the device a model runs on, chosen once at `create()`.
+
+A backend owns what is derived from the weights (prepared layers: transposed or
+Winograd matrices, split GRU gates, kernel layouts), the workspace (activation arena,
+scratch, memory pools: released by `release`, i.e. `collectGarbage`) and memoised
+constants (interpolation matrices, pixel grids, masks). The user's weight dict is never
+written. Models call ops on the backend (`be.conv2d(x, p, ...)`); `Backend` implements
+every op by the generic array code of `cvflow.ops` (which runs on NumPy or CuPy arrays
+alike), and the CPU and CUDA backends override the ops they do their own way.
+
+`Params` is the nested weight dict a backend placed; it carries its backend, so model
+functions keep the signature `forward(params, img0, img1, config, options, init_flow)`.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+
+import numpy as np
+
+from cvflow.ops import act, attention, corr, gru, matching, norm, sample, upsample, window
+from cvflow.ops import conv as conv_ops
+from cvflow.ops import conv_transpose as tconv_ops
+from cvflow.ops import linear as linear_ops
+from cvflow.ops import posenc
+
+
+class Params(dict):
+    """Nested weights placed on a backend (`backend` attribute); a plain dict otherwise."""
+
+    backend: "Backend"
+
+
+def backend_of(params) -> "Backend":
+    """The backend `params` were placed on (or `params` itself when it is a backend); a
+    fresh CPU backend for a plain dict or None (direct calls of a model's functions in
+    tests and scripts)."""
+    if isinstance(params, Backend):
+        return params
+    be = getattr(params, "backend", None)
+    if be is None:
+        from cvflow.backends.cpu import CPUBackend
+
+        be = CPUBackend()
+    return be
+
+
+class Backend:
+    """Generic ops over `xp` (NumPy or CuPy). Subclasses set `name` and `xp`."""
+
+    name = "generic"
+    xp = np
+
+    def __init__(self):
+        self._prepared: dict = {}   # (id(layer dict), kind) -> (layer dict, derived)
+        self._consts: dict = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()  # per-thread memos of one forward pass
+
+    # -- memory, placement, workspace ------------------------------------------------
+    def asarray(self, host, dtype=np.float32):
+        """A host array on this backend's device."""
+        return self.xp.asarray(host, dtype=dtype)
+
+    def to_host(self, x) -> np.ndarray:
+        return x if isinstance(x, np.ndarray) else np.asarray(x)
+
+    def place(self, flat: dict) -> Params:
+        """{"a.b.weight": host array} -> nested `Params` on this device."""
+        root = Params()
+        root.backend = self
+        for key, value in flat.items():
+            node = root
+            *path, leaf = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = self.asarray(np.asarray(value, dtype=np.float32, order="C"))
+        return root
+
+    def workspace(self):
+        """Context of one forward pass (the CPU backend's arena); clears the pass's memos."""
+        return _Pass(self, nullcontext())
+
+    def detach(self, out):
+        """A pass's result as an array that owns its memory (see the CPU backend's arena)."""
+        return out
+
+    def release(self) -> None:
+        """Give back the memory kept between calls (`collectGarbage`)."""
+
+    def empty(self, shape, dtype=np.float32):
+        return self.xp.empty(shape, dtype)
+
+    def concat(self, parts, axis=-1):
+        return self.xp.concatenate(parts, axis=axis)
+
+    # -- memoisation ---------------------------------------------------------------------
+    def prepared(self, layer: dict, kind: str, make):
+        """make(), derived from `layer` (a weight dict) once per backend; the layer dict
+        stays referenced so its id stays its own."""
+        key = (id(layer), kind)
+        hit = self._prepared.get(key)
+        if hit is None:
+            value = make()
+            with self._lock:
+                hit = self._prepared.setdefault(key, (layer, value))
+        return hit[1]
+
+    @property
+    def prepared_count(self) -> int:
+        return len(self._prepared)
+
+    def const(self, key, make):
+        """make() once per key (interpolation matrices, grids, masks): constants of shapes."""
+        value = self._consts.get(key)
+        if value is None:
+            value = make()
+            with self._lock:
+                value = self._consts.setdefault(key, value)
+        return value
+
+    def memo(self):
+        """This thread's memo dict for the current forward pass (see `workspace`)."""
+        m = getattr(self._local, "memo", None)
+        if m is None:
+            m = self._local.memo = {}
+        return m
+
+    # -- convolutions --------------------------------------------------------------------
+    def conv2d(self, x, p, stride=1, padding=0, dilation=1, act=None, slope=0.1):
+        """(N, H, W, C) -> (N, Ho, Wo, O); p = {"weight": (O, C, kh, kw), "bias"}. See
+        `cvflow.ops.conv.conv2d`; act: None, "relu" or "leaky"."""
+        return conv_ops.conv2d(x, self.prepared(p, "conv", lambda: dict(p)), stride, padding, dilation,
+                               act=act, slope=slope)
+
+    def conv_transpose2d(self, x, p, stride=1, padding=0, act=None, slope=0.1):
+        return tconv_ops.conv_transpose2d(x, self.prepared(p, "conv", lambda: dict(p)), stride, padding,
+                                          act=act, slope=slope)
+
+    def same_conv(self, x, p, act=None):
+        """Stride-1 convolution keeping H and W (odd kernels, zero padding k // 2)."""
+        kh, kw = p["weight"].shape[2:]
+        return self.conv2d(x, p, padding=(kh // 2, kw // 2), act=act)
+
+    def linear(self, x, p):
+        return linear_ops.linear(x, p)
+
+    # -- point-wise and normalisation ----------------------------------------------------
+    def relu(self, x):
+        return act.relu(x)
+
+    def relu_(self, x):
+        return act.relu_(x)
+
+    def add_relu_(self, y, x):
+        return act.add_relu_(y, x)
+
+    def leaky_relu_(self, x, slope=0.1):
+        return act.leaky_relu_(x, slope)
+
+    def tanh(self, x):
+        return act.tanh(x)
+
+    def gelu(self, x):
+        return act.gelu(x)
+
+    def instance_norm(self, x, relu=False, inplace=False, eps=1e-5):
+        return norm.instance_norm(x, eps, relu=relu, inplace=inplace)
+
+    def batch_norm_(self, x, p, relu=False, eps=1e-5):
+        return norm.batch_norm_(x, p, eps, relu=relu)
+
+    def layer_norm(self, x, p, eps=1e-5):
+        return norm.layer_norm(x, p, eps)
+
+    def channel_norm(self, x):
+        return norm.channel_norm(x)
+
+    # -- resampling ----------------------------------------------------------------------
+    def resize_bilinear(self, x, out_h, out_w, align_corners):
+        return upsample.resize_bilinear(x, out_h, out_w, align_corners)
+
+    def upsample_nearest(self, x, factor):
+        return upsample.upsample_nearest(x, factor)
+
+    def convex_upsample(self, flow, mask, factor):
+        return upsample.convex_upsample(flow, mask, factor)
+
+    def warp(self, img, flow, padding="zeros"):
+        """Backward warp, zeros outside (GMFlow) or border clamp (FlowNet2's Resample2d)."""
+        return sample.warp(img, flow, padding)
+
+    # -- correlation and matching --------------------------------------------------------
+    def build_corr(self, fmap1, fmap2, levels, budget=1 << 30):
+        return corr.build_corr(fmap1, fmap2, levels, budget)
+
+    def corr_lookup(self, state, coords, radius):
+        return corr.corr_lookup(state, coords, radius)
+
+    def patch_correlation(self, f1, f2, max_displacement=20, stride=2):
+        return corr.patch_correlation(f1, f2, max_displacement, stride)
+
+    def attention(self, q, k, v, bias=None):
+        return attention.attention(q, k, v, bias)
+
+    def window_attention(self, q, k, v, splits, shift=False, mask=None):
+        return window.window_attention(q, k, v, splits, shift=shift, mask=mask)
+
+    def shifted_window_mask(self, h, w, splits):
+        return self.const(("swin_mask", h, w, splits), lambda: window.shifted_window_mask(h, w, splits, self.xp))
+
+    def local_attention(self, q, k, v, radius):
+        return attention.local_attention(q, k, v, radius)
+
+    def global_matching(self, f0, f1):
+        return matching.global_matching(f0, f1)
+
+    def local_matching(self, f0, f1, radius):
+        return matching.local_matching(f0, f1, radius)
+
+    def window_position(self, h, w, channels, splits):
+        """GMFlow's sine encoding restarted in each of splits x splits windows, (H, W, C)."""
+        def make():
+            pos = posenc.sine_position(h // splits, w // splits, channels)
+            return self.asarray(np.tile(pos, (splits, splits, 1)))
+        return self.const(("window_position", h, w, channels, splits), make)
+
+    # -- RAFT's recurrent unit -----------------------------------------------------------
+    def conv_gru(self, h, x, p):
+        """RAFT-small's ConvGRU: new state for state h (N, H, W, Ch) and input x, given as
+        the list of the parts the reference concatenates ([context, motion])."""
+        return gru.gru_cell(self, h, x, p, "")
+
+    def sep_conv_gru(self, h, x, p):
+        """RAFT's SepConvGRU (a 1x5 step, then a 5x1 step); x as in `conv_gru`."""
+        return gru.gru_cell(self, gru.gru_cell(self, h, x, p, "1"), x, p, "2")
+
+    def flow_head(self, net, p):
+        """RAFT's FlowHead: conv2(relu(conv1(net))), (N, H, W, 2). When net just came out
+        of a GRU whose next step convolves it with conv1's kernel (RAFT-small), conv1 and
+        that step's h share are one convolution (`gru.head_with_h_share`)."""
+        last = self.memo().get("gru_out")
+        fused = gru.head_with_h_share(self, p["conv1"], last) if last is not None and last[0] is net else None
+        if fused is None:
+            return self.same_conv(self.same_conv(net, p["conv1"], act="relu"), p["conv2"])
+        both_params, key = fused
+        both = self.same_conv(net, both_params)
+        split = p["conv1"]["weight"].shape[0]
+        self.memo()[key] = (net, both[..., split:])
+        return self.same_conv(self.relu_(both[..., :split]), p["conv2"])
+
+
+class _Pass:
+    """`Backend.workspace()`: enter `inner`; on exit clear this thread's memos."""
+
+    def __init__(self, be, inner):
+        self.be, self.inner = be, inner
+
+    def __enter__(self):
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc):
+        self.be._local.memo = None
+        return self.inner.__exit__(*exc)

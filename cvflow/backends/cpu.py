@@ -1,0 +1,50 @@
+"""The CPU backend: the NumPy ops of `cvflow.ops` (BLAS products, cache-sized threaded
+passes), with an activation arena as its workspace.
+
+Every op is `Backend`'s generic one, whose NumPy paths are the fast ones; what is the
+CPU's own is memory: large activations come from the object's `Arena` (models
+registered with `reuse_bytes`), and `release` drops it and the calling thread's
+convolution scratch.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+
+from cvflow.backends.base import Backend, _Pass
+from cvflow.ops import arena as arena_ops
+from cvflow.ops import conv as conv_ops
+
+
+class CPUBackend(Backend):
+    """NumPy on the host. reuse_bytes: keep arrays of at least this size between calls
+    in an arena (0: none; see `cvflow.ops.arena`)."""
+
+    name = "cpu"
+    xp = np
+
+    def __init__(self, reuse_bytes: int = 0):
+        super().__init__()
+        self.arena = arena_ops.Arena(reuse_bytes) if reuse_bytes else None
+
+    def asarray(self, host, dtype=np.float32):
+        return np.ascontiguousarray(host, dtype=dtype)
+
+    def workspace(self):
+        return _Pass(self, self.arena.active() if self.arena is not None else nullcontext())
+
+    def detach(self, out):
+        """A result of a pass that owns its memory (not an arena buffer or a view of one)."""
+        return out if self.arena is None else out.copy()
+
+    def release(self) -> None:
+        if self.arena is not None:
+            self.arena.release()
+        conv_ops.release_scratch()
+
+    def empty(self, shape, dtype=np.float32):
+        return arena_ops.empty(np, shape, dtype)
+
+    def concat(self, parts, axis=-1):
+        return arena_ops.concatenate(parts, axis)

@@ -1,0 +1,106 @@
+"""RAFT's all-pairs correlation on the CUDA backend: pyramid and window lookup
+(kernels/pool.cu, kernels/corr_lookup.cu).
+
+Same numbers as cvflow/ops/corr.py. Level l of the pyramid correlates the first frame's
+features (scaled by 1/sqrt(D)) with the second frame's features average-pooled l times
+(2x2, odd trailing rows/columns dropped): pooling is linear, so this is RAFT's pooled
+volume. The lookup samples the (2r+1)^2 window around each coordinate bilinearly with
+zeros outside the map; within a level, channel a*(2r+1) + b holds offset
+(dx, dy) = (a - r, b - r) (the x offset outermost, as RAFT's).
+"""
+from __future__ import annotations
+
+import math
+
+from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
+from cvflow.errors import InputError
+
+_TAPS_BYTES = 64 << 20  # bound on the on-the-fly lookup's tap buffer (one pixel chunk, one level)
+
+
+def pool_pyramid(ex, f2, levels):
+    """[f2, pool(f2), ...]: `levels` maps (N, H >> l, W >> l, D), 2x2 average pooling."""
+    out = [contiguous(ex, f2)]
+    for _ in range(levels - 1):
+        x = out[-1]
+        n, h, w, d = x.shape
+        y = ex.empty((n, h // 2, w // 2, d))
+        launch_1d(ex, "pool:avg_pool2x2", y.size, x, y, i32(n), i32(h), i32(w), i32(d))
+        out.append(y)
+    return out
+
+
+def _scaled(ex, f1):
+    """(N*H*W, D) first-frame features times 1/sqrt(D), rounded as the NumPy op."""
+    d = f1.shape[-1]
+    return contiguous(ex, f1.reshape(-1, d) * f32(1 / math.sqrt(d)))
+
+
+def corr_pyramid(ex, f1, f2, levels):
+    """All-pairs volumes: f1, f2 (N, H, W, D) float32 -> list of `levels` arrays
+    (N*H*W, Hl, Wl), level l = (f1 / sqrt(D)) . pool^l(f2) (one matrix product each)."""
+    n, h, w, d = f1.shape
+    f1s = _scaled(ex, f1).reshape(n, h * w, d)
+    volumes = []
+    for f2l in pool_pyramid(ex, f2, levels):
+        hl, wl = f2l.shape[1:3]
+        v = ex.empty((n, h * w, hl * wl))
+        ex.matmul(f1s, f2l.reshape(n, hl * wl, d).transpose(0, 2, 1), out=v)
+        volumes.append(v.reshape(n * h * w, hl, wl))
+    return volumes
+
+
+def _check(coords, p, radius):
+    if tuple(coords.shape[-1:]) != (2,) or coords.size != 2 * p:
+        raise InputError(f"coords must be (N, H, W, 2) with N*H*W = {p}, got shape {tuple(coords.shape)}")
+    if not 0 <= radius <= 4:
+        raise InputError(f"radius must be 0..4, got {radius}")
+
+
+def corr_lookup(ex, pyramid, coords, radius):
+    """Window lookup in the volumes of :func:`corr_pyramid`.
+
+    pyramid: its list; coords: (N, H, W, 2) float32 (x, y) positions in frame 2 at level 0;
+    radius 0..4. Returns (N, H, W, levels*(2r+1)^2) float32, C-contiguous.
+    """
+    p = pyramid[0].shape[0]
+    _check(coords, p, radius)
+    pts = contiguous(ex, coords)
+    k = 2 * radius + 1
+    out = ex.empty(tuple(coords.shape[:-1]) + (len(pyramid) * k * k,))
+    for lvl, vol in enumerate(pyramid):
+        hl, wl = vol.shape[1:]
+        launch_1d(ex, "corr_lookup:raft_corr_lookup", p * k * k, contiguous(ex, vol), pts, out, i32(p),
+                  i32(hl), i32(wl), i32(radius), i32(lvl), i32(len(pyramid)), f32(0.5 ** lvl))
+    return out
+
+
+def corr_lookup_on_the_fly(ex, f1, f2_pyramid, coords, radius):
+    """:func:`corr_lookup` without the volumes (memory-bounded, for large frames): each
+    window's dot products are taken when looked up.
+
+    f1: (N, H, W, D) float32 (unscaled); f2_pyramid: :func:`pool_pyramid` of frame 2.
+    coords, radius and the result as :func:`corr_lookup`.
+    """
+    n, h, w, d = f1.shape
+    p = n * h * w
+    _check(coords, p, radius)
+    pts = contiguous(ex, coords)
+    f1s = _scaled(ex, f1)
+    k, s = 2 * radius + 1, 2 * radius + 2
+    levels = len(f2_pyramid)
+    out = ex.empty((n, h, w, levels * k * k))
+    rows = max(1, min(p, _TAPS_BYTES // (4 * s * s)))
+    taps = ex.empty((rows, s, s))
+    for lvl, f2l in enumerate(f2_pyramid):
+        f2l = contiguous(ex, f2l)
+        hl, wl = f2l.shape[1:3]
+        scale = f32(0.5 ** lvl)
+        for p0 in range(0, p, rows):
+            m = min(rows, p - p0)
+            if hl and wl:
+                launch_1d(ex, "corr_lookup:raft_corr_dots", m * s * s, f1s, f2l, pts, taps[:m], i32(p0), i32(m),
+                          i32(h * w), i32(hl), i32(wl), i32(d), i32(radius), scale)
+            launch_1d(ex, "corr_lookup:raft_corr_interp", m * k * k, taps[:m], pts, out, i32(p0), i32(m),
+                      i32(hl), i32(wl), i32(radius), i32(lvl), i32(levels), scale)
+    return out

@@ -1,0 +1,106 @@
+// RAFT's correlation window lookup (cvflow/ops/corr.py). For pixel p and pyramid level
+// l, the (2r+1)^2 window around coords[p] * 0.5^l is sampled bilinearly with zeros
+// outside the Hl x Wl map; channel l*K*K + a*K + b (K = 2r+1) holds offset
+// (dx, dy) = (a - r, b - r): the x offset outermost. All samples of a window share
+// one fractional part, so the sampling is separable: 2-tap interpolation along x,
+// then along y, rounded as the NumPy op (no FMA). One output element per thread.
+
+// Taps along one axis: tap t (0..2r+1) of the window at position `pos` lies at
+// base + t (base = floor(pos) - r, clamped far outside so the int cast is defined);
+// w0/w1 weight taps t and t+1 of sample t and are 0 for taps outside [0, size).
+__device__ __forceinline__ void axis_tap(float pos, int r, int size, int t, int* i0, int* i1,
+                                         float* w0, float* w1)
+{
+    float p0 = floorf(pos);
+    float frac = __fsub_rn(pos, p0);
+    int base = (int)fminf(fmaxf(p0, (float)(-r - 2)), (float)(size + r + 1)) - r;
+    int a = base + t, b = base + t + 1;
+    *w0 = (a >= 0 && a < size) ? __fsub_rn(1.0f, frac) : 0.0f;
+    *w1 = (b >= 0 && b < size) ? frac : 0.0f;
+    *i0 = min(max(a, 0), size - 1);
+    *i1 = min(max(b, 0), size - 1);
+}
+
+// v(x, y) for the 2x2 taps, weighted: x first, then y.
+__device__ __forceinline__ float interp(float v00, float v10, float v01, float v11,
+                                        float wx0, float wx1, float wy0, float wy1)
+{
+    float u0 = __fadd_rn(__fmul_rn(v00, wx0), __fmul_rn(v10, wx1));
+    float u1 = __fadd_rn(__fmul_rn(v01, wx0), __fmul_rn(v11, wx1));
+    return __fadd_rn(__fmul_rn(u0, wy0), __fmul_rn(u1, wy1));
+}
+
+// Lookup in the full volume of level `level`: vol (P, Hl, Wl), coords (P, 2) (x, y) at
+// level 0, out (P, levels*K*K); scale = 0.5^level.
+extern "C" __global__ void raft_corr_lookup(const float* __restrict__ vol, const float* __restrict__ coords,
+                                            float* __restrict__ out, int P, int Hl, int Wl, int r,
+                                            int level, int levels, float scale)
+{
+    int K = 2 * r + 1;
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= P * K * K) return;
+    int b = i % K;
+    int a = (i / K) % K;
+    int p = i / (K * K);
+    float* dst = out + ((long long)p * levels + level) * K * K + a * K + b;
+    if (Hl == 0 || Wl == 0) {  // pooled away: every tap is outside
+        *dst = 0.0f;
+        return;
+    }
+    int x0, x1, y0, y1;
+    float wx0, wx1, wy0, wy1;
+    axis_tap(__fmul_rn(coords[2 * p], scale), r, Wl, a, &x0, &x1, &wx0, &wx1);
+    axis_tap(__fmul_rn(coords[2 * p + 1], scale), r, Hl, b, &y0, &y1, &wy0, &wy1);
+    const float* v = vol + (long long)p * Hl * Wl;
+    *dst = interp(v[y0 * Wl + x0], v[y0 * Wl + x1], v[y1 * Wl + x0], v[y1 * Wl + x1], wx0, wx1, wy0, wy1);
+}
+
+// On the fly, step 1: taps[q, t, u] (q = p - p0 < rows; S = 2r+2 taps per axis, t along x,
+// u along y) = <f1[p], f2[n, y_u, x_t]> for the clamped tap positions, n = p / HW.
+// f1 (P, D) is already scaled by 1/sqrt(D); f2 (N, Hl, Wl, D).
+extern "C" __global__ void raft_corr_dots(const float* __restrict__ f1, const float* __restrict__ f2,
+                                          const float* __restrict__ coords, float* __restrict__ taps,
+                                          int p0, int rows, int HW, int Hl, int Wl, int D, int r, float scale)
+{
+    int S = 2 * r + 2;
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * S * S) return;
+    int u = i % S;
+    int t = (i / S) % S;
+    int p = p0 + i / (S * S);
+    int x0, x1, y0, y1;
+    float w0, w1;
+    axis_tap(__fmul_rn(coords[2 * p], scale), r, Wl, t, &x0, &x1, &w0, &w1);
+    axis_tap(__fmul_rn(coords[2 * p + 1], scale), r, Hl, u, &y0, &y1, &w0, &w1);
+    const float* a = f1 + (long long)p * D;
+    const float* b = f2 + (((long long)(p / HW) * Hl + y0) * Wl + x0) * D;
+    float s = 0.0f;
+    for (int d = 0; d < D; ++d) s += a[d] * b[d];
+    taps[i] = s;
+}
+
+// On the fly, step 2: the window of pixels p0 .. p0+rows from their taps (as raft_corr_lookup).
+extern "C" __global__ void raft_corr_interp(const float* __restrict__ taps, const float* __restrict__ coords,
+                                            float* __restrict__ out, int p0, int rows, int Hl, int Wl,
+                                            int r, int level, int levels, float scale)
+{
+    int K = 2 * r + 1, S = 2 * r + 2;
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * K * K) return;
+    int b = i % K;
+    int a = (i / K) % K;
+    int q = i / (K * K);
+    int p = p0 + q;
+    float* dst = out + ((long long)p * levels + level) * K * K + a * K + b;
+    if (Hl == 0 || Wl == 0) {
+        *dst = 0.0f;
+        return;
+    }
+    int x0, x1, y0, y1;
+    float wx0, wx1, wy0, wy1;
+    axis_tap(__fmul_rn(coords[2 * p], scale), r, Wl, a, &x0, &x1, &wx0, &wx1);
+    axis_tap(__fmul_rn(coords[2 * p + 1], scale), r, Hl, b, &y0, &y1, &wy0, &wy1);
+    const float* v = taps + (long long)q * S * S;
+    *dst = interp(v[a * S + b], v[(a + 1) * S + b], v[a * S + b + 1], v[(a + 1) * S + b + 1],
+                  wx0, wx1, wy0, wy1);
+}

@@ -1,0 +1,79 @@
+// Normalisation layers, NHWC (cvflow/ops/norm.py). No shared memory: instance norm's
+// statistics are per-chunk partial sums (one thread per sample, chunk and channel),
+// then one thread per sample and channel adds the chunks in order.
+
+// partial[(n*chunks + k)*C + c] = sum over pixels m of chunk k of v, in double, where
+// v = x[n, m, c] (pass 0) or (x - mean[n, c])^2 rounded to float (pass 1), as the
+// NumPy op (float32 centring and square, float64 sums).
+extern "C" __global__ void inorm_partial(const float* __restrict__ x, const float* __restrict__ mean,
+                                         double* __restrict__ partial, int N, int M, int C,
+                                         int chunk, int chunks, int pass)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N * chunks * C) return;
+    int c = i % C;
+    int t = i / C;
+    int k = t % chunks, n = t / chunks;
+    int m0 = k * chunk;
+    int m1 = min(M, m0 + chunk);
+    const float* px = x + (long long)n * M * C + c;
+    float mu = pass ? mean[n * C + c] : 0.0f;
+    double s = 0.0;
+    for (int m = m0; m < m1; ++m) {
+        float v = px[(long long)m * C];
+        if (pass) {
+            float d = __fsub_rn(v, mu);
+            v = __fmul_rn(d, d);
+        }
+        s += (double)v;
+    }
+    partial[i] = s;
+}
+
+// pass 0: mean[n, c] = float(sum / M); pass 1: alpha[n, c] = float(1 / sqrt(sum / M + eps)).
+extern "C" __global__ void inorm_stats(const double* __restrict__ partial, float* __restrict__ mean,
+                                       float* __restrict__ alpha, int N, int M, int C, int chunks,
+                                       int pass, double eps)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N * C) return;
+    int c = i % C, n = i / C;
+    double s = 0.0;
+    for (int k = 0; k < chunks; ++k) s += partial[((long long)n * chunks + k) * C + c];
+    if (pass == 0) mean[i] = (float)(s / M);
+    else alpha[i] = (float)(1.0 / sqrt(s / M + eps));
+}
+
+// out = (x - mean) * alpha (then ReLU if relu); out may be x.
+extern "C" __global__ void inorm_apply(const float* x, const float* __restrict__ mean,
+                                       const float* __restrict__ alpha, float* out,
+                                       int N, int M, int C, int relu)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N * M * C) return;
+    int c = i % C, n = i / (M * C);
+    float v = __fmul_rn(__fsub_rn(x[i], mean[n * C + c]), alpha[n * C + c]);
+    out[i] = relu && !(v > 0.0f) ? 0.0f : v;
+}
+
+// Inference batch norm in place: x = x*scale + shift (rounded twice, as NumPy), ReLU if relu.
+extern "C" __global__ void scale_shift(float* __restrict__ x, const float* __restrict__ scale,
+                                       const float* __restrict__ shift, int total, int C, int relu)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    int c = i % C;
+    float v = __fadd_rn(__fmul_rn(x[i], scale[c]), shift[c]);
+    x[i] = relu && !(v > 0.0f) ? 0.0f : v;
+}
+
+// FlowNet2's ChannelNorm: out[p] = sqrt(sum_c x[p, c]^2), one pixel per thread.
+extern "C" __global__ void channel_norm(const float* __restrict__ x, float* __restrict__ out, int P, int C)
+{
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= P) return;
+    const float* px = x + (long long)p * C;
+    float s = 0.0f;
+    for (int c = 0; c < C; ++c) s = __fadd_rn(s, __fmul_rn(px[c], px[c]));
+    out[p] = sqrtf(s);
+}
