@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cvflow  # noqa: E402
-from cvflow.models.base import REGISTRY  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from gpu_inputs import random_weights  # noqa: E402,F401  (one recipe for every bench)
 
 # (model name, H, W, GFLOP per pair, options). GFLOP counts as in ../shared/README.md.
 BENCHES = [
@@ -59,21 +61,6 @@ def _timed(fn):
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
-
-
-def random_weights(name, seed=0):
-    """Fan-in scaled uniform weights of the registered model's checkpoint shapes."""
-    model = REGISTRY[name]
-    rng = np.random.default_rng(seed)
-    out = {}
-    for key, shape in model.param_shapes(model.config).items():
-        if key.endswith("running_var"):
-            out[key] = np.ones(shape, np.float32)
-            continue
-        fan = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        scale = np.sqrt(3.0 / fan) if len(shape) > 1 else 0.05
-        out[key] = np.asarray(scale * (2 * rng.random(shape, dtype=np.float32) - 1), np.float32)
-    return out
 
 
 def frames(h, w):

@@ -121,7 +121,7 @@ def case_inputs(family, case):
 
 
 def random_weights(name, seed=0):
-    """Fan-in scaled uniform weights of the model's checkpoint shapes (as bench/cpu.py)."""
+    """Fan-in scaled uniform weights of the model's checkpoint shapes (every bench uses these)."""
     model = REGISTRY[name]
     rng = np.random.default_rng(seed)
     out = {}
