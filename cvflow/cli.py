@@ -38,10 +38,15 @@ def _create(args):
     """The algorithm named by the common model arguments (-m, --weights, --device, --iters, --opt)."""
     import cvflow
 
+    return cvflow.create(args.model, weights=args.weights, device=args.device, **model_options(args))
+
+
+def model_options(args) -> dict:
+    """Model options from the common arguments: `--opt key=value` pairs, then `--iters`."""
     opts = _options(args.opt)
     if args.iters is not None:
         opts["iters"] = args.iters
-    return cvflow.create(args.model, weights=args.weights, device=args.device, **opts)
+    return opts
 
 
 def _options(pairs):

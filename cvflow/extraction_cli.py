@@ -56,12 +56,10 @@ def _share(text: str) -> float:
 
 
 def cmd_extract(args) -> int:
-    from cvflow.cli import _options
+    from cvflow.cli import model_options
     from cvflow.extraction import ExtractInterrupted, extract
 
-    options = _options(args.opt)
-    if args.iters is not None:
-        options["iters"] = args.iters
+    options = model_options(args)
     try:
         res = extract(args.input, args.output, args.model, weights=args.weights, every=args.every,
                       max_side=args.max_side, save=args.save, fp16=args.fp16, engine=args.engine,
