@@ -129,6 +129,23 @@ def _separable(keys, marker: str) -> bool:
     return any(marker in k for k in keys)
 
 
+def _rename_all(weights: Mapping, rules, skip, layout: str) -> dict:
+    """Every key but those in `skip` renamed by `rules`, in order; WeightsError names
+    every key no rule covers (`layout`: the source layout, for the message)."""
+    out, unknown = {}, []
+    for key, value in weights.items():
+        if key in skip:
+            continue
+        new = rename_key(key, rules)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise WeightsError(f"keys outside {layout} RAFT layout ({len(unknown)}): {', '.join(unknown)}")
+    return out
+
+
 def torchvision_to_authors(weights: Mapping) -> dict:
     """torchvision-layout ``{key: value}`` -> the authors' layout, ordered as given.
 
@@ -137,15 +154,7 @@ def torchvision_to_authors(weights: Mapping) -> dict:
     naming every key no rule covers.
     """
     rules = _rules(AUTHORS, _separable(weights, "recurrent_block.convgru2."))
-    out, unknown = {}, []
-    for key, value in weights.items():
-        new = rename_key(key, rules)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    if unknown:
-        raise WeightsError(f"keys outside torchvision's RAFT layout ({len(unknown)}): {', '.join(unknown)}")
+    out = _rename_all(weights, rules, (), "torchvision's")
     for key, alias in _norm_aliases(out).items():
         out[alias] = out[key]
     return out
@@ -170,15 +179,4 @@ def authors_to_torchvision(weights: Mapping, check_aliases: bool = True) -> dict
         check_norm_aliases(weights)
     aliases = {alias: key for key, alias in _norm_aliases(weights).items()}
     rules = _rules(TORCHVISION, _separable(weights, "update_block.gru.convz1."))
-    out, unknown = {}, []
-    for key, value in weights.items():
-        if key in aliases:
-            continue
-        new = rename_key(key, rules)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    if unknown:
-        raise WeightsError(f"keys outside the authors' RAFT layout ({len(unknown)}): {', '.join(unknown)}")
-    return out
+    return _rename_all(weights, rules, aliases, "the authors'")
