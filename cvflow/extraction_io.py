@@ -16,12 +16,12 @@ import json
 import math
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError
+from cvflow.io.npz import write_npz
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
@@ -155,11 +155,8 @@ class FlowArchive:
     def commit(self, key: str, fingerprint: str) -> None:
         self._raw.close()
         flows = np.memmap(self._raw_path, dtype=self._dtype, mode="r", shape=(len(self._frames), *self._shape))
-        with zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, arr in (("flow", flows), ("frame_index", np.asarray(self._frames, np.int64)),
-                              ("path", np.array(key)), ("fingerprint", np.array(fingerprint))):
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, arr, allow_pickle=False)
+        write_npz(self._tmp, {"flow": flows, "frame_index": np.asarray(self._frames, np.int64),
+                              "path": np.array(key), "fingerprint": np.array(fingerprint)})
         del flows
         os.replace(self._tmp, self.final)
         self._raw_path.unlink(missing_ok=True)

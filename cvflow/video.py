@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError, os_error
+from cvflow.io.npz import write_npz
 from cvflow.progress import Progress, plural
 
 __all__ = ["iter_video_flow", "iter_frames_flow", "iter_video_bidirectional", "run_video", "open_video",
@@ -258,21 +258,18 @@ class _Outputs:
     def _write_mask(self, final: Path, mask):
         from cvflow.outputs import write_image
 
-        tmp = self._tmp(final.name)
-        try:
-            write_image(tmp, mask.astype(np.uint8) * 255)
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self.files.append(str(final))
+        self._write(final, lambda tmp: write_image(tmp, mask.astype(np.uint8) * 255))
 
     def _write_flo(self, final: Path, flow):
         from cvflow.io.flo import writeOpticalFlow
 
+        self._write(final, lambda tmp: writeOpticalFlow(tmp, flow))
+
+    def _write(self, final: Path, write):
+        """`write(tmp)` to a temporary name, then rename it to `final` (removed on failure)."""
         tmp = self._tmp(final.name)
         try:
-            writeOpticalFlow(tmp, flow)
+            write(tmp)
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -332,20 +329,10 @@ class _Outputs:
     def _finish_npz(self, raw: Path):
         # Stream the raw flows into the archive (as np.savez lays it out) without holding them in memory.
         n = len(self._frames)
-        flows = np.memmap(raw, dtype="<f4", mode="r", shape=(n, *self._shape))
-        tmp, final = self._tmp("flow.npz"), self.dir / "flow.npz"
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                with zf.open("flow.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, flows, allow_pickle=False)
-                with zf.open("frame_index.npy", "w") as f:
-                    np.lib.format.write_array(f, np.asarray(self._frames, np.int64), allow_pickle=False)
-            del flows
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self.files.append(str(final))
+        arrays = {"flow": np.memmap(raw, dtype="<f4", mode="r", shape=(n, *self._shape)),
+                  "frame_index": np.asarray(self._frames, np.int64)}
+        self._write(self.dir / "flow.npz", lambda tmp: write_npz(tmp, arrays))
+        arrays.clear()  # drop the memmap before the raw file is removed
 
 
 def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, npz=False, mp4=True,
