@@ -74,6 +74,14 @@ def prepare_conv_transpose(ex, w, b=None):
     return ConvLayer(mat, bias, c, o, kh, kw, transposed=True)
 
 
+def _input(ex, x, layer, op):
+    """x made C-contiguous, after checking its channels (last axis) match the layer's."""
+    x = contiguous(ex, x)
+    if x.shape[-1] != layer.in_channels:
+        raise InputError(f"{op}: input has {x.shape[-1]} channels, the layer takes {layer.in_channels}")
+    return x
+
+
 def conv2d(ex, x, layer, stride=1, padding=0, dilation=1, act=None, slope=0.1, out=None):
     """Convolution (cross-correlation, as PyTorch), zero padding, then bias and act.
 
@@ -83,10 +91,8 @@ def conv2d(ex, x, layer, stride=1, padding=0, dilation=1, act=None, slope=0.1, o
     """
     if layer.transposed:
         raise InputError("conv2d needs a layer from prepare_conv, got a transposed one")
-    x = contiguous(ex, x)
+    x = _input(ex, x, layer, "conv2d")
     n, h, w, c = x.shape
-    if c != layer.in_channels:
-        raise InputError(f"conv2d: input has {c} channels, the layer takes {layer.in_channels}")
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     kh, kw, o = layer.kh, layer.kw, layer.out_channels
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
@@ -118,10 +124,8 @@ def conv_transpose2d(ex, x, layer, stride=1, padding=0, output_padding=0, act=No
     """
     if not layer.transposed:
         raise InputError("conv_transpose2d needs a layer from prepare_conv_transpose")
-    x = contiguous(ex, x)
+    x = _input(ex, x, layer, "conv_transpose2d")
     n, h, w, c = x.shape
-    if c != layer.in_channels:
-        raise InputError(f"conv_transpose2d: input has {c} channels, the layer takes {layer.in_channels}")
     (sh, sw), (ph, pw), (oph, opw) = _pair(stride), _pair(padding), _pair(output_padding)
     kh, kw, o = layer.kh, layer.kw, layer.out_channels
     ho = (h - 1) * sh - 2 * ph + kh + oph
