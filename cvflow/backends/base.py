@@ -67,14 +67,11 @@ class Backend:
 
     def place(self, flat: dict) -> Params:
         """{"a.b.weight": host array} -> nested `Params` on this device."""
-        root = Params()
+        from cvflow.models.base import nest  # here: cvflow.models imports this module
+
+        root = Params(nest({key: self.asarray(np.asarray(value, dtype=np.float32, order="C"))
+                            for key, value in flat.items()}))
         root.backend = self
-        for key, value in flat.items():
-            node = root
-            *path, leaf = key.split(".")
-            for part in path:
-                node = node.setdefault(part, {})
-            node[leaf] = self.asarray(np.asarray(value, dtype=np.float32, order="C"))
         return root
 
     def workspace(self):
