@@ -59,7 +59,7 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     """
     from cvflow import __version__
     from cvflow.api import OpticalFlow, get_model
-    from cvflow.settings import cached_weights_path
+    from cvflow.settings import arrays_sha256, cached_weights_path, file_sha256
     from cvflow.video import _check_int
     from cvflow.weights import load_model_weights
 
@@ -71,34 +71,17 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     opts = OpticalFlow(spec, {}, "cpu", dict(options or {})).options  # checks the options, adds defaults
     flat = load_model_weights(spec, weights)  # any weights create() takes; checked, in the model's layout
     if isinstance(weights, Mapping):
-        digest = _arrays_sha256(flat)
+        digest = arrays_sha256(flat)
     else:  # a path, a tag or None (the default): the file read
         given = isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)
         file = weights if given else cached_weights_path(spec, weights)
-        digest = _file_sha256(file) if file else _arrays_sha256(flat)
+        digest = file_sha256(file) if file else arrays_sha256(flat)
     settings = {"model": spec.name, "options": opts, "weights_sha256": digest, "every": every,
                 "max_side": max_side, "warm_start": bool(warm_start), "save": save, "fp16": bool(fp16),
                 "cvflow_version": __version__, "device": device}
     text = json.dumps({k: settings[k] for k in _FINGERPRINTED}, sort_keys=True, default=str)
     settings["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return settings, flat
-
-
-def _file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _arrays_sha256(flat) -> str:
-    # as cvflow.settings.weights_sha256 hashes an algorithm created from a mapping
-    h = hashlib.sha256()
-    for key in sorted(flat):
-        h.update(key.encode() + b"\0")
-        h.update(np.ascontiguousarray(flat[key], dtype="<f4").tobytes())
-    return h.hexdigest()
 
 
 def create_algo(settings, weights, device=None):

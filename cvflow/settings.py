@@ -69,18 +69,29 @@ def weights_sha256(algo) -> str:
     """sha256 of the weights file the algorithm was created from; for weights given as a
     mapping of arrays, of the arrays (key names and float32 bytes, keys sorted)."""
     path = algo._weights_path
-    digest = hashlib.sha256()
     if path:
-        try:
-            with open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-        except OSError as e:
-            raise os_error("read weights file", path, e) from None
-        return digest.hexdigest()
-    for key, value in sorted(_flatten(algo._params)):
+        return file_sha256(path)
+    return arrays_sha256({key: backend.to_numpy(value) for key, value in _flatten(algo._params)})
+
+
+def file_sha256(path) -> str:
+    """sha256 (hex) of a weights file, read in chunks."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except OSError as e:
+        raise os_error("read weights file", path, e) from None
+    return digest.hexdigest()
+
+
+def arrays_sha256(flat) -> str:
+    """sha256 (hex) of weights given as arrays: key names and float32 bytes, keys sorted."""
+    digest = hashlib.sha256()
+    for key in sorted(flat):
         digest.update(key.encode() + b"\0")
-        digest.update(np.ascontiguousarray(backend.to_numpy(value), dtype="<f4").tobytes())
+        digest.update(np.ascontiguousarray(flat[key], dtype="<f4").tobytes())
     return digest.hexdigest()
 
 
