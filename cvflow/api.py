@@ -112,12 +112,10 @@ class OpticalFlow(AlgorithmSettings):
         self._model = model
         self._params = params
         self._backend = be
-        self._options = dict(model.options)
+        self._options = check_options(model, options)
         self._flags = 0
         self._weights_path = None  # the checkpoint create() loaded (None: a mapping of arrays)
         self._warned_range = False
-        for key, value in options.items():
-            self.set(key, value)
 
     # -- cv2.DenseOpticalFlow surface -------------------------------------------------
     def calc(self, I0, I1, flow=None):
@@ -211,18 +209,11 @@ class OpticalFlow(AlgorithmSettings):
 
     def get(self, key: str):
         if key not in self._options:
-            raise InputError(self._unknown_option(key))
+            raise InputError(_unknown_option(self._model, key))
         return self._options[key]
 
     def set(self, key: str, value) -> None:
-        if key not in self._options:
-            raise InputError(self._unknown_option(key))
-        default = self._model.options[key]
-        self._options[key] = _coerce_option(key, value, default)
-
-    def _unknown_option(self, key) -> str:
-        valid = ", ".join(sorted(self._options)) or "none"
-        return f"model {self._model.name!r} has no option {key!r}; its options: {valid}"
+        self._options.update(check_options(self._model, {key: value}, base={}))
 
     def __getattr__(self, attr: str):
         # getIters()/setIters(v) etc. for every option, as cv2 objects expose them.
@@ -340,6 +331,22 @@ def _snake(camel: str) -> str:
 
 def _camel(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
+
+
+def check_options(model: ModelDef, options: Mapping[str, Any], base=None) -> dict:
+    """`base` (default: the model's default options) updated with `options`, each checked
+    and coerced to its default's type; unknown keys name the model's options."""
+    out = dict(model.options if base is None else base)
+    for key, value in options.items():
+        if key not in model.options:
+            raise InputError(_unknown_option(model, key))
+        out[key] = _coerce_option(key, value, model.options[key])
+    return out
+
+
+def _unknown_option(model: ModelDef, key) -> str:
+    valid = ", ".join(sorted(model.options)) or "none"
+    return f"model {model.name!r} has no option {key!r}; its options: {valid}"
 
 
 def _coerce_option(key, value, default):

@@ -58,7 +58,7 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     `cvflow.settings.weights_sha256` gives (sorted keys and float32 bytes).
     """
     from cvflow import __version__
-    from cvflow.api import OpticalFlow, get_model
+    from cvflow.api import check_options, get_model
     from cvflow.settings import arrays_sha256, cached_weights_path, file_sha256
     from cvflow.video import _check_int
     from cvflow.weights import load_model_weights
@@ -68,7 +68,7 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     if save not in SAVE_MODES:
         raise InputError(f"`save` must be one of {', '.join(SAVE_MODES)}, got {save!r}")
     spec = get_model(model)
-    opts = OpticalFlow(spec, {}, "cpu", dict(options or {})).options  # checks the options, adds defaults
+    opts = check_options(spec, dict(options or {}))  # checked, defaults added
     flat = load_model_weights(spec, weights)  # any weights create() takes; checked, in the model's layout
     if isinstance(weights, Mapping):
         digest = arrays_sha256(flat)
