@@ -13,7 +13,7 @@ import numbers
 
 from cvflow import backend
 from cvflow.errors import CvflowTypeError, InputError
-from cvflow.ops.sample import bilinear_sample
+from cvflow.ops.sample import warp
 
 __all__ = ["occlusion_mask"]
 
@@ -64,10 +64,7 @@ def occlusion_mask(fw, bw, a=0.01, b=0.5):
     _check_threshold("b", b)
     xp = backend.get_xp(fw)
     fw = fw.astype(xp.float32, copy=False)
-    h, w, _ = fw.shape
-    ys, xs = xp.meshgrid(xp.arange(h, dtype=xp.float32), xp.arange(w, dtype=xp.float32), indexing="ij")
-    back = bilinear_sample(bw.astype(xp.float32, copy=False)[None], (xs + fw[..., 0])[None],
-                           (ys + fw[..., 1])[None], padding="border")[0]
+    back = warp(bw.astype(xp.float32, copy=False)[None], fw[None], padding="border")[0]
     mismatch = ((fw + back) ** 2).sum(axis=-1)
     scale = (fw ** 2).sum(axis=-1) + (back ** 2).sum(axis=-1)
     return mismatch > xp.float32(a) * scale + xp.float32(b)
