@@ -220,8 +220,8 @@ def latency(args):
                        resolve_weights(name, str(SHARED / "weights" / "raft-small.pth")).items()}
         f0, f1 = frame_pair(h, w)
         with device(args.emulator):
-            of = cvflow.create(name, weights=weights, device="cuda", **options)
-            ours = _timed(lambda: of.calc(f0, f1, None), args.repeat)
+            algo = cvflow.create(name, weights=weights, device="cuda", **options)
+            ours = _timed(lambda: algo.calc(f0, f1, None), args.repeat)
         opts = ",".join(f"{k}={v}" for k, v in options.items())
         print(f"{name:<12}{f'{h}x{w}':>11}{opts:>12}{'cvflow':>14}{1e3 * ours:10.2f}{1.0:10.2f}", flush=True)
         if args.emulator or args.no_torch:
@@ -229,7 +229,7 @@ def latency(args):
         for label, run in _torch_runners(name, h, w, options, weights, f0, f1).items():
             sec = _timed(run, args.repeat)
             print(f"{name:<12}{f'{h}x{w}':>11}{opts:>12}{label:>14}{1e3 * sec:10.2f}{sec / ours:10.2f}", flush=True)
-        del of
+        algo = None  # its GPU memory back before the next model
     return 0
 
 

@@ -136,8 +136,8 @@ class OpticalFlow(AlgorithmSettings):
 
     def calcBidirectional(self, I0, I1, occlusion=False):
         """Flow both ways between I0 and I1 (frames as in `calc`), sharing work between the
-        directions where the model allows (RAFT: the feature encoder's pass, the rest as
-        one batch of two; FlowNet2 family: one batch of two; GMFlow: the features).
+        directions where the model allows (RAFT: the feature encoder's pass over both frames;
+        FlowNet2 family: one batch of two; GMFlow: the features).
 
         Returns the tuple (fw, bw): fw = flow I0 -> I1 and bw = flow I1 -> I0, each a new
         (H, W, 2) float32 array, as `calc(I0, I1)` and `calc(I1, I0)` give them (to float32

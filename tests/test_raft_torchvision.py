@@ -4,7 +4,6 @@ layout, `cvflow convert`, and the weight tags of the registry."""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 
 import numpy as np
 import pytest
