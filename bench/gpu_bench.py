@@ -205,7 +205,9 @@ def _torchvision_raft(torch, dev, name, weights, rgb, iters):
 
 
 def latency(args):
-    """Median seconds per pair, end to end (host uint8 frames in, host flow out)."""
+    """Median seconds per pair, end to end (host uint8 frames in, host flow out). The
+    "x cvflow" column: a competitor's time over cvflow's; on the "cvflow bidir" rows,
+    calcBidirectional's time over one calc (2.0: two calls)."""
     entries = [e for e in LATENCY if not args.only or e[0] in args.only]
     print(f"{'model':<12}{'input':>11}{'options':>12}{'code':>14}{'ms':>10}{'x cvflow':>10}")
     for name, h, w, options in entries:
@@ -224,6 +226,11 @@ def latency(args):
             ours = _timed(lambda: algo.calc(f0, f1, None), args.repeat)
         opts = ",".join(f"{k}={v}" for k, v in options.items())
         print(f"{name:<12}{f'{h}x{w}':>11}{opts:>12}{'cvflow':>14}{1e3 * ours:10.2f}{1.0:10.2f}", flush=True)
+        if name.startswith("raft"):  # both directions, sharing work: its cost in single calls
+            with device(args.emulator):
+                both = _timed(lambda: algo.calcBidirectional(f0, f1), args.repeat)
+            print(f"{name:<12}{f'{h}x{w}':>11}{opts:>12}{'cvflow bidir':>14}{1e3 * both:10.2f}"
+                  f"{both / ours:10.2f}", flush=True)
         if args.emulator or args.no_torch:
             continue
         for label, run in _torch_runners(name, h, w, options, weights, f0, f1).items():

@@ -75,6 +75,34 @@ def test_backward_equals_forward_of_swapped_pair_on_the_gpu(name):
     assert np.abs(bw - algo.calc(f1, f0)).max() <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["raft", "raft-small"])
+def test_raft_directions_as_one_batch_agree(name):
+    """The batch-of-two refinement (a GPU backend's choice, `batch_passes`) on the CPU."""
+    algo, f0, f1 = _setup(name)
+    assert algo._backend.batch_passes is False       # the CPU runs one direction after the other
+    fw, bw = algo.calcBidirectional(f0, f1)
+    algo._backend.batch_passes = True
+    batched_fw, batched_bw = algo.calcBidirectional(f0, f1)
+    assert np.abs(batched_fw - fw).max() <= 1e-4 and np.abs(batched_bw - bw).max() <= 1e-4
+
+
+def test_raft_bidirectional_on_the_cuda_emulator():
+    from cvflow.testing import cuda_emulator
+
+    need_shared()
+    family, source, (h, w), options = _SOURCES["raft-small"]
+    case = next((c for c in golden_cases(family) if c["model"] == source), None)
+    if case is None:
+        pytest.skip(f"no golden {source} case in {GOLDEN / family}")
+    f0, f1 = (np.ascontiguousarray(f[:h, :w]) for f in load_frames(case))
+    with cuda_emulator():
+        algo = cvflow.create("raft-small", weights=_weights(family, source), device="cuda", iters=2)
+        assert algo._backend.batch_passes is True
+        fw, bw = algo.calcBidirectional(f0, f1)
+        assert np.abs(fw - algo.calc(f0, f1)).max() <= 1e-4
+        assert np.abs(bw - algo.calc(f1, f0)).max() <= 1e-4
+
+
 def test_raft_on_the_fly_correlation_shares_nothing_but_agrees():
     algo, f0, f1 = _setup("raft-small")
     fw, bw = algo.calcBidirectional(f0, f1)

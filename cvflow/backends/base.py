@@ -50,6 +50,10 @@ class Backend:
 
     name = "generic"
     xp = np
+    # Whether independent passes of one call (calcBidirectional's two directions) should
+    # run as one batch: yes where small maps leave the device idle (a GPU); the CPU
+    # backend says no, as a batch's working set outgrows the cache there.
+    batch_passes = True
 
     def __init__(self):
         self._prepared: dict = {}   # (id(layer dict), kind) -> (layer dict, derived)

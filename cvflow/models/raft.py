@@ -168,9 +168,9 @@ def _encode(be, frames, p, config, norm):
 
 
 def _refine(be, params, fmap0, fmap1, ctx, config, options, init=None):
-    """The per-direction part: correlation of fmap0 (1, h, w, D) with fmap1, `iters`
-    updates from the context features ctx (1, h, w, hidden + context) and the coarse
-    initial flow `init` (1, h, w, 2) or None. Returns the flow (1, 8h, 8w, 2) px."""
+    """The per-direction part: correlation of fmap0 (N, h, w, D) with fmap1, `iters`
+    updates from the context features ctx (N, h, w, hidden + context) and the coarse
+    initial flow `init` (N, h, w, 2) or None. Returns the flow (N, 8h, 8w, 2) px."""
     hd = config["hidden_dim"]
     net, inp = be.tanh(ctx[..., :hd]), be.relu(ctx[..., hd:])
     corr = be.build_corr(fmap0, fmap1, config["corr_levels"], options.get("corr_budget", 1 << 30))
@@ -204,18 +204,22 @@ def forward_both(params, img0, img1, config, options):
 
     Shared between the directions: the frame preparation and the feature encoder's pass
     over both frames (the one `forward` runs anyway). The context encoder sees both
-    frames in one batch; then each direction has its own correlation and updates, one
-    after the other at batch 1 (batched, the update loop's working set outgrows the
-    cache: 2.09x one direction's time instead of 2.0x). Each direction equals `forward`
-    on its pair (to float32 rounding).
+    frames in one batch; each direction then has its own correlation and updates, as one
+    batch of two where the backend says batches pay (`Backend.batch_passes`: a GPU) and
+    the frames are below the size the encoders split at, else one direction after the
+    other. Each direction equals `forward` on its pair (to float32 rounding).
     """
     be = backend_of(params)
+    xp = be.xp
     frames, pads = _prepare(be, img0, img1, config["stride"])
     fmaps = _encode(be, frames, params["fnet"], config, "instance")
     ctx = _encode(be, frames, params["cnet"], config, config["context_norm"])
-    fw = _refine(be, params, fmaps[:1], fmaps[1:], ctx[:1], config, options)
-    bw = _refine(be, params, fmaps[1:], fmaps[:1], ctx[1:], config, options)
-    xp = be.xp
+    if be.batch_passes and frames[0].size < _SPLIT_PIXELS * 3:
+        up = _refine(be, params, fmaps, xp.ascontiguousarray(fmaps[::-1]), ctx, config, options)
+        fw, bw = up[:1], up[1:]
+    else:
+        fw = _refine(be, params, fmaps[:1], fmaps[1:], ctx[:1], config, options)
+        bw = _refine(be, params, fmaps[1:], fmaps[:1], ctx[1:], config, options)
     return xp.ascontiguousarray(unpad(fw, pads)[0]), xp.ascontiguousarray(unpad(bw, pads)[0])
 
 
