@@ -158,11 +158,17 @@ def _prepare(be, img0, img1, stride):
     return pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), stride)
 
 
+def _one_at_a_time(frames):
+    """Whether frames (N, H, W, 3) are large enough to run one at a time: below that, N
+    at once (the encoders, and calcBidirectional's directions where batches pay)."""
+    return frames[0].size >= _SPLIT_PIXELS * 3
+
+
 def _encode(be, frames, p, config, norm):
     """`encoder` over a batch of frames; large frames one at a time (the same numbers, as
     every layer works per sample, with a fraction of the peak memory). Smaller batches go
     in one pass, whose activations the CPU backend's arena keeps between calls."""
-    if len(frames) > 1 and frames[0].size >= _SPLIT_PIXELS * 3:
+    if len(frames) > 1 and _one_at_a_time(frames):
         return be.concat([encoder(be, frames[i:i + 1], p, config, norm) for i in range(len(frames))], axis=0)
     return encoder(be, frames, p, config, norm)
 
@@ -214,7 +220,7 @@ def forward_both(params, img0, img1, config, options):
     frames, pads = _prepare(be, img0, img1, config["stride"])
     fmaps = _encode(be, frames, params["fnet"], config, "instance")
     ctx = _encode(be, frames, params["cnet"], config, config["context_norm"])
-    if be.batch_passes and frames[0].size < _SPLIT_PIXELS * 3:
+    if be.batch_passes and not _one_at_a_time(frames):
         up = _refine(be, params, fmaps, xp.ascontiguousarray(fmaps[::-1]), ctx, config, options)
         fw, bw = up[:1], up[1:]
     else:
