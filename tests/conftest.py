@@ -75,6 +75,21 @@ def xp(request):
     return cupy
 
 
+def randn(rng, *shape):
+    """float32 standard-normal samples of `shape` from the NumPy Generator rng."""
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ex():
+    """The CPU emulator of the CUDA kernels (`cvflow.testing.cuda_emulator`), open for
+    the whole module."""
+    from cvflow.testing import cuda_emulator
+
+    with cuda_emulator() as e:
+        yield e
+
+
 def need_shared():
     """Skip the calling test when ../shared (golden data) is absent."""
     if not GOLDEN.is_dir():

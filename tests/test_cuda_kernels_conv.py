@@ -10,24 +10,14 @@ from hypothesis import strategies as st
 from cvflow.backends.cuda import k_act, k_conv, k_norm
 from cvflow.errors import InputError
 from cvflow.ops import act, conv, conv_transpose, norm
-from cvflow.testing import cuda_emulator
+from conftest import randn
 
 seeds = st.integers(0, 2**31 - 1)
 
 
-@pytest.fixture(scope="module")
-def ex():
-    with cuda_emulator() as e:
-        yield e
-
-
-def _rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
 def _strided(rng, shape):
     """A non-contiguous float32 array of `shape` (every other element of a wider one)."""
-    return _rand(rng, *shape[:-1], 2 * shape[-1])[..., ::2]
+    return randn(rng, *shape[:-1], 2 * shape[-1])[..., ::2]
 
 
 def _close(got, want, rtol=1e-5):
@@ -44,7 +34,7 @@ def test_conv2d_matches_numpy(ex, n, h, w, c, o, kh, kw, s, p, d, act_, bias, se
     assume(h + 2 * p[0] >= d * (kh - 1) + 1 and w + 2 * p[1] >= d * (kw - 1) + 1)
     rng = np.random.default_rng(seed)
     x = _strided(rng, (n, h, w, c))
-    wt, b = _rand(rng, o, c, kh, kw), (_rand(rng, o) if bias else None)
+    wt, b = randn(rng, o, c, kh, kw), (randn(rng, o) if bias else None)
     layer = k_conv.prepare_conv(ex, wt, b)
     got = k_conv.conv2d(ex, x, layer, s, p, d, act=act_, slope=0.2)
     ref = {"weight": wt} if b is None else {"weight": wt, "bias": b}
@@ -53,7 +43,7 @@ def test_conv2d_matches_numpy(ex, n, h, w, c, o, kh, kw, s, p, d, act_, bias, se
 
 def test_conv2d_chunks_the_column_buffer(ex, monkeypatch):
     rng = np.random.default_rng(1)
-    x, wt, b = _rand(rng, 2, 7, 6, 3), _rand(rng, 4, 3, 3, 3), _rand(rng, 4)
+    x, wt, b = randn(rng, 2, 7, 6, 3), randn(rng, 4, 3, 3, 3), randn(rng, 4)
     monkeypatch.setattr(k_conv, "COL_BYTES", 4 * 27 * 5)  # 5 rows per chunk
     got = k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, wt, b), 1, 1, act="relu")
     _close(got, conv.conv2d(x, {"weight": wt, "bias": b}, 1, 1, act="relu"))
@@ -61,7 +51,7 @@ def test_conv2d_chunks_the_column_buffer(ex, monkeypatch):
 
 def test_conv2d_writes_into_out(ex):
     rng = np.random.default_rng(2)
-    x, wt = _rand(rng, 1, 4, 5, 2), _rand(rng, 3, 2, 1, 1)
+    x, wt = randn(rng, 1, 4, 5, 2), randn(rng, 3, 2, 1, 1)
     out = np.empty((1, 4, 5, 3), np.float32)
     assert k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, wt), out=out) is out
     _close(out, conv.conv2d(x, {"weight": wt}))
@@ -77,7 +67,7 @@ def test_conv_transpose2d_matches_numpy(ex, n, h, w, c, o, k, s, p, op, act_, bi
     assume(op < s and (h - 1) * s - 2 * p + k + op >= 1 and (w - 1) * s - 2 * p + k + op >= 1)
     rng = np.random.default_rng(seed)
     x = _strided(rng, (n, h, w, c))
-    wt, b = _rand(rng, c, o, k, k), (_rand(rng, o) if bias else None)
+    wt, b = randn(rng, c, o, k, k), (randn(rng, o) if bias else None)
     got = k_conv.conv_transpose2d(ex, x, k_conv.prepare_conv_transpose(ex, wt, b), s, p, op, act=act_)
     ref = {"weight": wt} if b is None else {"weight": wt, "bias": b}
     _close(got, conv_transpose.conv_transpose2d(np.ascontiguousarray(x), ref, s, p, op, act=act_))
@@ -85,27 +75,27 @@ def test_conv_transpose2d_matches_numpy(ex, n, h, w, c, o, k, s, p, op, act_, bi
 
 def test_prepared_layers_are_checked(ex):
     rng = np.random.default_rng(3)
-    x = _rand(rng, 1, 3, 3, 2)
+    x = randn(rng, 1, 3, 3, 2)
     with pytest.raises(InputError, match=r"conv weight must be \(O, I, kh, kw\), got shape \(3, 2\)"):
-        k_conv.prepare_conv(ex, _rand(rng, 3, 2))
+        k_conv.prepare_conv(ex, randn(rng, 3, 2))
     with pytest.raises(InputError, match="input has 2 channels, the layer takes 4"):
-        k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, _rand(rng, 3, 4, 1, 1)))
+        k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, randn(rng, 3, 4, 1, 1)))
     with pytest.raises(InputError, match="needs a layer from prepare_conv_transpose"):
-        k_conv.conv_transpose2d(ex, x, k_conv.prepare_conv(ex, _rand(rng, 3, 2, 1, 1)))
+        k_conv.conv_transpose2d(ex, x, k_conv.prepare_conv(ex, randn(rng, 3, 2, 1, 1)))
     with pytest.raises(InputError, match="`act` must be None, 'relu' or 'leaky', got 'gelu'"):
-        k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, _rand(rng, 3, 2, 1, 1)), act="gelu")
+        k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, randn(rng, 3, 2, 1, 1)), act="gelu")
 
 
 @settings(max_examples=30, deadline=None)
 @given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=4), slope=st.floats(0, 1, width=32), seed=seeds)
 def test_activations_match_numpy(ex, shape, slope, seed):
     rng = np.random.default_rng(seed)
-    x = _rand(rng, *shape)
+    x = randn(rng, *shape)
     np.testing.assert_array_equal(k_act.relu_(ex, x.copy()), act.relu_(x.copy()))
     np.testing.assert_array_equal(k_act.leaky_relu_(ex, x.copy(), slope), act.leaky_relu_(x.copy(), slope))
-    y = _rand(rng, *shape)
+    y = randn(rng, *shape)
     np.testing.assert_array_equal(k_act.add_relu_(ex, y.copy(), x), act.add_relu_(y.copy(), x))
-    b = _rand(rng, shape[-1])
+    b = randn(rng, shape[-1])
     want = x + b
     np.testing.assert_array_equal(k_act.bias_act_(ex, x.copy(), b, "leaky", slope), np.maximum(want, want * slope))
 
@@ -125,7 +115,7 @@ def test_instance_norm_matches_numpy(ex, n, h, w, c, relu, offset, seed):
 
 def test_instance_norm_statistics_span_chunks(ex):
     rng = np.random.default_rng(4)
-    x = _rand(rng, 2, 40, 30, 3) * 5 + 7  # 1200 pixels: several partial-sum chunks
+    x = randn(rng, 2, 40, 30, 3) * 5 + 7  # 1200 pixels: several partial-sum chunks
     np.testing.assert_allclose(k_norm.instance_norm(ex, x), norm.instance_norm(x), rtol=0, atol=1e-6)
 
 
@@ -135,9 +125,9 @@ def test_instance_norm_statistics_span_chunks(ex):
 def test_batch_norm_matches_numpy(ex, shape, relu, seed):
     rng = np.random.default_rng(seed)
     c = shape[-1]
-    p = {"weight": _rand(rng, c), "bias": _rand(rng, c), "running_mean": _rand(rng, c),
-         "running_var": np.abs(_rand(rng, c)) + np.float32(0.1)}
-    x = _rand(rng, *shape)
+    p = {"weight": randn(rng, c), "bias": randn(rng, c), "running_mean": randn(rng, c),
+         "running_var": np.abs(randn(rng, c)) + np.float32(0.1)}
+    x = randn(rng, *shape)
     scale, shift = k_norm.batch_norm_affine(ex, p)
     got = k_norm.batch_norm_(ex, x.copy(), scale, shift, relu)
     np.testing.assert_array_equal(got, norm.batch_norm_(x.copy(), p, relu=relu))

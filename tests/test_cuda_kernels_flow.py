@@ -12,20 +12,10 @@ from hypothesis import strategies as st
 from cvflow.backends.cuda import k_corr, k_patch_corr, k_upsample, k_warp
 from cvflow.errors import InputError
 from cvflow.ops import corr, pool, sample, upsample
-from cvflow.testing import cuda_emulator
+from conftest import randn
 
 seeds = st.integers(0, 2**31 - 1)
 sizes = st.integers(1, 9)  # 1-pixel maps included
-
-
-@pytest.fixture(scope="module")
-def ex():
-    with cuda_emulator() as e:
-        yield e
-
-
-def _rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 def _strided(a):
@@ -47,7 +37,7 @@ def _coords(rng, n, h, w, far):
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 2), h=sizes, w=sizes, c=st.integers(1, 5), seed=seeds)
 def test_pool_pyramid_matches_numpy(ex, n, h, w, c, seed):
-    x = _rand(np.random.default_rng(seed), n, h, w, c)
+    x = randn(np.random.default_rng(seed), n, h, w, c)
     for got, want in zip(k_corr.pool_pyramid(ex, _strided(x), 4), corr.pool_pyramid(x, 4)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(k_corr.pool_pyramid(ex, x, 2)[1], pool.avg_pool2x2(x), rtol=1e-6, atol=1e-7)
@@ -58,7 +48,7 @@ def test_pool_pyramid_matches_numpy(ex, n, h, w, c, seed):
        radius=st.integers(0, 4), far=st.booleans(), seed=seeds)
 def test_corr_lookup_matches_numpy(ex, n, h, w, d, levels, radius, far, seed):
     rng = np.random.default_rng(seed)
-    f1, f2 = _rand(rng, n, h, w, d), _rand(rng, n, h, w, d)
+    f1, f2 = randn(rng, n, h, w, d), randn(rng, n, h, w, d)
     coords = _coords(rng, n, h, w, far)
     want = corr.corr_lookup(corr.build_corr(f1, f2, levels), coords, radius)
     got = k_corr.corr_lookup(ex, k_corr.corr_pyramid(ex, _strided(f1), f2, levels), _strided(coords), radius)
@@ -71,7 +61,7 @@ def test_corr_lookup_matches_numpy(ex, n, h, w, d, levels, radius, far, seed):
        radius=st.integers(0, 4), far=st.booleans(), seed=seeds)
 def test_corr_lookup_on_the_fly_matches_numpy(ex, n, h, w, d, levels, radius, far, seed):
     rng = np.random.default_rng(seed)
-    f1, f2 = _rand(rng, n, h, w, d), _rand(rng, n, h, w, d)
+    f1, f2 = randn(rng, n, h, w, d), randn(rng, n, h, w, d)
     coords = _coords(rng, n, h, w, far)
     want = corr.corr_lookup(corr.build_corr(f1, f2, levels, budget=0), coords, radius)
     got = k_corr.corr_lookup_on_the_fly(ex, _strided(f1), k_corr.pool_pyramid(ex, f2, levels), coords, radius)
@@ -80,7 +70,7 @@ def test_corr_lookup_on_the_fly_matches_numpy(ex, n, h, w, d, levels, radius, fa
 
 def test_on_the_fly_lookup_in_pixel_chunks(ex, monkeypatch):
     rng = np.random.default_rng(5)
-    f1, f2 = _rand(rng, 1, 6, 7, 8), _rand(rng, 1, 6, 7, 8)
+    f1, f2 = randn(rng, 1, 6, 7, 8), randn(rng, 1, 6, 7, 8)
     coords = _coords(rng, 1, 6, 7, False)
     monkeypatch.setattr(k_corr, "_TAPS_BYTES", 4 * 64 * 5)  # radius 3: 5 pixels per chunk
     want = k_corr.corr_lookup(ex, k_corr.corr_pyramid(ex, f1, f2, 2), coords, 3)
@@ -90,7 +80,7 @@ def test_on_the_fly_lookup_in_pixel_chunks(ex, monkeypatch):
 
 def test_corr_lookup_arguments_are_checked(ex):
     rng = np.random.default_rng(6)
-    f = _rand(rng, 1, 3, 4, 2)
+    f = randn(rng, 1, 3, 4, 2)
     pyr = k_corr.corr_pyramid(ex, f, f, 2)
     with pytest.raises(InputError, match="radius must be 0..4, got 5"):
         k_corr.corr_lookup(ex, pyr, _coords(rng, 1, 3, 4, False), 5)
@@ -103,7 +93,7 @@ def test_corr_lookup_arguments_are_checked(ex):
        factor=st.integers(1, 8), seed=seeds)
 def test_convex_upsample_matches_numpy(ex, n, h, w, c, factor, seed):
     rng = np.random.default_rng(seed)
-    flow, mask = _rand(rng, n, h, w, c) * 4, _rand(rng, n, h, w, 9 * factor * factor) * 3
+    flow, mask = randn(rng, n, h, w, c) * 4, randn(rng, n, h, w, 9 * factor * factor) * 3
     want = upsample.convex_upsample(flow, mask, factor)
     np.testing.assert_allclose(k_upsample.convex_upsample(ex, _strided(flow), mask, factor), want,
                                rtol=1e-5, atol=1e-5 * factor)
@@ -112,14 +102,14 @@ def test_convex_upsample_matches_numpy(ex, n, h, w, c, factor, seed):
 def test_convex_upsample_mask_shape_is_checked(ex):
     rng = np.random.default_rng(7)
     with pytest.raises(InputError, match=r"mask must be \(1, 2, 2, 36\) for flow \(1, 2, 2, 2\) and factor 2"):
-        k_upsample.convex_upsample(ex, _rand(rng, 1, 2, 2, 2), _rand(rng, 1, 2, 2, 9), 2)
+        k_upsample.convex_upsample(ex, randn(rng, 1, 2, 2, 2), randn(rng, 1, 2, 2, 9), 2)
 
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 2), h=sizes, w=sizes, c=st.integers(1, 3), oh=st.integers(1, 20), ow=st.integers(1, 20),
        align=st.booleans(), seed=seeds)
 def test_resize_bilinear_matches_numpy(ex, n, h, w, c, oh, ow, align, seed):
-    x = _rand(np.random.default_rng(seed), n, h, w, c)
+    x = randn(np.random.default_rng(seed), n, h, w, c)
     want = upsample.resize_bilinear(x, oh, ow, align)
     np.testing.assert_allclose(k_upsample.resize_bilinear(ex, _strided(x), oh, ow, align), want, rtol=1e-6, atol=1e-6)
 
@@ -129,7 +119,7 @@ def test_resize_bilinear_matches_numpy(ex, n, h, w, c, oh, ow, align, seed):
        seed=seeds)
 def test_patch_correlation_matches_numpy(ex, n, h, w, c, md, stride, seed):
     rng = np.random.default_rng(seed)
-    f1, f2 = _rand(rng, n, h, w, c), _rand(rng, n, h, w, c)
+    f1, f2 = randn(rng, n, h, w, c), randn(rng, n, h, w, c)
     want = corr.patch_correlation(f1, f2, md, stride)
     got = k_patch_corr.patch_correlation(ex, _strided(f1), f2, md, stride)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -137,7 +127,7 @@ def test_patch_correlation_matches_numpy(ex, n, h, w, c, md, stride, seed):
 
 def test_patch_correlation_as_flownet_uses_it(ex):
     rng = np.random.default_rng(8)
-    f1, f2 = _rand(rng, 1, 6, 30, 16), _rand(rng, 1, 6, 30, 16)  # displacement 20 reaches past the map
+    f1, f2 = randn(rng, 1, 6, 30, 16), randn(rng, 1, 6, 30, 16)  # displacement 20 reaches past the map
     np.testing.assert_allclose(k_patch_corr.patch_correlation(ex, f1, f2), corr.patch_correlation(f1, f2),
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match=r"f1 and f2 must be \(N, H, W, C\) of one shape"):
@@ -149,7 +139,7 @@ def test_patch_correlation_as_flownet_uses_it(ex):
        far=st.booleans(), seed=seeds)
 def test_warps_match_numpy(ex, n, h, w, c, padding, far, seed):
     rng = np.random.default_rng(seed)
-    img = _rand(rng, n, h, w, c)
+    img = randn(rng, n, h, w, c)
     flow = _coords(rng, n, h, w, far) - np.float32(max(h, w) / 2)
     want = sample.warp(img, flow, padding)
     np.testing.assert_array_equal(k_warp.warp(ex, _strided(img), _strided(flow), padding), want)
@@ -164,7 +154,7 @@ def test_warps_match_numpy(ex, n, h, w, c, padding, far, seed):
        far=st.booleans(), seed=seeds)
 def test_bilinear_sample_matches_numpy(ex, n, h, w, oh, ow, padding, far, seed):
     rng = np.random.default_rng(seed)
-    img = _rand(rng, n, h, w, 2)
+    img = randn(rng, n, h, w, 2)
     pos = _coords(rng, n, oh, ow, far)
     want = sample.bilinear_sample(img, pos[..., 0], pos[..., 1], padding)
     np.testing.assert_array_equal(k_warp.bilinear_sample(ex, img, pos, padding), want)
@@ -172,10 +162,10 @@ def test_bilinear_sample_matches_numpy(ex, n, h, w, oh, ow, padding, far, seed):
 
 def test_sampling_arguments_are_checked(ex):
     rng = np.random.default_rng(9)
-    img = _rand(rng, 1, 3, 3, 1)
+    img = randn(rng, 1, 3, 3, 1)
     with pytest.raises(InputError, match="padding must be 'zeros' or 'border', got 'reflect'"):
         k_warp.bilinear_sample(ex, img, _coords(rng, 1, 3, 3, False), "reflect")
     with pytest.raises(InputError, match=r"coordinates must be \(N, h, w, 2\) with N = 1"):
-        k_warp.bilinear_sample(ex, img, _rand(rng, 1, 3, 3, 3))
+        k_warp.bilinear_sample(ex, img, randn(rng, 1, 3, 3, 3))
     with pytest.raises(InputError, match=r"flow \(1, 2, 3, 2\) must cover img \(1, 3, 3, 1\)"):
-        k_warp.warp(ex, img, _rand(rng, 1, 2, 3, 2))
+        k_warp.warp(ex, img, randn(rng, 1, 2, 3, 2))

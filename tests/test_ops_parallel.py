@@ -15,10 +15,7 @@ from cvflow.ops.act import add_relu_, leaky_relu, leaky_relu_, relu, relu_
 from cvflow.ops.corr import build_corr, corr_lookup
 from cvflow.backends.cpu import CPUBackend
 from cvflow.ops.norm import batch_norm, batch_norm_, instance_norm
-
-
-def _rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
+from conftest import randn
 
 
 # -- spans, run, map_spans ------------------------------------------------------------------
@@ -73,7 +70,7 @@ def _instance_norm_definition(x, eps=1e-5):
 def test_instance_norm_equals_its_definition(shape):
     # float64 sums in another order: equal up to a rare last-bit flip of the float32 mean
     rng = np.random.default_rng(sum(shape))
-    x = _rand(rng, *shape) * 3 + 2
+    x = randn(rng, *shape) * 3 + 2
     want = _instance_norm_definition(x)
     np.testing.assert_allclose(instance_norm(x), want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(instance_norm(x, relu=True), np.maximum(want, 0), rtol=1e-6, atol=1e-6)
@@ -85,15 +82,15 @@ def test_instance_norm_equals_its_definition(shape):
 
 def test_in_place_ops_equal_their_definitions():
     rng = np.random.default_rng(0)
-    x = _rand(rng, 2, 70, 90, 24)
-    p = {"weight": _rand(rng, 24), "bias": _rand(rng, 24), "running_mean": _rand(rng, 24),
-         "running_var": np.abs(_rand(rng, 24)) + 0.5}
+    x = randn(rng, 2, 70, 90, 24)
+    p = {"weight": randn(rng, 24), "bias": randn(rng, 24), "running_mean": randn(rng, 24),
+         "running_var": np.abs(randn(rng, 24)) + 0.5}
     want = batch_norm(x, p)
     np.testing.assert_array_equal(batch_norm_(x.copy(), p), want)
     np.testing.assert_array_equal(batch_norm_(x.copy(), p, relu=True), np.maximum(want, 0))
     strided = x.copy()[:, ::2]
     np.testing.assert_array_equal(batch_norm_(strided, p, relu=True), np.maximum(batch_norm(x[:, ::2], p), 0))
-    y = _rand(rng, *x.shape)
+    y = randn(rng, *x.shape)
     np.testing.assert_array_equal(add_relu_(y.copy(), x), np.maximum(y + x, 0))
     np.testing.assert_array_equal(relu_(y.copy()), np.maximum(y, 0))
     for a in (y[:, ::3], y.astype(np.float64), np.array(-1.5, np.float32), np.array([np.nan, -0.0, 2], np.float32)):
@@ -105,7 +102,7 @@ def test_in_place_ops_equal_their_definitions():
 
 def test_leaky_relu_in_pieces_equals_its_definition(monkeypatch):
     monkeypatch.setattr(act, "_PIECE", 1000)  # many pieces, the last one partial
-    y = _rand(np.random.default_rng(1), 2, 70, 90, 24)
+    y = randn(np.random.default_rng(1), 2, 70, 90, 24)
     np.testing.assert_array_equal(leaky_relu_(y.copy(), 0.2), leaky_relu(y, 0.2))
     z = y.copy()  # a strided view: updated where it points, nowhere else
     leaky_relu_(z[:, ::3], 0.2)
@@ -115,7 +112,7 @@ def test_leaky_relu_in_pieces_equals_its_definition(monkeypatch):
 
 # -- GRU: constant input and precomputed h-share --------------------------------------------------
 def _params(rng, ch, cin, ks):
-    return {f"conv{g}{i}": {"weight": 0.2 * _rand(rng, ch, cin, *k), "bias": 0.1 * _rand(rng, ch)}
+    return {f"conv{g}{i}": {"weight": 0.2 * randn(rng, ch, cin, *k), "bias": 0.1 * randn(rng, ch)}
             for g in "zrq" for i, k in ks}
 
 
@@ -123,7 +120,7 @@ def test_gru_constant_input_equals_concatenated_input():
     """[c, x] as parts (c's share computed once per pass and reused) equals the whole input."""
     rng = np.random.default_rng(1)
     ch, cc, cx = 6, 4, 5
-    h, c, x = np.tanh(_rand(rng, 1, 9, 11, ch)), _rand(rng, 1, 9, 11, cc), _rand(rng, 1, 9, 11, cx)
+    h, c, x = np.tanh(randn(rng, 1, 9, 11, ch)), randn(rng, 1, 9, 11, cc), randn(rng, 1, 9, 11, cx)
     cx_all = np.concatenate([c, x], -1)
     be = CPUBackend()
     for gru, ks in ((be.conv_gru, [("", (3, 3))]), (be.sep_conv_gru, [("1", (1, 5)), ("2", (5, 1))])):
@@ -143,7 +140,7 @@ def test_gru_step_takes_a_precomputed_h_share():
 
     rng = np.random.default_rng(2)
     ch, cx = 5, 3
-    h, x = np.tanh(_rand(rng, 2, 7, 8, ch)), _rand(rng, 2, 7, 8, cx)
+    h, x = np.tanh(randn(rng, 2, 7, 8, ch)), randn(rng, 2, 7, 8, cx)
     p = _params(rng, ch, ch + cx, [("", (3, 3))])
     be = CPUBackend()
     parts = cell_parts(be, p, "", ch, 0)
@@ -159,7 +156,7 @@ def test_gru_step_takes_a_precomputed_h_share():
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_lookup_pieces_do_not_change_the_result(threads, monkeypatch):
     rng = np.random.default_rng(3)
-    f1, f2 = _rand(rng, 1, 40, 130, 8), _rand(rng, 1, 40, 130, 8)  # 5200 px: several pieces
+    f1, f2 = randn(rng, 1, 40, 130, 8), randn(rng, 1, 40, 130, 8)  # 5200 px: several pieces
     ys, xs = np.meshgrid(np.arange(40, dtype=np.float32), np.arange(130, dtype=np.float32), indexing="ij")
     coords = np.stack([xs, ys], -1)[None] + rng.uniform(-6, 6, (1, 40, 130, 2)).astype(np.float32)
     full, lazy = build_corr(f1, f2, 3), build_corr(f1, f2, 3, budget=0)

@@ -15,6 +15,7 @@ from cvflow.ops.corr import build_corr, corr_lookup, corr_volume_bytes, pool_pyr
 from cvflow.backends.cpu import CPUBackend
 from cvflow.ops.sample import bilinear_sample
 from cvflow.ops.upsample import convex_upsample, upsample_nearest
+from conftest import randn
 
 sizes = st.integers(min_value=2, max_value=9)
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
@@ -25,15 +26,11 @@ def _grid(n, h, w, xp=np):
     return xp.broadcast_to(xs, (n, h, w)), xp.broadcast_to(ys, (n, h, w))
 
 
-def _rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
 # -- grid sampling -------------------------------------------------------------------------
 @settings(max_examples=30, deadline=None)
 @given(h=sizes, w=sizes, c=st.integers(1, 4), seed=seeds, padding=st.sampled_from(["zeros", "border"]))
 def test_zero_displacement_sampling_is_identity(h, w, c, seed, padding):
-    img = _rand(np.random.default_rng(seed), 2, h, w, c)
+    img = randn(np.random.default_rng(seed), 2, h, w, c)
     gx, gy = _grid(2, h, w)
     np.testing.assert_array_equal(bilinear_sample(img, gx, gy, padding), img)
 
@@ -41,7 +38,7 @@ def test_zero_displacement_sampling_is_identity(h, w, c, seed, padding):
 @settings(max_examples=30, deadline=None)
 @given(h=st.integers(5, 12), w=st.integers(5, 12), dx=st.integers(-2, 2), dy=st.integers(-2, 2), seed=seeds)
 def test_integer_shift_sampling_is_slicing(h, w, dx, dy, seed):
-    img = _rand(np.random.default_rng(seed), 1, h, w, 3)
+    img = randn(np.random.default_rng(seed), 1, h, w, 3)
     gx, gy = _grid(1, h, w)
     out = bilinear_sample(img, gx + dx, gy + dy, "zeros")
     ys = slice(max(0, -dy), min(h, h - dy))
@@ -53,7 +50,7 @@ def test_integer_shift_sampling_is_slicing(h, w, dx, dy, seed):
 def test_far_away_and_nan_coordinates():
     """Coordinates far outside (or NaN) neither overflow the integer cast nor wrap:
     zeros padding gives 0 (NaN stays NaN), border padding the nearest edge pixel."""
-    img = _rand(np.random.default_rng(3), 1, 5, 6, 2)
+    img = randn(np.random.default_rng(3), 1, 5, 6, 2)
     x = np.array([[[1e12, -1e12, 3e9, np.nan]]], np.float32)
     y = np.full_like(x, 2.0)
     with np.errstate(invalid="raise"):
@@ -91,7 +88,7 @@ def _naive_lookup(f1, f2, coords, levels, radius):
 def test_lookup_matches_direct_definition(h, w, seed, radius):
     rng = np.random.default_rng(seed)
     d, levels = 5, 3
-    f1, f2 = _rand(rng, 1, h, w, d), _rand(rng, 1, h, w, d)
+    f1, f2 = randn(rng, 1, h, w, d), randn(rng, 1, h, w, d)
     gx, gy = _grid(1, h, w)
     # flows reaching past the borders exercise the zero padding
     coords = np.stack([gx, gy], -1) + rng.uniform(-4, 4, (1, h, w, 2)).astype(np.float32)
@@ -106,7 +103,7 @@ def test_lookup_matches_direct_definition(h, w, seed, radius):
 @given(h=st.integers(2, 10), w=st.integers(2, 10), n=st.integers(1, 2), seed=seeds)
 def test_on_the_fly_lookup_equals_full_volume(h, w, n, seed):
     rng = np.random.default_rng(seed)
-    f1, f2 = _rand(rng, n, h, w, 8), _rand(rng, n, h, w, 8)
+    f1, f2 = randn(rng, n, h, w, 8), randn(rng, n, h, w, 8)
     coords = rng.uniform(-3, max(h, w) + 3, (n, h, w, 2)).astype(np.float32)
     full = build_corr(f1, f2, 4, budget=1 << 30)
     lazy = build_corr(f1, f2, 4, budget=0)
@@ -117,7 +114,7 @@ def test_on_the_fly_lookup_equals_full_volume(h, w, n, seed):
 @settings(max_examples=20, deadline=None)
 @given(h=st.integers(3, 10), w=st.integers(3, 10), seed=seeds, radius=st.integers(1, 4))
 def test_identical_maps_peak_at_window_centre(h, w, seed, radius):
-    f = _rand(np.random.default_rng(seed), 1, h, w, 6)
+    f = randn(np.random.default_rng(seed), 1, h, w, 6)
     gx, gy = _grid(1, h, w)
     window = corr_lookup(build_corr(f, f, 1), np.stack([gx, gy], -1), radius)
     sums = window.reshape(-1, (2 * radius + 1) ** 2).sum(axis=0)
@@ -127,7 +124,7 @@ def test_identical_maps_peak_at_window_centre(h, w, seed, radius):
 
 def test_window_channels_put_x_offset_outermost():
     rng = np.random.default_rng(0)
-    f1 = _rand(rng, 1, 8, 8, 16)
+    f1 = randn(rng, 1, 8, 8, 16)
     f2 = np.roll(f1, 2, axis=2)  # content moves +2 px in x: f2[x + 2] = f1[x]
     gx, gy = _grid(1, 8, 8)
     window = corr_lookup(build_corr(f1, f2, 1), np.stack([gx, gy], -1), 3)[0, 2:6, 2:4]
@@ -144,7 +141,7 @@ def test_pyramid_and_budget():
 
 # -- GRU ------------------------------------------------------------------------------------
 def _gru_params(rng, ch, cx, ks):
-    return {f"conv{g}{i}": {"weight": 0.1 * _rand(rng, ch, ch + cx, *k), "bias": 0.1 * _rand(rng, ch)}
+    return {f"conv{g}{i}": {"weight": 0.1 * randn(rng, ch, ch + cx, *k), "bias": 0.1 * randn(rng, ch)}
             for g in "zrq" for i, k in ks}
 
 
@@ -171,7 +168,7 @@ def _naive_step(h, x, p, sfx):
 @given(seed=seeds, h=sizes, w=sizes)
 def test_conv_grus_match_definition(seed, h, w):
     rng = np.random.default_rng(seed)
-    state, inp = np.tanh(_rand(rng, 1, h, w, 4)), _rand(rng, 1, h, w, 3)
+    state, inp = np.tanh(randn(rng, 1, h, w, 4)), randn(rng, 1, h, w, 3)
     be = CPUBackend()
     # the input whole, or as the two parts the reference concatenates (context, motion)
     for x in ([inp], [np.ascontiguousarray(inp[..., :1]), np.ascontiguousarray(inp[..., 1:])]):
@@ -187,9 +184,9 @@ def test_conv_grus_match_definition(seed, h, w):
 def test_flow_head_fused_with_the_next_gru_step_changes_nothing(seed, h, w):
     """RAFT-small: the head's conv1 and the next ConvGRU step's h share are one conv."""
     rng = np.random.default_rng(seed)
-    state, inp = np.tanh(_rand(rng, 1, h, w, 4)), _rand(rng, 1, h, w, 3)
+    state, inp = np.tanh(randn(rng, 1, h, w, 4)), randn(rng, 1, h, w, 3)
     p = _gru_params(rng, 4, 3, [("", (3, 3))])
-    head = {f"conv{i}": {"weight": 0.1 * _rand(rng, o, c, 3, 3), "bias": 0.1 * _rand(rng, o)}
+    head = {f"conv{i}": {"weight": 0.1 * randn(rng, o, c, 3, 3), "bias": 0.1 * randn(rng, o)}
             for i, (o, c) in ((1, (5, 4)), (2, (2, 5)))}
     x = [np.ascontiguousarray(inp[..., :1]), np.ascontiguousarray(inp[..., 1:])]
     be = CPUBackend()
@@ -209,7 +206,7 @@ def test_flow_head_fused_with_the_next_gru_step_changes_nothing(seed, h, w):
 @pytest.mark.parametrize("factor", [2, 4, 8])
 def test_convex_upsample_one_hot_centre_is_nearest(factor):
     rng = np.random.default_rng(factor)
-    flow = _rand(rng, 1, 3, 5, 2)
+    flow = randn(rng, 1, 3, 5, 2)
     mask = np.full((1, 3, 5, 9, factor * factor), -60.0, np.float32)
     mask[:, :, :, 4] = 60.0  # all weight on the centre neighbour
     up = convex_upsample(flow, mask.reshape(1, 3, 5, -1), factor)
