@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from cvflow.errors import CvflowError, CvflowTypeError, InputError
+from cvflow.io.atomic import write_atomic
 from cvflow.outputs import check_output_dir
 from cvflow.extraction_io import (COLUMNS, TMP, FlowArchive, ScoreTable, archive_name, find_clips,
                                   folder_frames, sweep_temporaries)
@@ -262,9 +263,8 @@ def _settings_diff(out, settings) -> str:
 
 def _write_settings(out, settings) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"{TMP}{os.getpid()}-{SETTINGS_FILE}"
-    tmp.write_text(json.dumps({k: v for k, v in settings.items() if k != "out_dir"}, indent=1, default=str))
-    os.replace(tmp, out / SETTINGS_FILE)
+    text = json.dumps({k: v for k, v in settings.items() if k != "out_dir"}, indent=1, default=str)
+    write_atomic(out / SETTINGS_FILE, lambda tmp: tmp.write_text(text), out / f"{TMP}{os.getpid()}-{SETTINGS_FILE}")
 
 
 def _record(rows, table, total, skipped, engine, progress, on_row, flush_seconds) -> dict:

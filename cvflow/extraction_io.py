@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError
-from cvflow.io.npz import write_npz
+from cvflow.io.atomic import write_atomic
+from cvflow.io.npz import FlowStack
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
@@ -140,30 +141,19 @@ class FlowArchive:
         self.final = Path(out_dir) / name
         self.final.parent.mkdir(parents=True, exist_ok=True)
         tag = f"{TMP}{os.getpid()}-{self.final.name}"
-        self._raw_path = self.final.with_name(tag + ".raw")
         self._tmp = self.final.with_name(tag)
-        self._dtype = np.dtype(dtype).newbyteorder("<")
-        self._raw = open(self._raw_path, "wb")
-        self._shape = None
-        self._frames: list[tuple[int, int]] = []
+        self._stack = FlowStack(self.final.with_name(tag + ".raw"), dtype)
 
     def add(self, source_pair, flow):
-        self._shape = flow.shape
-        self._raw.write(np.ascontiguousarray(flow, dtype=self._dtype).tobytes())
-        self._frames.append(source_pair)
+        self._stack.add(source_pair, flow)
 
     def commit(self, key: str, fingerprint: str) -> None:
-        self._raw.close()
-        flows = np.memmap(self._raw_path, dtype=self._dtype, mode="r", shape=(len(self._frames), *self._shape))
-        write_npz(self._tmp, {"flow": flows, "frame_index": np.asarray(self._frames, np.int64),
-                              "path": np.array(key), "fingerprint": np.array(fingerprint)})
-        del flows
-        os.replace(self._tmp, self.final)
-        self._raw_path.unlink(missing_ok=True)
+        write_atomic(self.final, lambda tmp: self._stack.write_npz(tmp, path=np.array(key),
+                                                                   fingerprint=np.array(fingerprint)), self._tmp)
+        self._stack.discard()
 
     def discard(self) -> None:
-        self._raw.close()
-        self._raw_path.unlink(missing_ok=True)
+        self._stack.discard()
         self._tmp.unlink(missing_ok=True)
 
 
@@ -234,28 +224,26 @@ class ScoreTable:
     def write(self) -> Path:
         """Write every row (sorted by path) to the table, atomically; then empty the journal."""
         rows = [self.rows[k] for k in sorted(self.rows)]
-        tmp = self.path.with_name(f"{TMP}{os.getpid()}-{self.path.name}")
-        try:
-            if self.pq is not None:
-                import pyarrow as pa
-
-                types = {str: pa.string(), int: pa.int64(), float: pa.float64()}
-                schema = pa.schema([(c, types[t]) for c, t in COLUMNS.items()])
-                self.pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-            else:
-                with open(tmp, "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
-                    writer.writeheader()
-                    writer.writerows({c: r[c] for c in COLUMNS} for r in rows)
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, lambda tmp: self._write_rows(rows, tmp),
+                     self.path.with_name(f"{TMP}{os.getpid()}-{self.path.name}"))
         other = self.path.with_suffix(".csv" if self.path.suffix == ".parquet" else ".parquet")
         other.unlink(missing_ok=True)  # its rows are in the new table
         self.close()
         self.journal.unlink(missing_ok=True)
         return self.path
+
+    def _write_rows(self, rows, path) -> None:
+        if self.pq is not None:
+            import pyarrow as pa
+
+            types = {str: pa.string(), int: pa.int64(), float: pa.float64()}
+            schema = pa.schema([(c, types[t]) for c, t in COLUMNS.items()])
+            self.pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+        else:
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+                writer.writeheader()
+                writer.writerows({c: r[c] for c in COLUMNS} for r in rows)
 
     def close(self) -> None:
         if self._journal_file is not None:

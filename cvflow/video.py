@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, InputError, os_error
-from cvflow.io.npz import write_npz
+from cvflow.io.atomic import write_atomic
+from cvflow.io.npz import FlowStack
 from cvflow.progress import Progress, plural
 
 __all__ = ["iter_video_flow", "iter_frames_flow", "iter_video_bidirectional", "run_video", "open_video",
@@ -233,9 +234,7 @@ class _Outputs:
         self.count = 0
         self.files: list[str] = []
         self._writer = None
-        self._raw = None  # open file of raw float32 flows, for the NPZ
-        self._shape = None
-        self._frames: list[tuple[int, int]] = []
+        self._stack = FlowStack(self._tmp("flow.raw")) if npz else None
 
     def _tmp(self, name):
         return self.dir / f"{_TMP}{name}"
@@ -267,24 +266,14 @@ class _Outputs:
 
     def _write(self, final: Path, write):
         """`write(tmp)` to a temporary name, then rename it to `final` (removed on failure)."""
-        tmp = self._tmp(final.name)
-        try:
-            write(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(final, write, self._tmp(final.name))
         self.files.append(str(final))
 
     def _add_npz(self, source_pair, flow):
         try:
-            if self._raw is None:
-                self._shape = flow.shape
-                self._raw = open(self._tmp("flow.raw"), "wb")
-            self._raw.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
+            self._stack.add(source_pair, flow)
         except OSError as e:  # disk full, ...
-            raise os_error("write", self._tmp("flow.raw"), e) from None
-        self._frames.append(source_pair)
+            raise os_error("write", self._stack.raw_path, e) from None
 
     def _add_mp4(self, frame0, flow):
         import cv2
@@ -316,23 +305,13 @@ class _Outputs:
                 self.files.append(str(self.dir / "flow.mp4"))
             else:
                 tmp.unlink(missing_ok=True)
-        if self._raw is not None:
-            self._raw.close()
-            self._raw = None
-            raw = self._tmp("flow.raw")
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
             try:
-                if self._frames:
-                    self._finish_npz(raw)
+                if stack.frames:
+                    self._write(self.dir / "flow.npz", stack.write_npz)
             finally:
-                raw.unlink(missing_ok=True)
-
-    def _finish_npz(self, raw: Path):
-        # Stream the raw flows into the archive (as np.savez lays it out) without holding them in memory.
-        n = len(self._frames)
-        arrays = {"flow": np.memmap(raw, dtype="<f4", mode="r", shape=(n, *self._shape)),
-                  "frame_index": np.asarray(self._frames, np.int64)}
-        self._write(self.dir / "flow.npz", lambda tmp: write_npz(tmp, arrays))
-        arrays.clear()  # drop the memmap before the raw file is removed
+                stack.discard()
 
 
 def run_video(path, algo, out_dir, *, every=1, max_side=None, warm_start=True, npz=False, mp4=True,

@@ -230,3 +230,39 @@ def test_read_only_flow_argument_checked_before_the_forward_pass(monkeypatch):
     with pytest.raises(cvflow.InputError, match=r"`flow` is read-only \(shape \(8, 8, 2\) float32\), so calc "
                                                 r"cannot fill it in place; pass a writable array"):
         algo.calc(img, img, flow)
+
+
+# -- the shared writers: FlowStack and write_atomic -------------------------------------------
+
+def test_flow_stack_streams_flows_into_one_archive(tmp_path):
+    from cvflow.io.npz import FlowStack
+
+    stack = FlowStack(tmp_path / "x.raw", np.float16)
+    flows = [np.full((3, 4, 2), k, np.float32) for k in range(3)]
+    for k, f in enumerate(flows):
+        stack.add((k, k + 1), f)
+    stack.write_npz(tmp_path / "x.npz", path=np.array("clip.mp4"))   # "path" is an array's name too
+    stack.discard()
+    assert not (tmp_path / "x.raw").exists()
+    with np.load(tmp_path / "x.npz") as z:
+        assert z["flow"].dtype == np.dtype("<f2") and z["flow"].shape == (3, 3, 4, 2)
+        np.testing.assert_array_equal(z["flow"], np.stack(flows))
+        np.testing.assert_array_equal(z["frame_index"], [[0, 1], [1, 2], [2, 3]])
+        assert str(z["path"]) == "clip.mp4"
+
+
+def test_write_atomic_leaves_no_partial_file(tmp_path):
+    from cvflow.io.atomic import write_atomic
+
+    final, tmp = tmp_path / "out.txt", tmp_path / ".tmp-out.txt"
+    final.write_text("old")
+
+    def fail(path):
+        path.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(final, fail, tmp)
+    assert final.read_text() == "old" and not tmp.exists()
+    write_atomic(final, lambda path: path.write_text("new"), tmp)
+    assert final.read_text() == "new" and not tmp.exists()

@@ -28,6 +28,8 @@ import numpy as np
 
 from cvflow.backend import to_numpy
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, CvflowTypeError, WeightsError, os_error
+from cvflow.io.atomic import write_atomic
+from cvflow.io.npz import write_npz
 from cvflow.io.torch_pickle import STORAGE_DTYPES, Materializer, RestrictedUnpickler
 
 __all__ = ["load_weights", "load_checkpoint", "read_torch_checkpoint", "normalize_state_dict",
@@ -244,21 +246,15 @@ def save_converted(weights: Mapping, path) -> None:
     """
     flat = normalize_state_dict(weights)
     path = os.fspath(path)
-    tmp = f"{path}.part-{os.getpid()}"
+    for key, arr in flat.items():
+        if arr.dtype.kind not in "biuf":
+            raise WeightsError(f"{key!r}: only numeric arrays can be saved, got {arr.dtype}")
+    # asarray, not ascontiguousarray: that turns 0-d tensors (num_batches_tracked) into (1,)
+    arrays = {key: np.asarray(arr, order="C") for key, arr in flat.items()}
     try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for key, arr in flat.items():
-                if arr.dtype.kind not in "biuf":
-                    raise WeightsError(f"{key!r}: only numeric arrays can be saved, got {arr.dtype}")
-                with zf.open(key + ".npy", "w", force_zip64=True) as fh:
-                    # asarray, not ascontiguousarray: that turns 0-d tensors (num_batches_tracked) into (1,)
-                    np.lib.format.write_array(fh, np.asarray(arr, order="C"), allow_pickle=False)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: write_npz(tmp, arrays), f"{path}.part-{os.getpid()}")
     except OSError as e:  # missing directory, read-only file system, a directory at `path`, ...
         raise os_error("write", path, e) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
