@@ -21,8 +21,10 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def get_xp(x):
     """NumPy or CuPy, whichever module owns array ``x``."""
-    if isinstance(x, np.ndarray) or np.isscalar(x):
+    if type(x) is np.ndarray or np.isscalar(x):
         return np
+    if isinstance(x, np.ndarray):  # a subclass: the CUDA emulator's device arrays name their module
+        return getattr(x, "xp", np)
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(x, cupy.ndarray):
         return cupy

@@ -66,11 +66,31 @@ def _split(kernel):
 
 class EmulatorExecutor(Executor):
     """Kernels emulated on the CPU (CUDA threads one after another; large grids in runs of
-    whole blocks on a few OS threads); NumPy arrays.
+    whole blocks on a few OS threads); arrays are :class:`~cvflow.backends.cuda.trace.DeviceArray`
+    (NumPy arrays whose ops, copies, syncs and allocations the executor's ``tracer`` sees).
     For tests only: see :func:`cvflow.testing.cuda_emulator`."""
 
     name = "emulator"
-    xp = np
+
+    def __init__(self):
+        from cvflow.backends.cuda import trace
+
+        self.tracer = trace.TRACER
+        self.xp = trace.XP
+        self._trace = trace
+
+    def _device(self, x, what):
+        if not isinstance(x, self._trace.DeviceArray):
+            raise DeviceError(f"{what} must be a device array (the executor's), got a host "
+                              f"{type(x).__name__}: copy it with asarray first")
+        return x.view(np.ndarray)
+
+    def to_host(self, x) -> np.ndarray:
+        if not isinstance(x, self._trace.DeviceArray):
+            return np.asarray(x)
+        self.tracer.sync("to_host")
+        self.tracer.copy("d2h", x.nbytes, " (to_host)")
+        return np.array(x.view(np.ndarray), copy=True)
 
     def launch(self, kernel, grid, block, args, shared_mem=0):
         from cvflow.backends.cuda import emulator
@@ -79,7 +99,34 @@ class EmulatorExecutor(Executor):
             raise DeviceError("the emulator runs kernels without shared memory; got shared_mem="
                               f"{shared_mem} for {kernel}")
         stem, func = _split(kernel)
-        emulator.library(stem).launch(func, grid, block, args)
+        for i, a in enumerate(args):
+            if isinstance(a, np.ndarray) and not isinstance(a, self._trace.DeviceArray):
+                raise DeviceError(f"{kernel} argument {i} is a host array: kernels take device arrays")
+        rec = self.tracer.recorder
+        if rec is not None:  # capturing a graph: the launch is recorded, run at replay
+            rec.append(("launch", kernel, grid, block, args))
+            self.tracer.launch(kernel)
+            return
+        self.tracer.launch(kernel)
+        emulator.library(stem).launch(func, grid, block, args, dry=self.tracer.dry)
+
+    def matmul(self, a, b, out=None):
+        trace = self._trace
+        pa, pb = self._device(a, "matmul's a"), self._device(b, "matmul's b")
+        if out is None:
+            shape = np.broadcast_shapes(pa.shape[:-2], pb.shape[:-2]) + (pa.shape[-2], pb.shape[-1])
+            out = self.empty(shape, np.result_type(pa, pb))
+        po = self._device(out, "matmul's out")
+        self.tracer.matmul(trace._matmul_flops(pa, pb), True)
+        rec = self.tracer.recorder
+        if rec is not None:
+            rec.append(("matmul", a, b, out))
+        elif not self.tracer.dry:
+            np.matmul(pa, pb, out=po)
+        return out
+
+    def synchronize(self):
+        self.tracer.sync("synchronize()")
 
 
 class CupyExecutor(Executor):
