@@ -12,6 +12,8 @@ device and held here, never in the weight dict; `release` frees the executor's p
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from cvflow.backends.base import Backend
@@ -19,6 +21,10 @@ from cvflow.backends.cuda import k_act, k_conv, k_corr, k_norm, k_patch_corr, k_
 from cvflow.ops import attention as attention_ops
 from cvflow.ops import matching as matching_ops
 from cvflow.ops.corr import corr_volume_bytes
+
+
+class GraphWarning(RuntimeWarning):
+    """A pass could not be captured into a CUDA graph and runs eagerly."""
 
 
 class CudaBackend(Backend):
@@ -46,6 +52,38 @@ class CudaBackend(Backend):
 
     def synchronize(self) -> None:
         self.ex.synchronize()
+
+    # -- graphs ----------------------------------------------------------------------------
+    def graphed(self, key, fn, *inputs):
+        """fn(*inputs) -> device array, as a replayed graph: captured once per `key` (the
+        caller's: input shapes and options) on static copies of the inputs, then each call
+        copies its inputs into those buffers and replays. Returns the graph's static
+        output: valid until the next call with the same key. Where the capture fails (the
+        pass breaks a graph's rules), one warning, and fn runs eagerly from then on."""
+        graphs = self.__dict__.setdefault("_graphs", {})
+        entry = graphs.get(key)
+        if entry is None:
+            static = tuple(self.ex.empty(x.shape, x.dtype) for x in inputs)
+            for dst, src in zip(static, inputs):
+                dst[...] = src
+            try:
+                with self.ex.capture() as held:
+                    out = fn(*static)
+                entry = graphs[key] = (held.graph, static, out)
+            except Exception as e:  # any capture failure: eager, said once
+                entry = graphs[key] = None
+                if not self.__dict__.get("_graph_warned"):
+                    self._graph_warned = True
+                    warnings.warn(f"CUDA graph capture failed, running eagerly ({type(e).__name__}: {e})",
+                                  GraphWarning, stacklevel=2)
+        if entry is None:
+            return fn(*inputs)
+        graph, static, out = entry
+        for dst, src in zip(static, inputs):
+            if src is not dst:
+                dst[...] = src
+        graph.replay()
+        return out
 
     # -- convolutions (im2col kernel + product + fused bias/activation) ------------------
     def _conv_layer(self, p):

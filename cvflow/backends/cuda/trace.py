@@ -315,6 +315,8 @@ class DeviceArray(np.ndarray):
 
     def __getitem__(self, key):
         result = np.ndarray.__getitem__(self, key)
+        if isinstance(result, np.generic):  # one element: a 0-d device array, as CuPy's
+            result = np.ndarray.__getitem__(self, (key if isinstance(key, tuple) else (key,)) + (Ellipsis,))
         if isinstance(result, np.ndarray):
             return device(result, "getitem")  # basic indexing: a view; fancy: a gather op
         return result
