@@ -4,8 +4,9 @@ One Python code path for both executors: CuPy on a GPU, and the CPU emulator of 
 `kernels/*.cu` sources in tests (`cvflow.testing.cuda_emulator()`). Convolutions,
 normalisations, activations, RAFT's correlation, FlowNet's patch correlation, warps and
 upsampling run the hand-written kernels (`k_*.py` wrappers); matrix products go to
-`ex.matmul` (cuBLAS); what is left (GRU gate arithmetic, attention's softmax, layer norm,
-GELU, reshapes) is array glue on `ex.xp`, the same expressions on CuPy and NumPy.
+`ex.matmul` (cuBLAS); RAFT's GRU gates are two kernels per cell (`k_gru.py`); what is
+left (attention's softmax, layer norm, GELU, reshapes) is array glue on `ex.xp`, the same
+expressions on CuPy and NumPy.
 
 Prepared layers (weight matrices, batch-norm affines) are built once per layer on the
 device and held here, never in the weight dict; `release` frees the executor's pools.
@@ -17,8 +18,9 @@ import warnings
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import k_act, k_conv, k_corr, k_norm, k_patch_corr, k_upsample, k_warp
+from cvflow.backends.cuda import k_act, k_conv, k_corr, k_gru, k_norm, k_patch_corr, k_upsample, k_warp
 from cvflow.ops import attention as attention_ops
+from cvflow.ops import gru as gru_ops
 from cvflow.ops import matching as matching_ops
 from cvflow.ops.corr import corr_volume_bytes
 
@@ -130,6 +132,17 @@ class CudaBackend(Backend):
 
     def channel_norm(self, x):
         return k_norm.channel_norm(self.ex, x)
+
+    # -- RAFT's recurrent unit: the gate arithmetic in two kernels per cell ------------------
+    def _gru_step(self, xp, h, g, c, hzr, conv_q):
+        return k_gru.gru_step(self.ex, h, g, c, hzr, conv_q)
+
+    def conv_gru(self, h, x, p):
+        return gru_ops.gru_cell(self, h, x, p, "", self._gru_step)
+
+    def sep_conv_gru(self, h, x, p):
+        return gru_ops.gru_cell(self, gru_ops.gru_cell(self, h, x, p, "1", self._gru_step), x, p, "2",
+                                self._gru_step)
 
     # -- resampling ----------------------------------------------------------------------
     def resize_bilinear(self, x, out_h, out_w, align_corners):
