@@ -113,6 +113,9 @@ step "4. latency, cvflow FP32 vs PyTorch TF32 off" 90 "$PY" bench/gpu_bench.py l
 if [ -z "$EMU" ]; then
     step "4b. latency, cvflow TF32 vs PyTorch defaults" 60 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
         --mode fast --repeat 5
+else
+    step "4b. latency, fast mode (emulator: RAFT-small only)" 5 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
+        --mode fast $EMU --only raft-small
 fi
 
 step "5. peak GPU memory, RAFT 3840x2160" 25 "$PY" bench/gpu_bench.py memory $EMU
