@@ -14,7 +14,8 @@ latency model for an H200 from those counts (assumptions printed with it):
   taken as twice the bytes allocated in the pass (written once, read once);
 - eager: every executor call and other op is a host dispatch of `--dispatch-us`; the host
   and the device overlap, so a pass takes max(host, GPU);
-- graph replay: one host call; each node costs `--node-us` on the device.
+- graph replay: one host call; each node costs `--node-us` on the device (only for a pass
+  without array ops outside the executor: nothing else can be captured).
 
 See cvflow/backends/cuda/profile.py for how the counting works.
 """
@@ -90,7 +91,8 @@ def main(argv=None):
     for r in rows:
         eager, graph, gpu = model_ms(r, args.tflops, args.hbm, args.dispatch_us, args.node_us)
         bound = "host" if eager > gpu else "GPU"
-        print(f"| {r['model']} | {r['size']} | {gpu:.1f} | {eager:.1f} ({bound}) | {graph:.1f} |")
+        replay = f"{graph:.1f}" if not r["other_ops"] else f"n/a ({r['other_ops']} ops outside the executor)"
+        print(f"| {r['model']} | {r['size']} | {gpu:.1f} | {eager:.1f} ({bound}) | {replay} |")
     print(f"\n(profiled in {sum(r['s'] for r in rows):.0f} s, {'wet' if args.wet else 'dry'} mode)")
     return 0
 
