@@ -75,3 +75,14 @@ def test_bench_gpu_profile_prints_the_table(capsys):
         gpu_profile.MODELS = saved
     out = capsys.readouterr().out
     assert "| raft-small | 64x96 | iters=2 |" in out and "graph replay ms" in out
+
+
+def test_raft_updates_dispatch_within_what_is_reached():
+    """RAFT-small's update within the issue's 30 executor calls; RAFT's GRU gates are kernels
+    (two per cell) with no array op left of them (the rest: the motion encoder's two
+    concatenations and the loop's coordinate arithmetic)."""
+    small = profile("raft-small", 64, 96, {"iters": 2}).update
+    assert small.executor_calls <= 30
+    big = profile("raft", 64, 96, {"iters": 2}).update
+    assert big.launches["gru:gru_gates"] == big.launches["gru:gru_blend"] == 2
+    assert "tanh" not in big.ops and big.other_ops <= 4
