@@ -38,6 +38,7 @@ def test_profile_counts_one_pass_and_dry_mode_changes_no_count():
     for p in (wet, dry):
         t = p.total
         assert t.syncs == 1 and t.d2h == 1        # the flow's copy back is the pass's only sync
+        assert t.h2d == 2                          # the frames: tables and grids are uploaded once
         assert t.launches["im2col:im2col"] > 0 and t.matmuls >= t.ex_matmuls > 0 and t.flops > 0
         assert {"encoders", "update", "upsampling"} <= set(p.phases) and p.phases["update"].entries == 2
         assert p.update.executor_calls > 0

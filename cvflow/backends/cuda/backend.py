@@ -145,8 +145,13 @@ class CudaBackend(Backend):
                                 self._gru_step)
 
     # -- resampling ----------------------------------------------------------------------
+    def _interp_table(self, n_in, n_out, align_corners):
+        key = ("interp", n_in, n_out, bool(align_corners))
+        return self.const(key, lambda: k_upsample._table(self.ex, n_in, n_out, align_corners))
+
     def resize_bilinear(self, x, out_h, out_w, align_corners):
-        return k_upsample.resize_bilinear(self.ex, x, out_h, out_w, align_corners)
+        """Interpolation tables are constants of the shapes: uploaded once per backend."""
+        return k_upsample.resize_bilinear(self.ex, x, out_h, out_w, align_corners, self._interp_table)
 
     def convex_upsample(self, flow, mask, factor):
         return k_upsample.convex_upsample(self.ex, flow, mask, factor)
