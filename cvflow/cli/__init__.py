@@ -2,7 +2,9 @@
 
 One module per command (`flow`, `video`, `evaluate`, `convert`, `viz`, `extract`,
 `models`), each adding its subcommand with `register(sub)`; `common` holds what they
-share (argument types, the model arguments, creating the algorithm). Every cvflow error (and any other OSError: disk full, ...) ends the command with its
+share (argument types, the model arguments, creating the algorithm).
+
+Every cvflow error (and any other OSError: disk full, ...) ends the command with its
 message on stderr and exit status 2; outputs are checked before any model runs.
 """
 from __future__ import annotations

@@ -4,7 +4,8 @@ One function, `clip.process_clip`, turns one clip into a score row (and, when as
 flow archive); two engines call it: `local` (this process, a progress bar; `clip`) and
 `ray` (Ray Data, a pool of actors each holding one model; `ray_engine`, imported only
 for that engine). `run.extract` checks the arguments, finds what is already done and
-records the rows; `files` finds the clips and writes the archives and the table.
+records the rows; `files` finds the clips and writes the archives and the table. The
+command `cvflow extract` is `cvflow.cli.extract`.
 """
 from __future__ import annotations
 

@@ -19,8 +19,7 @@ def create_algo(settings, weights, device=None):
     """The settings' model, created once per process (engine worker)."""
     from cvflow.api import create
 
-    return create(settings["model"], weights=weights, device=device or settings["device"],
-                         **settings["options"])
+    return create(settings["model"], weights=weights, device=device or settings["device"], **settings["options"])
 
 
 def _empty_row(clip, settings) -> dict:
