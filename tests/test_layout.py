@@ -53,7 +53,7 @@ def _imports(module: str, path: Path, mods) -> set[str]:
                 and node.value in mods:  # "cvflow" alone is also a prefix, a program name
             names = [node.value]
         for name in names:
-            target = _target(name, mods) if name.startswith("cvflow") else None
+            target = _target(name, mods) if name == "cvflow" or name.startswith("cvflow.") else None
             if target is not None and target != module:
                 found.add(target)
     return found
