@@ -17,7 +17,7 @@ latency model for an H200 from those counts (assumptions printed with it):
 - graph replay: one host call; each node costs `--node-us` on the device (only for a pass
   without array ops outside the executor: nothing else can be captured).
 
-See cvflow/backends/cuda/profile.py for how the counting works.
+See cvflow/profiling.py for how the counting works.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cvflow.backends.cuda.profile import profile  # noqa: E402
+from cvflow.profiling import profile  # noqa: E402
 
 # (model, H, W, options): the sizes of the issue's table and of bench/gpu_bench.py's latency rows
 MODELS = [("raft", 440, 1024, {"iters": 32}), ("raft-small", 440, 1024, {"iters": 12}),

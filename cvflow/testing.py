@@ -41,7 +41,7 @@ def dispatch_profile(name, height, width, options=None, dry=True, weights=None):
     kernel launches, array ops outside the executor, products and FLOPs, host<->device
     copies, syncs, allocations and peak live device bytes, per phase and per update. dry:
     kernels and products skip their arithmetic (same counts, seconds at 4K). Returns a
-    :class:`cvflow.backends.cuda.profile.Profile`; see ``bench/gpu_profile.py``."""
-    from cvflow.backends.cuda.profile import profile
+    :class:`cvflow.profiling.Profile`; see ``bench/gpu_profile.py``."""
+    from cvflow.profiling import profile
 
     return profile(name, height, width, options, dry=dry, weights=weights)

@@ -1,11 +1,11 @@
 """The emulator's device accounting (cvflow/backends/cuda/trace.py) and the dispatch
-profile built on it (cvflow/backends/cuda/profile.py, bench/gpu_profile.py)."""
+profile built on it (cvflow/profiling.py, bench/gpu_profile.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cvflow.backends.cuda.profile import profile
+from cvflow.profiling import profile
 from cvflow.backends.cuda.trace import DeviceArray
 from cvflow.errors import DeviceError
 from cvflow.testing import cuda_emulator

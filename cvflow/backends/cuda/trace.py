@@ -397,4 +397,4 @@ class TracedNumpy:
 
 
 XP = TracedNumpy()
-DeviceArray.xp = XP  # cvflow.backend.get_xp(device array) -> XP
+DeviceArray.xp = XP  # cvflow.arrays.get_xp(device array) -> XP

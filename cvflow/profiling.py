@@ -12,7 +12,8 @@ the counts and bytes are those of the real pass (no model branches on device val
 and a 4K profile takes seconds.
 
 Used by tests (dispatch budgets, RAFT's 4K memory) and ``bench/gpu_profile.py`` (the
-README's table and modelled latency).
+README's table and modelled latency); ``cvflow.testing.dispatch_profile`` is its entry.
+A development tool at the top of the package (it makes models), like cvflow.testing.
 """
 from __future__ import annotations
 
@@ -127,18 +128,20 @@ def profile(name, height, width, options=None, dry=True, weights=None, algo=None
     """Profile one `calc` of model `name` on a (height, width) uint8 pair on the emulator
     (host frames in, host flow out), after one unrecorded call. dry: kernels and products
     skip their arithmetic. weights: the model's weights (default `random_weights`);
-    algo: an existing object made inside `cuda_emulator()` (then name/weights unused)."""
-    import cvflow
+    algo: an existing object made inside `cvflow.testing.cuda_emulator()` (then
+    name/weights unused)."""
+    from cvflow.api import create
+    from cvflow.backends.cuda import executor
     from cvflow.models.base import REGISTRY
-    from cvflow.testing import cuda_emulator
 
     options = dict(options or {})
     f0, f1 = frames(height, width)
-    with cuda_emulator() as ex:
+    ex = executor.push_emulator()  # as cvflow.testing.cuda_emulator(), which imports this module
+    try:
         tracer = ex.tracer
         was_dry, tracer.dry = tracer.dry, dry
         try:
-            of = algo if algo is not None else cvflow.create(
+            of = algo if algo is not None else create(
                 name, weights=random_weights(name) if weights is None else weights, device="cuda", **options)
             model = REGISTRY[of.name] if hasattr(of, "name") and of.name in REGISTRY else REGISTRY[name]
             be = of._backend
@@ -158,6 +161,8 @@ def profile(name, height, width, options=None, dry=True, weights=None, algo=None
                 update = _difference(counts[1], counts[0])
         finally:
             tracer.dry = was_dry
+    finally:
+        executor.pop_emulator()
     return Profile(name, height, width, options, dry, total, dict(total.phases), update)
 
 
