@@ -35,8 +35,8 @@ from cvflow.io import raft_layouts
 from cvflow.io.checkpoint import load_weights, normalize_state_dict
 
 __all__ = ["cache_dir", "hub_dir", "load_registry", "registry_entry", "model_tags", "tag_entry",
-           "default_tag", "converted_name", "cached_file", "download", "git_blob_id", "resolve_weights", "load_model_weights",
-           "adapt_layout", "verify_weights", "describe_weights"]
+           "default_tag", "converted_name", "cached_file", "download", "git_blob_id", "resolve_weights",
+           "load_model_weights", "adapt_layout", "verify_weights", "describe_weights"]
 
 _TIMEOUT_S = 30          # seconds without a byte from the server before giving up
 _CHUNK = 1 << 20

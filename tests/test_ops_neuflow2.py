@@ -30,8 +30,8 @@ def _backends(ex):
 
 
 @settings(max_examples=25, deadline=None)
-@given(h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 6), o=st.integers(1, 6), k=st.sampled_from([1, 3, 6, 8]),
-       stride=st.integers(1, 4), bias=st.booleans(), act=st.sampled_from([None, "relu", "leaky"]), seed=seeds)
+@given(h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 6), o=st.integers(1, 6),
+       k=st.sampled_from([1, 3, 6, 8]), stride=st.integers(1, 4), bias=st.booleans(), act=st.sampled_from([None, "relu", "leaky"]), seed=seeds)
 def test_conv_bn_matches_conv_then_batch_norm(ex, h, w, c, o, k, stride, bias, act, seed):
     rng = np.random.default_rng(seed)
     pad = k // 2

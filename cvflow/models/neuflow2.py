@@ -244,6 +244,7 @@ def param_shapes(config):
 register(ModelDef(
     name="neuflow2", family="neuflow2", config=CONFIG, param_shapes=param_shapes, forward=forward,
     options=dict(OPTIONS), checkpoint=None,  # the release files are the tags (registry.json)
-    min_size=32,  # 1/16 maps of >= 2 px: the lookup's align_corners grid divides by (size - 1)
-    prepare_size=64, forward_both=forward_both,
+    # 1/16 maps of >= 2 px (the reference's align_corners lookup divides by size - 1); an
+    # arena as RAFT's: the 1/8 correlation volume alone is 205 MB at 448x1024
+    min_size=32, reuse_bytes=32 << 20, prepare_size=64, forward_both=forward_both,
     description="NeuFlow v2 (Zhang et al. 2024): global matching at 1/16, refinement at 1/16 and 1/8"))
