@@ -73,3 +73,16 @@ def test_eval_on_one_chairs_pair(algo):
         pytest.skip(f"no FlyingChairs pairs at {root}")
     res = evaluate(algo, find_pairs(root, "chairs", limit=1), progress=False)
     assert res["pairs"] == 1 and np.isfinite(res["epe"])  # synthetic weights: the value means nothing
+
+
+def test_cuda_backend_bidirectional_matches_the_cpu(algo, weights):
+    """forward_both on the CUDA backend (emulator): the same flows as the CPU backend."""
+    from cvflow.testing import cuda_emulator
+
+    case = golden_cases("neuflow2")[0]
+    f0, f1 = (np.ascontiguousarray(f[:48, :64]) for f in load_frames(case))
+    with cuda_emulator():
+        gpu = cvflow.create("neuflow2", weights=weights, device="cuda")
+        fw, bw = gpu.calcBidirectional(f0, f1)
+    np.testing.assert_allclose(fw, algo.calc(f0, f1), atol=1e-3)
+    np.testing.assert_allclose(bw, algo.calc(f1, f0), atol=1e-3)
