@@ -86,3 +86,14 @@ def test_cuda_backend_bidirectional_matches_the_cpu(algo, weights):
         fw, bw = gpu.calcBidirectional(f0, f1)
     np.testing.assert_allclose(fw, algo.calc(f0, f1), atol=1e-3)
     np.testing.assert_allclose(bw, algo.calc(f1, f0), atol=1e-3)
+
+
+def test_folded_layers_live_in_the_backend(algo, weights):
+    """conv + BatchNorm folding writes nothing into the placed weights (or the caller's)."""
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+
+    assert set(flat(algo._params)) == set(weights)
+    kinds = {kind for (_, kind) in algo._backend._prepared}
+    assert "conv_bn1e-05" in kinds  # the folded layers, derived once by create()
