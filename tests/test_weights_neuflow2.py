@@ -88,6 +88,15 @@ def test_download_right_blob_then_the_cache(home, server, monkeypatch):  # noqa:
     assert cw.cached_file("tiny") == home / entry["file"]
 
 
+def test_download_by_blob_id_shows_progress(home, server, capsys):  # noqa: F811
+    pytest.importorskip("tqdm")
+    served, url = server
+    data, _ = tiny_weights(served / "t.npz")
+    dest = cw.download(f"{url}/t.npz", home / "neuflow_x.pth", git_blob=blob_id(data).upper(), progress=True)
+    assert dest.read_bytes() == data and os.listdir(home) == ["neuflow_x.pth"]
+    assert "neuflow_x.pth" in capsys.readouterr().err
+
+
 def test_download_wrong_blob_is_refused_and_nothing_is_kept(home, server, monkeypatch):  # noqa: F811
     served, url = server
     data, _ = tiny_weights(served / "t.npz")
