@@ -26,11 +26,12 @@ def algo(weights):
 
 
 def test_options_and_identity(algo, weights):
-    assert algo.options == {"iters_s16": 1, "iters_s8": 8}
+    assert algo.options == {"iters_s16": 1, "iters_s8": 8, "corr_budget": 1 << 30}
     assert algo.getDefaultName() == "DenseOpticalFlow.cvflow.neuflow2"
     algo2 = cvflow.create("neuflow2", weights=weights, device="cpu", iters_s8=2)
     assert algo2.getIters_s8() == 2
-    with pytest.raises(InputError, match="model 'neuflow2' has no option 'iters'; its options: iters_s16, iters_s8"):
+    with pytest.raises(InputError, match="model 'neuflow2' has no option 'iters'; "
+                                         "its options: corr_budget, iters_s16, iters_s8"):
         cvflow.create("neuflow2", weights=weights, device="cpu", iters=3)
     with pytest.raises(CvflowTypeError, match="option 'iters_s8' must be an int, got 2.5"):
         algo2.setIters_s8(2.5)
@@ -48,6 +49,11 @@ def test_calc_bidirectional_with_occlusion_and_small_frames(algo):
     assert tiny.shape == (20, 25, 2) and np.isfinite(tiny).all()
     gray = algo.calc(f0[..., 1], f1[..., 1])
     assert gray.shape == (40, 50, 2)
+    algo.setCorr_budget(1)  # every lookup computes its own dot products: the same flow
+    try:
+        np.testing.assert_allclose(algo.calc(f0, f1), fw, atol=1e-3)
+    finally:
+        algo.setCorr_budget(1 << 30)
 
 
 def test_video_and_extract(algo, weights, tmp_path):

@@ -11,7 +11,9 @@ then flow, features and context go to 1/8 (nearest x2), merge with the 1/8 maps,
 gives full resolution. Weight keys are the release checkpoints' (`{'model': ...}`).
 
 Options: `iters_s16` (default 1) and `iters_s8` (default 8), the authors' defaults at
-commit 204b5e3 (an older release used 2 and 7).
+commit 204b5e3 (an older release used 2 and 7); `corr_budget` (bytes, as RAFT's: above
+it the correlation volumes are not stored, each lookup takes its own dot products; the
+1/8 volume is 205 MB at 448x1024 and grows with the square of the pixel count).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ CONFIG = {
     "iters_s8": 8, "padding_factor": 16, "corr_radius": 4, "corr_levels": 1, "upsample_factor": 8,
     "refine_num_layers": 5, "refine_inter_dim_s16": 128, "refine_inter_dim_s8": 96, "cross_attn_layers": 2,
 }
-OPTIONS = {"iters_s16": 1, "iters_s8": 8}
+OPTIONS = {"iters_s16": 1, "iters_s8": 8, "corr_budget": 1 << 30}
 SLOPE = 0.1          # LeakyReLU of every ConvBlock
 RADIUS_CHANNEL = 4.0  # the refine input's last channel: the lookup radius as a constant map
 HIDDEN_CLAMP = 4.0    # hardtanh(-4, 4) on the iteration context
@@ -95,11 +97,11 @@ def refine(be, p, corr, context, iter_context, flow):
     return be.hardtanh(x[..., 2:], -HIDDEN_CLAMP, HIDDEN_CLAMP), be.xp.ascontiguousarray(x[..., :2])
 
 
-def iterate(be, p, f0, f1, context, flow, iters, config):
+def iterate(be, p, f0, f1, context, flow, iters, config, budget=1 << 30):
     """`iters` refinements of flow (1, h, w, 2) from the correlation of f0 with f1 (each
-    (1, h, w, C)), starting from a zero iteration context."""
+    (1, h, w, C); volumes stored up to `budget` bytes), from a zero iteration context."""
     xp = be.xp
-    state = be.build_corr(xp.ascontiguousarray(f0), xp.ascontiguousarray(f1), config["corr_levels"])
+    state = be.build_corr(xp.ascontiguousarray(f0), xp.ascontiguousarray(f1), config["corr_levels"], budget)
     n, h, w, _ = flow.shape
     d = p["conv3"]["weight"].shape[0] - 2
     grid = be.const(("neuflow2_grid", n, h, w), lambda: be.asarray(_coords_grid(n, h, w)))
@@ -154,11 +156,12 @@ def _direction(be, params, frames, shared, i, config, options):
     c16, c8 = config["context_dim_s16"], config["context_dim_s8"]
     ctx16 = be.relu(x16[a, ..., :c16])
     f0, f1 = xp.ascontiguousarray(x16[a, ..., c16:]), xp.ascontiguousarray(x16[b, ..., c16:])
+    budget = options.get("corr_budget", 1 << 30)
     flow = iterate(be, params["refine_s16"], f0, f1, ctx16, be.global_matching(f0, f1),
-                   options.get("iters_s16", 1), config)
+                   options.get("iters_s16", 1), config, budget)
     flow = be.upsample_nearest(flow, 2) * flow.dtype.type(2)
     ctx8 = merge(be, params["context_merge_s8"], be.concat([be.relu(x8[a, ..., :c8]), be.upsample_nearest(ctx16, 2)]))
-    flow = iterate(be, params["refine_s8"], f8[a], f8[b], ctx8, flow, options.get("iters_s8", 8), config)
+    flow = iterate(be, params["refine_s8"], f8[a], f8[b], ctx8, flow, options.get("iters_s8", 8), config, budget)
     return upsample(be, params, frames[a], flow, config["upsample_factor"])
 
 
