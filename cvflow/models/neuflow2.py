@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvflow.backends.base import backend_of
+from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.gmflow_transformer import attention_layer
 from cvflow.ops.pad import pad_to_multiple, unpad
