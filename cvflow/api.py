@@ -116,6 +116,7 @@ class OpticalFlow(AlgorithmSettings):
         self._flags = 0
         self._weights_path = None  # the checkpoint create() loaded (None: a mapping of arrays)
         self._warned_range = False
+        self._last_info = None  # the last calc's extra outputs (ModelDef.info_channels), device array
 
     # -- cv2.DenseOpticalFlow surface -------------------------------------------------
     def calc(self, I0, I1, flow=None):
@@ -132,6 +133,7 @@ class OpticalFlow(AlgorithmSettings):
         if init is not None:
             init = self._backend.asarray(init)
         out = self._run(img0, img1, init, self._one_way_options())
+        out, self._last_info = self._split_info(out, I0)
         return self._deliver(out, flow, I0)
 
     def calcBidirectional(self, I0, I1, occlusion=False):
@@ -156,6 +158,7 @@ class OpticalFlow(AlgorithmSettings):
             bw = self._run(img1, img0, None, options)
         else:
             fw, bw = self._run(img0, img1, None, options, both=True)
+        (fw, self._last_info), (bw, _) = self._split_info(fw, I0), self._split_info(bw, I0)
         fw, bw = self._deliver(fw, None, I0), self._deliver(bw, None, I0)
         if not occlusion:
             return fw, bw
@@ -176,6 +179,28 @@ class OpticalFlow(AlgorithmSettings):
         if len(flows) != len(frames0):
             raise InputError(f"`flows` must have one entry per pair, got {len(flows)} for {len(frames0)} pairs")
         return [self.calc(a, b, f) for a, b, f in zip(frames0, frames1, flows)]
+
+    def getUncertainty(self):
+        """The last `calc`'s per-pixel uncertainty, for models that predict one (SEA-RAFT):
+        (H, W) float32, the expected absolute error of the flow in px per axis under the
+        model's mixture of Laplace distributions (`cvflow.ops.laplace`). After
+        `calcBidirectional`, the forward flow's. NumPy for NumPy frames, as `calc`.
+        Raises InputError for a model without uncertainty, or before the first `calc`."""
+        if not self._model.info_channels:
+            have = ", ".join(n for n, m in sorted(_registry().items()) if m.info_channels) or "none"
+            raise InputError(f"model {self._model.name!r} predicts no uncertainty; models that do: {have}")
+        if self._last_info is None:
+            raise InputError(f"no uncertainty yet: call calc(I0, I1) on this {self._model.name!r} object first")
+        info, like = self._last_info
+        unc = self._model.uncertainty(info, self._model.config)
+        return self._backend.to_host(unc) if like else unc
+
+    def getInfo(self):
+        """The last `calc`'s raw extra outputs, (H, W, info_channels) float32 (SEA-RAFT: the
+        mixture logits and raw log-scales [w0, w1, raw_b0, raw_b1]); errors as `getUncertainty`."""
+        self.getUncertainty()  # the same checks
+        info, like = self._last_info
+        return self._backend.to_host(info) if like else info
 
     def collectGarbage(self) -> None:
         """Release the memory kept between calls: the CPU activation arena and this
@@ -307,6 +332,15 @@ class OpticalFlow(AlgorithmSettings):
         if both:
             return model.forward_both(self._params, img0, img1, model.config, options)
         return model.forward(self._params, img0, img1, model.config, options, init)
+
+    def _split_info(self, out, like):
+        """(flow, info) of a forward result: models with `info_channels` return the flow and
+        their extra outputs in one array; info is kept with whether it goes back as NumPy."""
+        if not self._model.info_channels:
+            return out, None
+        xp = self._backend.xp
+        info = xp.ascontiguousarray(out[..., 2:])
+        return xp.ascontiguousarray(out[..., :2]), (info, isinstance(like, np.ndarray))
 
     def _deliver(self, out, flow, like):
         """Return on the caller's side: NumPy for NumPy frames; fill `flow` in place if it fits."""
