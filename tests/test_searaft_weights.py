@@ -134,3 +134,35 @@ def test_uncertainty_errors():
     with pytest.raises(InputError, match=r"model 'raft-small' predicts no uncertainty; models that do: "
                                          r"searaft-l, searaft-m, searaft-s"):
         small.getUncertainty()
+
+
+def test_cli_flow_writes_the_uncertainty_picture(tmp_path):
+    need_shared()
+    weights = tmp_path / "s.npz"
+    cvflow.save_converted(synthetic("searaft-s"), weights)
+    frames = [str(SHARED / "data" / "sintel_market_2" / f"frame_00{i}.png") for i in (16, 17)]
+    out, unc = tmp_path / "f.flo", tmp_path / "unc.png"
+    res = subprocess.run([sys.executable, "-m", "cvflow", "flow", *frames, "-m", "searaft-s", "--weights", str(weights),
+                          "-o", str(out), "--uncertainty", str(unc), "--device", "cpu"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    import cv2
+
+    img = cv2.imread(str(unc))
+    assert img.shape == (436, 1024, 3) and "expected flow error" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "cvflow", "flow", *frames, "-m", "raft-small", "-o", str(out),
+                          "--uncertainty", str(unc)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "--uncertainty: model 'raft-small' predicts no uncertainty; models that do: searaft-l" in res.stderr
+
+
+def test_uncertainty_to_color():
+    unc = np.array([[1.0, 2.0], [np.nan, 1e6]], np.float32)
+    img = cvflow.uncertainty_to_color(unc, max_value=2.0)
+    assert img.shape == (2, 2, 3) and img.dtype == np.uint8
+    assert (img[1, 0] == 0).all() and (img[0, 1] == img[1, 1]).all() and img[0, 1].sum() > img[0, 0].sum()
+    assert cvflow.uncertainty_to_color(unc).shape == (2, 2, 3)
+    with pytest.raises(InputError, match=r"uncertainty must be a non-empty \(H, W\) real array, got shape \(2, 2, 1\)"):
+        cvflow.uncertainty_to_color(unc[..., None])
+    with pytest.raises(InputError, match=r"max_value must be a positive finite number or None, got -1"):
+        cvflow.uncertainty_to_color(unc, max_value=-1)
