@@ -37,10 +37,15 @@ BENCHES = [
     ("gmflow", 448, 1024, 406.0, {}),
     ("flownet2-s", 448, 1024, 74.0, {}),
     ("flownet2", 448, 1024, 463.0, {}),  # correlation not counted
+    # SEA-RAFT: convolutions, Linear and depthwise layers counted in a run (2 x MACs); the
+    # correlation volume and lookups not counted. 436x1024 pads to 440x1024 inside.
+    ("searaft-s", 436, 1024, 427.1, {"iters": 4}),
+    ("searaft-m", 436, 1024, 775.9, {"iters": 4}),
 ]
 
 # The PyTorch reference's effective rate as a fraction of NumPy's sgemm rate, measured on
 # the CI machine kind (../shared/README.md: GFLOP / reference seconds / 170 GFLOP/s).
+# SEA-RAFT has no reference timing in ../shared: its rows print "-".
 TORCH_FRACTION = {"raft-small": 0.48, "raft": 0.69, "flownet2-s": 0.9, "flownet2": 0.57, "gmflow": 0.39}
 
 SINTEL = ROOT.parent / "shared" / "data" / "sintel_market_2"
@@ -84,6 +89,9 @@ def bench(entry, repeat):
 
 
 def main(argv=None):
+    import os
+
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per entry (best is kept)")
     ap.add_argument("--only", nargs="*", help="model names to run (default: all entries)")

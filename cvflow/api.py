@@ -19,6 +19,7 @@ from cvflow.errors import CvflowTypeError, InputError, InputRangeWarning, ModelN
 from cvflow.models.base import REGISTRY, ModelDef
 from cvflow.ops.pad import pad_replicate
 from cvflow.settings import AlgorithmSettings
+from cvflow.uncertainty import UncertaintyOutputs
 
 # Same value as cv2.OPTFLOW_USE_INITIAL_FLOW, so cv2's constant works with setFlags.
 OPTFLOW_USE_INITIAL_FLOW = 4
@@ -100,7 +101,7 @@ def _to_bgr_float(img, be):
     return be.asarray(img)
 
 
-class OpticalFlow(AlgorithmSettings):
+class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
     """A deep optical-flow algorithm with cv2.DenseOpticalFlow's interface (and
     cv2.Algorithm's: empty, clear, save, write, read, getDefaultName).
 
@@ -179,28 +180,6 @@ class OpticalFlow(AlgorithmSettings):
         if len(flows) != len(frames0):
             raise InputError(f"`flows` must have one entry per pair, got {len(flows)} for {len(frames0)} pairs")
         return [self.calc(a, b, f) for a, b, f in zip(frames0, frames1, flows)]
-
-    def getUncertainty(self):
-        """The last `calc`'s per-pixel uncertainty, for models that predict one (SEA-RAFT):
-        (H, W) float32, the expected absolute error of the flow in px per axis under the
-        model's mixture of Laplace distributions (`cvflow.ops.laplace`). After
-        `calcBidirectional`, the forward flow's. NumPy for NumPy frames, as `calc`.
-        Raises InputError for a model without uncertainty, or before the first `calc`."""
-        if not self._model.info_channels:
-            have = ", ".join(n for n, m in sorted(_registry().items()) if m.info_channels) or "none"
-            raise InputError(f"model {self._model.name!r} predicts no uncertainty; models that do: {have}")
-        if self._last_info is None:
-            raise InputError(f"no uncertainty yet: call calc(I0, I1) on this {self._model.name!r} object first")
-        info, like = self._last_info
-        unc = self._model.uncertainty(info, self._model.config)
-        return self._backend.to_host(unc) if like else unc
-
-    def getInfo(self):
-        """The last `calc`'s raw extra outputs, (H, W, info_channels) float32 (SEA-RAFT: the
-        mixture logits and raw log-scales [w0, w1, raw_b0, raw_b1]); errors as `getUncertainty`."""
-        self.getUncertainty()  # the same checks
-        info, like = self._last_info
-        return self._backend.to_host(info) if like else info
 
     def collectGarbage(self) -> None:
         """Release the memory kept between calls: the CPU activation arena and this
@@ -332,15 +311,6 @@ class OpticalFlow(AlgorithmSettings):
         if both:
             return model.forward_both(self._params, img0, img1, model.config, options)
         return model.forward(self._params, img0, img1, model.config, options, init)
-
-    def _split_info(self, out, like):
-        """(flow, info) of a forward result: models with `info_channels` return the flow and
-        their extra outputs in one array; info is kept with whether it goes back as NumPy."""
-        if not self._model.info_channels:
-            return out, None
-        xp = self._backend.xp
-        info = xp.ascontiguousarray(out[..., 2:])
-        return xp.ascontiguousarray(out[..., :2]), (info, isinstance(like, np.ndarray))
 
     def _deliver(self, out, flow, like):
         """Return on the caller's side: NumPy for NumPy frames; fill `flow` in place if it fits."""
