@@ -29,21 +29,25 @@ class UncertaintyOutputs:
         model's mixture of Laplace distributions (`cvflow.ops.laplace`). After
         `calcBidirectional`, the forward flow's. NumPy for NumPy frames, as `calc`.
         Raises InputError for a model without uncertainty, or before the first `calc`."""
-        if not self._model.info_channels:
-            have = ", ".join(n for n, m in sorted(_all_models().items()) if m.info_channels) or "none"
-            raise InputError(f"model {self._model.name!r} predicts no uncertainty; models that do: {have}")
-        if self._last_info is None:
-            raise InputError(f"no uncertainty yet: call calc(I0, I1) on this {self._model.name!r} object first")
-        info, like = self._last_info
+        info, like = self._checked_info()
         unc = self._model.uncertainty(info, self._model.config)
         return self._backend.to_host(unc) if like else unc
 
     def getInfo(self):
         """The last `calc`'s raw extra outputs, (H, W, info_channels) float32 (SEA-RAFT: the
         mixture logits and raw log-scales [w0, w1, raw_b0, raw_b1]); errors as `getUncertainty`."""
-        self.getUncertainty()  # the same checks
-        info, like = self._last_info
+        info, like = self._checked_info()
         return self._backend.to_host(info) if like else info
+
+    def _checked_info(self):
+        """The last call's (info, return-NumPy flag); InputError for a model without
+        uncertainty or before the first `calc`."""
+        if not self._model.info_channels:
+            have = ", ".join(n for n, m in sorted(_all_models().items()) if m.info_channels) or "none"
+            raise InputError(f"model {self._model.name!r} predicts no uncertainty; models that do: {have}")
+        if self._last_info is None:
+            raise InputError(f"no uncertainty yet: call calc(I0, I1) on this {self._model.name!r} object first")
+        return self._last_info
 
     def _split_info(self, out, like):
         """(flow, info) of a forward result: models with `info_channels` return the flow and
