@@ -100,3 +100,9 @@ def test_laplace_mixture_expected_error(n, seed):
 def test_laplace_needs_four_channels():
     with pytest.raises(InputError, match=r"info must have 4 channels in its last axis, got shape \(3, 2\) float32"):
         laplace.mixture_expected_error(np.zeros((3, 2), np.float32))
+
+
+def test_gelu_in_pieces_equals_one_pass():
+    x = randn(np.random.default_rng(3), 3, 70001) * np.float32(3)
+    np.testing.assert_array_equal(act.gelu(x), act._gelu(x))
+    np.testing.assert_array_equal(act.gelu(x[:, ::2]), act._gelu(x[:, ::2]))
