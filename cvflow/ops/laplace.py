@@ -10,7 +10,7 @@ softmax(w) . log b instead: a log-scale, not px.)
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 from cvflow.errors import InputError
 
 

@@ -42,7 +42,7 @@ class ClipWorker:
 
         import ray
 
-        from cvflow.extraction import create_algo
+        from cvflow.extraction.clip import create_algo
 
         # Ray gives the actor OMP_NUM_THREADS = its CPUs (1); cvflow's own pool follows, unless set,
         # so N actors on N cores do not each run a pool of every core's threads.
@@ -65,7 +65,7 @@ class ClipWorker:
         import os
         from pathlib import Path
 
-        from cvflow.extraction import error_row, process_clip
+        from cvflow.extraction.clip import error_row, process_clip
 
         out = self.settings["out_dir"]
         marker = Path(out) / ATTEMPTS_DIR / hashlib.sha1(clip["path"].encode()).hexdigest()
@@ -94,8 +94,7 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     import shutil
     from pathlib import Path
 
-    import cvflow
-    from cvflow.extraction_io import _typed
+    from cvflow.extraction.files import _typed
 
     ray = require_ray()
     if not todo:
@@ -104,7 +103,8 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     shutil.rmtree(attempts, ignore_errors=True)  # deaths are counted per run
     started = not ray.is_initialized()
     if started:
-        env = {"py_modules": [str(Path(cvflow.__file__).parent)]} if address else None
+        package = Path(__file__).parent.parent  # this cvflow
+        env = {"py_modules": [str(package)]} if address else None
         try:
             # "local": a new instance here even when RAY_ADDRESS or a running local cluster says otherwise
             ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, runtime_env=env)
