@@ -22,7 +22,7 @@ pyramid is computed per lookup). No warm start: the initial flow is the model's 
 """
 from __future__ import annotations
 
-from cvflow.backends.base import backend_of
+from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.raft import coords_grid, motion_encoder
 from cvflow.ops.laplace import mixture_expected_error
