@@ -41,6 +41,10 @@ BENCHES = [
     ("gmflow", 448, 1024, 406.0, {}),
     ("flownet2-s", 448, 1024, 74.0, {}),
     ("flownet2", 448, 1024, 463.0, {}),  # correlation not counted
+    # SEA-RAFT: convolutions, Linear and depthwise layers counted in a run (2 x MACs); the
+    # correlation volume and lookups not counted. 436x1024 pads to 440x1024 inside.
+    ("searaft-s", 436, 1024, 427.1, {"iters": 4}),
+    ("searaft-m", 436, 1024, 775.9, {"iters": 4}),
 ]
 
 # The PyTorch reference's effective rate as a fraction of NumPy's sgemm rate, measured on
@@ -50,6 +54,7 @@ TORCH_FRACTION = {"raft-small": 0.48, "raft": 0.69, "flownet2-s": 0.9, "flownet2
 # NeuFlow v2 over RAFT-small seconds in the reference's own runs (../shared/README.md:
 # 1.37-1.74 s and 1.52-2.07 s measured together): compare with the same run's ratio here.
 REFERENCE_NEUFLOW_OVER_RAFT_SMALL = (1.37 / 1.52, 1.74 / 2.07)
+# SEA-RAFT has no reference timing in ../shared: its rows print "-".
 
 SINTEL = ROOT.parent / "shared" / "data" / "sintel_market_2"
 
@@ -92,6 +97,9 @@ def bench(entry, repeat):
 
 
 def main(argv=None):
+    import os
+
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per entry (best is kept)")
     ap.add_argument("--only", nargs="*", help="model names to run (default: all entries)")

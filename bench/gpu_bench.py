@@ -52,10 +52,12 @@ from gpu_inputs import PACK, case_inputs, frame_pair, golden_cases, missing, pac
 
 # (model, H, W, options): the latency set; the emulator's smoke sizes are tiny.
 LATENCY = [("raft", 440, 1024, {"iters": 32}), ("raft-small", 440, 1024, {"iters": 12}),
-           ("flownet2", 448, 1024, {}), ("gmflow", 448, 1024, {}), ("neuflow2", 448, 1024, {})]
+           ("flownet2", 448, 1024, {}), ("gmflow", 448, 1024, {}), ("neuflow2", 448, 1024, {}),
+           ("searaft-s", 436, 1024, {"iters": 4}), ("searaft-m", 436, 1024, {"iters": 4})]
 EMU_SIZE = (64, 96)
 TINY = (64, 64)  # compute-sanitizer runs: every kernel once, on the smallest frames the models take
-SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_", "neuflow2_synth41_chairs", "neuflow2_synth41_sintel_full")
+SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_", "neuflow2_synth41_chairs", "neuflow2_synth41_sintel_full",
+        "searaft-s_synth31_sintel_full")
 MEAN_TOL, MAX_TOL = 1e-3, 5e-2
 
 
@@ -125,7 +127,7 @@ def smoke(args):
     h, w = TINY
     f0, f1 = frame_pair(h, w)
     runs = [("raft-small", {"iters": 1}), ("raft", {"iters": 1, "corr_budget": 1}), ("flownet2-c", {}),
-            ("flownet2-s", {}), ("gmflow-refine", {}), ("neuflow2", {})]
+            ("flownet2-s", {}), ("gmflow-refine", {}), ("neuflow2", {}), ("searaft-s", {"iters": 1})]
     with device(args.emulator):
         for name, opts in runs:
             flow = cvflow.create(name, weights=random_weights(name), device="cuda", **opts).calc(f0, f1, None)

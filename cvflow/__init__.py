@@ -42,6 +42,7 @@ _LAZY = {
     "write_kitti_flow": "cvflow.io.kitti",
     "flow_to_color": "cvflow.viz",
     "flow_panel": "cvflow.viz",
+    "uncertainty_to_color": "cvflow.viz",
     "warp": "cvflow.warping",
     "occlusion_mask": "cvflow.occlusion",
     "epe": "cvflow.metrics",

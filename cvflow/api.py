@@ -20,6 +20,7 @@ from cvflow.errors import CvflowTypeError, InputError, InputRangeWarning, ModelN
 from cvflow.models.base import REGISTRY, ModelDef
 from cvflow.ops.pad import pad_replicate
 from cvflow.settings import AlgorithmSettings
+from cvflow.uncertainty import UncertaintyOutputs
 
 # Same value as cv2.OPTFLOW_USE_INITIAL_FLOW, so cv2's constant works with setFlags.
 OPTFLOW_USE_INITIAL_FLOW = 4
@@ -101,7 +102,7 @@ def _to_bgr_float(img, be):
     return be.asarray(img)
 
 
-class OpticalFlow(AlgorithmSettings):
+class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
     """A deep optical-flow algorithm with cv2.DenseOpticalFlow's interface (and
     cv2.Algorithm's: empty, clear, save, write, read, getDefaultName).
 
@@ -117,6 +118,7 @@ class OpticalFlow(AlgorithmSettings):
         self._flags = 0
         self._weights_path = None  # the checkpoint create() loaded (None: a mapping of arrays)
         self._warned_range = False
+        self._last_info = None  # the last calc's extra outputs (ModelDef.info_channels), device array
 
     # -- cv2.DenseOpticalFlow surface -------------------------------------------------
     def calc(self, I0, I1, flow=None):
@@ -133,6 +135,7 @@ class OpticalFlow(AlgorithmSettings):
         if init is not None:
             init = self._backend.asarray(init)
         out = self._run(img0, img1, init, self._one_way_options())
+        out, self._last_info = self._split_info(out, I0)
         return self._deliver(out, flow, I0)
 
     def calcBidirectional(self, I0, I1, occlusion=False):
@@ -157,6 +160,7 @@ class OpticalFlow(AlgorithmSettings):
             bw = self._run(img1, img0, None, options)
         else:
             fw, bw = self._run(img0, img1, None, options, both=True)
+        (fw, self._last_info), (bw, _) = self._split_info(fw, I0), self._split_info(bw, I0)
         fw, bw = self._deliver(fw, None, I0), self._deliver(bw, None, I0)
         if not occlusion:
             return fw, bw

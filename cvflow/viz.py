@@ -10,7 +10,7 @@ import numpy as np
 from cvflow.errors import InputError
 from cvflow.io.flo import check_flow_array
 
-__all__ = ["flow_to_color", "flow_panel", "make_colorwheel"]
+__all__ = ["flow_to_color", "flow_panel", "make_colorwheel", "uncertainty_to_color"]
 
 # Colour-wheel segments (55 hues in all): per segment its length and, for R, G, B,
 # whether the channel is full (1), empty (0), ramping up ("+") or down ("-").
@@ -134,3 +134,37 @@ def flow_panel(image, flow, max_flow=None):
             f"and flow shape {arr.shape}"
         )
     return np.concatenate([img, flow_to_color(arr, max_flow=max_flow)], axis=1)
+
+
+def uncertainty_to_color(uncertainty, max_value=None, convert_to_bgr=True):
+    """Colour-code a per-pixel uncertainty map (e.g. `getUncertainty()`: expected flow error
+    in px) with OpenCV's INFERNO colormap: black 0 px, through red, to pale yellow at
+    `max_value` and beyond.
+
+    Args:
+        uncertainty: (H, W) real-valued array, >= 0.
+        max_value: value drawn at full scale. Default: the 99th percentile of the finite
+            values (a few huge values would otherwise leave the rest black).
+        convert_to_bgr: True (default) returns BGR for ``cv2.imwrite``; False RGB.
+
+    Returns:
+        (H, W, 3) uint8; non-finite values are black.
+    """
+    import cv2
+
+    arr = np.asarray(uncertainty)
+    if arr.ndim != 2 or arr.dtype.kind not in "uif" or 0 in arr.shape:
+        raise InputError(f"uncertainty must be a non-empty (H, W) real array, got shape {arr.shape} {arr.dtype}")
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if max_value is not None:
+        try:
+            max_value = _check_max_flow(max_value)
+        except InputError:
+            raise InputError(f"max_value must be a positive finite number or None, got {max_value!r}") from None
+    elif finite.any():
+        max_value = float(np.percentile(arr[finite], 99))
+    scaled = np.where(finite, np.clip(arr / (float(max_value or 0) + _EPS), 0.0, 1.0), 0.0)
+    bgr = cv2.applyColorMap(np.round(255 * scaled).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    bgr[~finite] = 0
+    return bgr if convert_to_bgr else bgr[..., ::-1].copy()

@@ -346,6 +346,8 @@ def adapt_layout(flat: Mapping, model) -> Mapping:
     file's own keys), then renamed to the authors' layout the model uses.
     """
     expected = model.param_shapes(model.config)
+    if model.adapt_weights is not None:
+        flat = model.adapt_weights(flat)
     if model.family == "raft" and raft_layouts.detect_layout(flat) == raft_layouts.TORCHVISION:
         tv_expected = raft_layouts.authors_to_torchvision(expected, check_aliases=False)
         verify_weights(flat, tv_expected, model.name, layout="torchvision's RAFT key layout")

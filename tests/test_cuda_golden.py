@@ -13,7 +13,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from conftest import assert_parity, case_weights, golden_cases, golden_flow, load_frames, need_shared
+from conftest import GOLDEN, assert_parity, case_weights, golden_cases, golden_flow, load_frames, need_shared
 
 import cvflow
 from cvflow.backends.cuda.backend import CudaBackend
@@ -22,7 +22,8 @@ from cvflow.testing import cuda_emulator
 # Models with no golden case of their own: (model, the case whose frames and weights it takes).
 # The aliases are the same architectures with the same checkpoint layout.
 ALIASES = {"flownetc": "flownet2-c_synth11_sintel_crop", "flownets": "flownet2-s_synth12_sintel_crop"}
-SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_", "neuflow2_synth41_chairs", "neuflow2_synth41_sintel_full")
+SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_", "neuflow2_synth41_chairs", "neuflow2_synth41_sintel_full",
+        "searaft-s_synth31_sintel_full")
 
 
 def _executor(request):
@@ -56,6 +57,23 @@ def _run(request, family, case, model=None):
 @pytest.mark.parametrize("case", _params("raft"))
 def test_raft_golden_on_cuda_backend(request, case):
     assert_parity(_run(request, "raft", case), golden_flow("raft", case))
+
+
+@pytest.mark.parametrize("case", _params("searaft"))
+def test_searaft_golden_on_cuda_backend(request, case):
+    """Issue 23's bar (mean <= 1e-4 px, max <= 1e-2 px) for the flow; the info output
+    within 1e-4 px on average."""
+    need_shared()
+    frame0, frame1 = load_frames(case)
+    with _executor(request):
+        of = cvflow.create(case["model"], weights=case_weights("searaft", case), device="cuda", iters=case["iters"])
+        flow = of.calc(frame0, frame1, None)
+        info = of.getInfo()
+    assert isinstance(info, np.ndarray) and info.shape == flow.shape[:2] + (4,)
+    assert_parity(flow, golden_flow("searaft", case), 1e-4, 1e-2)
+    want = np.load(GOLDEN / "searaft" / case["info"])
+    y0, y1, x0, x1 = case.get("info_window") or (0, want.shape[0], 0, want.shape[1])
+    assert np.abs(info[y0:y1, x0:x1] - want).mean() <= 1e-4
 
 
 @pytest.mark.parametrize("case", _params("flownet2"))

@@ -72,8 +72,8 @@ def test_launch_arguments_are_checked():
             ex.launch("act:bias_act", (1,), (8,), args[:2] + (8,) + args[3:])
         with pytest.raises(DeviceError, match="act:bias_act takes 7 arguments, got 6"):
             ex.launch("act:bias_act", (1,), (8,), args[:6])
-        with pytest.raises(DeviceError, match="act.cu has no kernel 'gelu'"):
-            ex.launch("act:gelu", (1,), (8,), args)
+        with pytest.raises(DeviceError, match="act.cu has no kernel 'swish'"):
+            ex.launch("act:swish", (1,), (8,), args)
         with pytest.raises(DeviceError, match="no kernel source nope.cu"):
             ex.launch("nope:k", (1,), (8,), args)
         with pytest.raises(DeviceError, match='kernel names are "file:function", got \'bias_act\''):

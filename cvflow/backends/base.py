@@ -21,6 +21,7 @@ import numpy as np
 
 from cvflow.ops import act, attention, corr, gru, matching, norm, sample, upsample, window
 from cvflow.ops import conv as conv_ops
+from cvflow.ops import depthwise as depthwise_ops
 from cvflow.ops import conv_transpose as tconv_ops
 from cvflow.ops import linear as linear_ops
 from cvflow.ops import pool, posenc
@@ -140,6 +141,11 @@ class Backend:
         """Stride-1 convolution keeping H and W (odd kernels, zero padding k // 2)."""
         kh, kw = p["weight"].shape[2:]
         return self.conv2d(x, p, padding=(kh // 2, kw // 2), act=act)
+
+    def depthwise_conv2d(self, x, p, padding=0):
+        """(N, H, W, C) -> (N, Ho, Wo, C), stride 1, zero padding; p = {"weight": (C, 1, kh, kw),
+        "bias"}. See `cvflow.ops.depthwise`."""
+        return depthwise_ops.depthwise_conv2d(x, p, padding)
 
     def linear(self, x, p):
         return linear_ops.linear(x, p)

@@ -1,7 +1,9 @@
-"""`cvflow flow`: the flow of one frame pair to .flo (and a colour PNG, the backward flow, the occlusion mask)."""
+"""`cvflow flow`: the flow of one frame pair to .flo (and a colour PNG, the backward flow, the occlusion mask,
+the uncertainty picture of models that predict one)."""
 from __future__ import annotations
 
 from cvflow.cli import common
+from cvflow.errors import InputError
 from cvflow.io.image import read_image
 from cvflow.outputs import check_output_file, write_image
 
@@ -19,6 +21,8 @@ def register(sub) -> None:
                    help="flow magnitude (px) mapped to full saturation (default: the largest)")
     p.add_argument("--backward", metavar="BW.flo",
                    help="also write the backward flow (FRAME1 -> FRAME0) to this .flo")
+    p.add_argument("--uncertainty", metavar="UNC.png",
+                   help="also write the per-pixel expected flow error (SEA-RAFT models) as a colour map")
     p.add_argument("--occlusion", metavar="MASK.png",
                    help="also write the occlusion mask of FRAME0 (255: no match in FRAME1; "
                         "forward-backward check) to this image")
@@ -36,6 +40,9 @@ def cmd_flow(args) -> int:
         check_output_file(args.backward, "--backward", "flo")
     if args.occlusion is not None:
         check_output_file(args.occlusion, "--occlusion", "image")
+    if args.uncertainty is not None:
+        check_output_file(args.uncertainty, "--uncertainty", "image")
+        _check_uncertainty_model(args.model)
     img0, img1 = read_image(args.frame0), read_image(args.frame1)
     algo = common.create(args)
     if both:
@@ -53,4 +60,20 @@ def cmd_flow(args) -> int:
     if args.occlusion is not None:
         write_image(args.occlusion, occ.astype("uint8") * 255)
         print(f"wrote {args.occlusion} (occlusion mask: {100 * occ.mean():.1f}% of FRAME0 occluded)")
+    if args.uncertainty is not None:
+        import numpy as np
+
+        unc = algo.getUncertainty()
+        write_image(args.uncertainty, cvflow.uncertainty_to_color(unc))
+        print(f"wrote {args.uncertainty} (expected flow error: median {float(np.median(unc)):.2f} px, "
+              f"99th percentile {float(np.percentile(unc, 99)):.2f} px)")
     return 0
+
+
+def _check_uncertainty_model(name):
+    """--uncertainty needs a model that predicts one: say so before any work."""
+    from cvflow.api import get_model, list_models
+
+    if not get_model(name).info_channels:
+        have = ", ".join(n for n in list_models() if get_model(n).info_channels)
+        raise InputError(f"--uncertainty: model {name!r} predicts no uncertainty; models that do: {have}")

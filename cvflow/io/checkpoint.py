@@ -30,6 +30,7 @@ from cvflow.arrays import to_numpy
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, CvflowTypeError, WeightsError, os_error
 from cvflow.io.atomic import write_atomic
 from cvflow.io.npz import write_npz
+from cvflow.io.safetensors import is_safetensors, read_safetensors
 from cvflow.io.torch_pickle import STORAGE_DTYPES, Materializer, RestrictedUnpickler
 
 __all__ = ["load_weights", "load_checkpoint", "read_torch_checkpoint", "normalize_state_dict",
@@ -160,7 +161,7 @@ def _sniff(path: str):
                            "(<dir>/data.pkl) nor a cvflow .npz (only .npy members)")
     if head[:1] == b"\x80":
         return "legacy", None
-    raise WeightsError(f"{path}: not a PyTorch checkpoint or a cvflow .npz file "
+    raise WeightsError(f"{path}: not a PyTorch checkpoint, a safetensors or a cvflow .npz file "
                        f"(starts with {head!r}; pre-2018 tar checkpoints are not supported)")
 
 
@@ -266,11 +267,14 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 
 
 def load_weights(path) -> dict[str, np.ndarray]:
-    """Flat ``{key: array}`` from a PyTorch checkpoint (zip or legacy) or a cvflow ``.npz``.
+    """Flat ``{key: array}`` from a PyTorch checkpoint (zip or legacy), a cvflow ``.npz`` or a
+    ``.safetensors`` file (HuggingFace; `cvflow.io.safetensors`).
 
     The format is recognised from the content, not the file name.
     """
     path = _fspath(path)
+    if is_safetensors(path):
+        return normalize_state_dict(read_safetensors(path), where=path)
     if _sniff(path)[0] == "npz":
         return normalize_state_dict(_load_npz(path), where=path)
     return load_checkpoint(path)

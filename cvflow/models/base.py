@@ -31,6 +31,11 @@ class ModelDef:
     forward_both(params, img0, img1, config, options) -> (flow img0->img1, flow img1->img0),
     each (H, W, 2) float32: both directions in one pass that shares what it can (None:
     `calcBidirectional` runs `forward` twice, with the frames swapped).
+    info_channels: models that predict more than the flow (SEA-RAFT's uncertainty) return
+    (H, W, 2 + info_channels) from forward / forward_both, the flow first; `calc` hands
+    out the flow and keeps the rest for `uncertainty(info, config) -> (H, W)` px.
+    adapt_weights(flat) -> flat: the file's keys made the model's before they are checked
+    (e.g. a tensor stored under one of two alias keys copied to the other).
     """
 
     name: str
@@ -45,6 +50,9 @@ class ModelDef:
     reuse_bytes: int = 0
     prepare_size: int = 0
     forward_both: Callable[..., Any] | None = None
+    info_channels: int = 0
+    uncertainty: Callable[..., Any] | None = None
+    adapt_weights: Callable[..., Any] | None = None
 
 
 def register(model: ModelDef) -> ModelDef:

@@ -2,11 +2,12 @@
 
 One Python code path for both executors: CuPy on a GPU, and the CPU emulator of the same
 `kernels/*.cu` sources in tests (`cvflow.testing.cuda_emulator()`). Convolutions,
-normalisations, activations, RAFT's correlation, FlowNet's patch correlation, warps and
+normalisations (layer norm included), activations (GELU included), depthwise
+convolutions, RAFT's correlation, FlowNet's patch correlation, warps and
 upsampling run the hand-written kernels (`k_*.py` wrappers); matrix products go to
-`ex.matmul` (cuBLAS); RAFT's GRU gates are two kernels per cell (`k_gru.py`); what is
-left (attention's softmax, layer norm, GELU, reshapes) is array glue on `ex.xp`, the same
-expressions on CuPy and NumPy.
+`ex.matmul` (cuBLAS; Linear layers too); RAFT's GRU gates are two kernels per cell
+(`k_gru.py`); what is left (attention's softmax, reshapes) is array glue on `ex.xp`, the
+same expressions on CuPy and NumPy.
 
 Prepared layers (weight matrices, batch-norm affines) are built once per layer on the
 device and held here, never in the weight dict; `release` frees the executor's pools.
@@ -18,7 +19,8 @@ import warnings
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import k_act, k_conv, k_corr, k_gru, k_norm, k_patch_corr, k_upsample, k_warp
+from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_gru, k_norm, k_patch_corr, k_upsample,
+                                  k_warp)
 from cvflow.ops import attention as attention_ops
 from cvflow.ops import gru as gru_ops
 from cvflow.ops import matching as matching_ops
@@ -99,7 +101,21 @@ class CudaBackend(Backend):
                               lambda: k_conv.prepare_conv_transpose(self.ex, p["weight"], p.get("bias")))
         return k_conv.conv_transpose2d(self.ex, x, layer, stride, padding, act=act, slope=slope)
 
+    def depthwise_conv2d(self, x, p, padding=0):
+        layer = self.prepared(p, "cuda_dw", lambda: k_convnext.prepare_depthwise(self.ex, p["weight"], p.get("bias")))
+        return k_convnext.depthwise_conv2d(self.ex, x, layer, p, padding)
+
+    def linear(self, x, p):
+        layer = self.prepared(p, "cuda_linear", lambda: k_convnext.prepare_linear(self.ex, p["weight"], p.get("bias")))
+        return k_convnext.linear(self.ex, x, layer)
+
     # -- point-wise and normalisation ----------------------------------------------------
+    def gelu(self, x):
+        return k_convnext.gelu(self.ex, x)
+
+    def layer_norm(self, x, p, eps=1e-5):
+        return k_convnext.layer_norm(self.ex, x, p["weight"], p["bias"], eps)
+
     def relu(self, x):
         return k_act.relu_(self.ex, self.xp.array(x, order="C"))
 
