@@ -35,10 +35,11 @@ def _positive_float(text: str) -> float:
 
 
 def _create(args):
-    """The algorithm named by the common model arguments (-m, --weights, --device, --iters, --opt)."""
+    """The algorithm named by the common model arguments (-m, --weights, --device, --threads, --iters, --opt)."""
     import cvflow
 
-    return cvflow.create(args.model, weights=args.weights, device=args.device, **model_options(args))
+    return cvflow.create(args.model, weights=args.weights, device=args.device, threads=args.threads,
+                         **model_options(args))
 
 
 def model_options(args) -> dict:
@@ -329,6 +330,9 @@ def _model_args(p) -> None:
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="update iterations (RAFT family; default 12)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads of the model (default: the cores this process may use); on a machine "
+                        "busy with other work, give this process's share, e.g. 1")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
 
 
