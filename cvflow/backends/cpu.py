@@ -20,6 +20,11 @@ from cvflow.ops import parallel
 from cvflow.ops import conv as conv_ops
 
 
+# Most bytes an object's arena holds: above every model's need at up to 1080p (0.6 GB),
+# below what RAFT's encoders and update loop would keep at 4K (1.8 GB: see cvflow.ops.arena).
+ARENA_MAX_BYTES = 1 << 30
+
+
 class CPUBackend(Backend):
     """NumPy on the host. reuse_bytes: keep arrays of at least this size between calls
     in an arena (0: none; see `cvflow.ops.arena`). threads: threads of each forward pass
@@ -31,7 +36,7 @@ class CPUBackend(Backend):
 
     def __init__(self, reuse_bytes: int = 0, threads: int | None = None):
         super().__init__()
-        self.arena = arena_ops.Arena(reuse_bytes) if reuse_bytes else None
+        self.arena = arena_ops.Arena(reuse_bytes, ARENA_MAX_BYTES) if reuse_bytes else None
         self.threads = threads
 
     def asarray(self, host, dtype=np.float32):
