@@ -9,7 +9,12 @@ figures hold on a busy machine, where wall time does not). For each backend op
 share of them spent in matrix products, those products' GFLOP/s, and that rate over
 the one-thread sgemm rate measured in the same run ("x sgemm"). The rest of a row's
 time is copies and elementwise passes (memory-bound). A profiling aid: it replaces
-numpy.matmul by a timing wrapper for the duration of the run.
+numpy.matmul and cvflow.ops.parallel.run by timing wrappers for the duration of the run.
+
+The last lines split the call's time by what more threads can speed up: BLAS products
+(threaded by BLAS), cvflow's pool (`parallel.run`: pieces of memory-bound passes) and
+the rest, which runs in the calling thread at any thread count; from those, the best
+time on N cores if the first two scaled perfectly (Amdahl).
 """
 from __future__ import annotations
 
@@ -36,9 +41,24 @@ OPS = ("conv2d", "same_conv", "conv_gru", "sep_conv_gru", "flow_head", "corr_loo
 
 class Recorder:
     def __init__(self):
+        self.pooled = [0.0, 0.0]  # thread time inside parallel.run, and of matmuls within it
         self.stack = []   # (name, start thread time, child time)
         self.ops = defaultdict(lambda: [0, 0.0, 0.0, 0.0])    # name -> calls, excl s, matmul s, GFLOP
         self.convs = defaultdict(lambda: [0, 0.0, 0.0, 0.0])  # shape -> same
+        self.in_pool = False
+
+    def pool(self, real):
+        def run(fn, items, xp=np):
+            if self.in_pool:
+                return real(fn, items, xp)
+            self.in_pool = True
+            t0 = time.thread_time()
+            try:
+                return real(fn, items, xp)
+            finally:
+                self.pooled[0] += time.thread_time() - t0
+                self.in_pool = False
+        return run
 
     def wrap(self, name, fn, key_of=None):
         def run(*args, **kwargs):
@@ -65,6 +85,8 @@ class Recorder:
             t0 = time.thread_time()
             out = real(a, b, *args, **kwargs)
             dt = time.thread_time() - t0
+            if self.in_pool:
+                self.pooled[1] += dt
             a_, b_ = np.asarray(a), np.asarray(b)
             m, k = a_.shape[-2:] if a_.ndim >= 2 else (1, a_.shape[-1])
             n = b_.shape[-1] if b_.ndim >= 2 else 1
@@ -122,12 +144,14 @@ def main(argv=None):
     be = algo._backend
     for op in OPS:
         setattr(be, op, rec.wrap(op, getattr(be, op), conv_key if op in ("conv2d", "same_conv") else None))
-    real = np.matmul
-    np.matmul = rec.matmul(real)
+    from cvflow.ops import parallel
+
+    real, real_run = np.matmul, parallel.run
+    np.matmul, parallel.run = rec.matmul(real), rec.pool(real_run)
     try:
         total = _t(lambda: algo.calc(f0, f1, None))
     finally:
-        np.matmul = real
+        np.matmul, parallel.run = real, real_run
         for op in OPS:
             delattr(be, op)
     print(f"{name} {args.size[0]}x{args.size[1]}, {args.iters} updates, threads=1: {total:.2f} CPU s; "
@@ -141,6 +165,13 @@ def main(argv=None):
             r = gf / mm if mm else 0.0
             print(f"{key:<36}{calls:>6}{sec:8.3f}{sec / total:7.1%}{mm:9.3f}{gf:8.1f}{r:8.1f}{r / rate:8.2f}"
                   f"{sec - mm:8.3f}")
+    blas = sum(row[2] for row in rec.ops.values()) + rec.pooled[1] * 0  # matmuls (in or out of the pool)
+    pool = rec.pooled[0] - rec.pooled[1]
+    serial = total - blas - pool
+    print(f"\nBLAS products {blas:.2f} s ({blas / total:.0%}), cvflow pool {pool:.2f} s ({pool / total:.0%}), "
+          f"calling thread only {serial:.2f} s ({serial / total:.0%})")
+    for n in (2, 4):
+        print(f"best case on {n} cores (Amdahl): {serial + (blas + pool) / n:.2f} s = x{total / (serial + (blas + pool) / n):.2f}")
 
 
 if __name__ == "__main__":
