@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from cvflow import backend
+from cvflow.arrays import get_xp
 from cvflow.errors import CvflowTypeError, InputError
 from cvflow.ops.sample import warp
 
@@ -27,7 +27,7 @@ def _check_flow(name, flow):
     if not hasattr(flow, "shape") or not hasattr(flow, "dtype") or flow.ndim != 3 or flow.shape[2] != 2 \
             or 0 in flow.shape or flow.dtype.kind != "f":
         raise InputError(f"`{name}` must be an (H, W, 2) float flow array, got {_describe(flow)}")
-    if not bool(backend.get_xp(flow).isfinite(flow).all()):
+    if not bool(get_xp(flow).isfinite(flow).all()):
         raise InputError(f"`{name}` contains NaN or Inf ({_describe(flow)})")
 
 
@@ -58,11 +58,11 @@ def occlusion_mask(fw, bw, a=0.01, b=0.5):
     _check_flow("bw", bw)
     if fw.shape != bw.shape:
         raise InputError(f"`fw` and `bw` must have the same shape, got {_describe(fw)} and {_describe(bw)}")
-    if backend.get_xp(fw) is not backend.get_xp(bw):
+    if get_xp(fw) is not get_xp(bw):
         raise InputError("`fw` and `bw` must both be NumPy or both CuPy arrays")
     _check_threshold("a", a)
     _check_threshold("b", b)
-    xp = backend.get_xp(fw)
+    xp = get_xp(fw)
     fw = fw.astype(xp.float32, copy=False)
     back = warp(bw.astype(xp.float32, copy=False)[None], fw[None], padding="border")[0]
     mismatch = ((fw + back) ** 2).sum(axis=-1)

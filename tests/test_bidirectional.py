@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cvflow
-from cvflow.backend import to_numpy
+from cvflow.arrays import to_numpy
 from cvflow.models.base import REGISTRY, ModelDef, register
 from conftest import GOLDEN, case_weights, golden_cases, load_frames, need_shared
 

@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import cvflow
 from cvflow.backends import threads as thread_limits
 from cvflow.errors import CvflowTypeError, InputError
-from cvflow.extraction import thread_share
+from cvflow.extraction.run import thread_share
 from cvflow.models.base import REGISTRY
 from cvflow.ops import parallel
 

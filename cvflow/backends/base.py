@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import nullcontext
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -31,18 +32,16 @@ class Params(dict):
     backend: "Backend"
 
 
-def backend_of(params) -> "Backend":
-    """The backend `params` were placed on (or `params` itself when it is a backend); a
-    fresh CPU backend for a plain dict or None (direct calls of a model's functions in
-    tests and scripts)."""
-    if isinstance(params, Backend):
-        return params
-    be = getattr(params, "backend", None)
-    if be is None:
-        from cvflow.backends.cpu import CPUBackend
-
-        be = CPUBackend()
-    return be
+def nest(flat: Mapping[str, Any]) -> dict:
+    """{"a.b.weight": w} -> {"a": {"b": {"weight": w}}}; numeric parts stay strings ("layer1" -> {"0": ...})."""
+    root: dict = {}
+    for key, value in flat.items():
+        node = root
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return root
 
 
 class Backend:
@@ -71,8 +70,6 @@ class Backend:
 
     def place(self, flat: dict) -> Params:
         """{"a.b.weight": host array} -> nested `Params` on this device."""
-        from cvflow.models.base import nest  # here: cvflow.models imports this module
-
         root = Params(nest({key: self.asarray(np.asarray(value, dtype=np.float32, order="C"))
                             for key, value in flat.items()}))
         root.backend = self

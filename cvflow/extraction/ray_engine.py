@@ -40,7 +40,7 @@ class ClipWorker:
     def __init__(self, settings, weights):
         import ray
 
-        from cvflow.extraction import create_algo
+        from cvflow.extraction.clip import create_algo
 
         # the actor's threads: settings["threads"], its share (`thread_share`), which is also
         # the CPUs Ray reserves for it, so N actors never run more threads than the cores
@@ -61,7 +61,7 @@ class ClipWorker:
         import os
         from pathlib import Path
 
-        from cvflow.extraction import error_row, process_clip
+        from cvflow.extraction.clip import error_row, process_clip
 
         out = self.settings["out_dir"]
         marker = Path(out) / ATTEMPTS_DIR / hashlib.sha1(clip["path"].encode()).hexdigest()
@@ -90,8 +90,7 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     import shutil
     from pathlib import Path
 
-    import cvflow
-    from cvflow.extraction_io import _typed
+    from cvflow.extraction.files import _typed
 
     ray = require_ray()
     if not todo:
@@ -100,7 +99,8 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     shutil.rmtree(attempts, ignore_errors=True)  # deaths are counted per run
     started = not ray.is_initialized()
     if started:
-        env = {"py_modules": [str(Path(cvflow.__file__).parent)]} if address else None
+        package = Path(__file__).parent.parent  # this cvflow
+        env = {"py_modules": [str(package)]} if address else None
         try:
             # "local": a new instance here even when RAY_ADDRESS or a running local cluster says otherwise
             ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, runtime_env=env)
