@@ -27,11 +27,12 @@ _SOURCES = {
     "flownet2": ("flownet2", "flownet2", (64, 128), {}),
     "gmflow": ("gmflow", "gmflow", (60, 100), {}),
     "gmflow-refine": ("gmflow", "gmflow-refine", (60, 100), {}),
+    "neuflow2": ("neuflow2", "neuflow2", (60, 100), {}),
 }
 
 
 def test_every_model_is_covered():
-    builtin = {m for m in cvflow.list_models() if REGISTRY[m].family in ("raft", "flownet2", "gmflow")}
+    builtin = {m for m in cvflow.list_models() if REGISTRY[m].family in ("raft", "flownet2", "gmflow", "neuflow2")}
     assert builtin == set(_SOURCES)
 
 
