@@ -28,7 +28,7 @@ if run -c "
 import numpy as np
 from cvflow.testing import cuda_emulator
 with cuda_emulator() as ex:
-    x = np.zeros(100, np.float32)
+    x = ex.zeros(100)
     ex.launch('act:add_relu', (1,), (128,), (x, x, np.int32(101)))
 " 2>"$CVFLOW_EMU_CACHE/sanity.log"; then
     echo "FAILED: ASan did not report the overflow" >&2; exit 1

@@ -1,22 +1,34 @@
 """The Python half of bench/gpu_check.sh: CUDA-backend checks and timings on one device.
 
+    python3 bench/gpu_bench.py pack                        # where ../shared exists: fill gpu_pack/
+    python3 bench/gpu_bench.py missing                     # what the check needs and gpu_pack/ lacks
     python3 bench/gpu_bench.py parity  [--emulator] [--quick]
-    python3 bench/gpu_bench.py smoke   [--emulator]        # tiny runs, for compute-sanitizer
-    python3 bench/gpu_bench.py latency [--emulator] [--repeat N] [--only NAME ...]
+    python3 bench/gpu_bench.py smoke   [--emulator] [--no-pool]   # tiny runs, for compute-sanitizer
+    python3 bench/gpu_bench.py latency [--emulator] [--mode fp32|fast] [--repeat N] [--only NAME ...]
     python3 bench/gpu_bench.py memory  [--emulator]
 
-parity: every golden case of ../shared/golden through `create(..., device="cuda")`, the
-project's bar (mean <= 1e-3 px, max <= 5e-2 px). latency: RAFT (32 updates), RAFT-small,
-FlowNet2, GMFlow on the CUDA backend, and in the same run torchvision's RAFT (same
-weights, mapped by ../shared/golden/torchvision/*_key_mapping.tsv) and the authors'
-RAFT / GMFlow code where importable ($RAFT_ROOT: a princeton-vl/RAFT checkout, its
-`core` package; $GMFLOW_ROOT: a haofeixu/gmflow checkout), each skipped with a message
-otherwise. memory: peak GPU memory of RAFT at 3840x2160 (the on-the-fly lookup).
+pack: the golden cases, weights and frames the check needs, copied from ../shared into
+the ignored folder gpu_pack/ (at most 40 MiB; see bench/gpu_inputs.py): the GPU machine
+receives the repository and that folder only. Every other command reads the pack and
+fails, naming what is missing, without it.
+parity: every packed golden case through `create(..., device="cuda")`, the project's bar
+(mean <= 1e-3 px, max <= 5e-2 px).
+latency: RAFT (32 updates), RAFT-small (12 updates), FlowNet2, GMFlow on the CUDA backend
+and, in the same run, torchvision's RAFT (same weights, mapped by the packed key maps)
+and the authors' RAFT / GMFlow / FlowNet2 code where importable ($RAFT_ROOT,
+$GMFLOW_ROOT, $FLOWNET2_ROOT), each skipped with a message otherwise. Like for like:
+`--mode fp32` is cvflow's FP32 against PyTorch with TF32 off (cuDNN and matmul);
+`--mode fast` is cvflow's fastest mode (gpu_check.sh sets CUPY_TF32=1) against PyTorch's
+defaults. Each row: wall ms (host uint8 frames in, host flow out; median) and GPU ms
+(CUDA events around a pass on device-resident frames, queued behind a spin kernel so the
+host is ahead: the device's own time; "host behind" where the host could not keep up).
+memory: peak GPU memory of RAFT at 3840x2160 (the on-the-fly lookup).
+Lines starting "summary:" feed gpu_check.sh's closing table.
 
 --emulator runs the same code on the CPU emulator of the kernels, at tiny sizes (a smoke
-test of this script where there is no GPU). Needs only NumPy (and CuPy on a GPU): see
-bench/gpu_inputs.py for frames without OpenCV. --no-pool (smoke): CuPy's memory pool off,
-each array its own allocation (for compute-sanitizer). --no-torch (latency): cvflow only.
+test of this script where there is no GPU). Needs only NumPy (and CuPy on a GPU).
+--no-pool (smoke): CuPy's memory pool off, each array its own allocation (for
+compute-sanitizer). --no-torch (latency): cvflow only.
 """
 from __future__ import annotations
 
@@ -36,12 +48,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import cvflow  # noqa: E402
-from gpu_inputs import case_inputs, frame_pair, golden_cases, random_weights  # noqa: E402
+from gpu_inputs import PACK, case_inputs, frame_pair, golden_cases, missing, pack, random_weights  # noqa: E402
 
 # (model, H, W, options): the issue's latency set; the emulator's smoke sizes are tiny.
-LATENCY = [("raft", 440, 1024, {"iters": 32}), ("raft-small", 440, 1024, {"iters": 32}),
+LATENCY = [("raft", 440, 1024, {"iters": 32}), ("raft-small", 440, 1024, {"iters": 12}),
            ("flownet2", 448, 1024, {}), ("gmflow", 448, 1024, {}), ("neuflow2", 448, 1024, {})]
 EMU_SIZE = (64, 96)
+TINY = (64, 64)  # compute-sanitizer runs: every kernel once, on the smallest frames the models take
 SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_", "neuflow2_synth41_chairs", "neuflow2_synth41_sintel_full")
 MEAN_TOL, MAX_TOL = 1e-3, 5e-2
 
@@ -55,29 +68,53 @@ def device(emulator):
     return contextlib.nullcontext()
 
 
-# -- parity ----------------------------------------------------------------------------------
+# -- pack and parity ------------------------------------------------------------------------
+def do_pack(args):
+    cases, left, size = pack()
+    print(f"pack: {len(cases)} golden cases, {size / 2**20:.1f} MiB in {PACK}")
+    for name, why in left:
+        print(f"pack: left out {name} ({why})")
+    return 0
+
+
+def do_missing(args):
+    """Exit status 1, naming every missing file, when the pack is incomplete."""
+    gone = missing()
+    for m in gone:
+        print(f"missing: {m}")
+    if gone:
+        print("summary: pack | MISSING | " + "; ".join(gone[:3]) + (" ..." if len(gone) > 3 else ""))
+    return len(gone)
+
+
 def parity(args):
-    """Every golden case on the CUDA backend; returns the number of failures."""
+    """Every packed golden case on the CUDA backend; returns the number of failures (a
+    missing pack is a failure, never a skip)."""
+    if missing():
+        return do_missing(args)
     cases = golden_cases()
-    if not cases:
-        print(f"parity: no golden data at {GOLDEN}: skipped")
-        return 0
     if args.quick or args.emulator:
-        cases = [(f, c) for f, c in cases if not c["name"].startswith(SLOW)]
+        cases = [c for c in cases if not c["name"].startswith(SLOW)]
     failed = 0
     print(f"{'case':<40}{'mean |d|':>11}{'max |d|':>11}{'s':>8}  result")
-    for family, case in cases:
-        f0, f1, weights = case_inputs(family, case)
+    for case in cases:
+        f0, f1, weights, golden = case_inputs(case)
         opts = {"iters": case["iters"]} if "iters" in case else {}
         t = time.perf_counter()
-        with device(args.emulator):
-            flow = cvflow.create(case["model"], weights=weights, device="cuda", **opts).calc(f0, f1, None)
+        try:
+            with device(args.emulator):
+                flow = cvflow.create(case["model"], weights=weights, device="cuda", **opts).calc(f0, f1, None)
+            d = np.abs(flow.astype(np.float64) - golden)
+            ok = bool(np.isfinite(d).all()) and d.mean() <= MEAN_TOL and d.max() <= MAX_TOL
+            mean, worst = d.mean(), d.max()
+        except Exception as e:  # a failing case is reported, the others still run
+            print(f"{case['name']}: {type(e).__name__}: {e}")
+            ok, mean, worst = False, float("nan"), float("nan")
         sec = time.perf_counter() - t
-        d = np.abs(flow.astype(np.float64) - np.load(GOLDEN / family / case["output"]))
-        ok = bool(np.isfinite(d).all()) and d.mean() <= MEAN_TOL and d.max() <= MAX_TOL
         failed += not ok
-        print(f"{case['name']:<40}{d.mean():11.2e}{d.max():11.2e}{sec:8.1f}  {'ok' if ok else 'FAIL'}", flush=True)
+        print(f"{case['name']:<40}{mean:11.2e}{worst:11.2e}{sec:8.1f}  {'ok' if ok else 'FAIL'}", flush=True)
     print(f"parity: {len(cases) - failed}/{len(cases)} cases within mean <= {MEAN_TOL} px, max <= {MAX_TOL} px")
+    print(f"summary: parity | {'ok' if not failed else 'FAIL'} | {len(cases) - failed}/{len(cases)} golden cases")
     return failed
 
 
@@ -85,10 +122,10 @@ def parity(args):
 def smoke(args):
     """Each model family once on a tiny pair, RAFT on both correlation paths: every kernel
     launched at least once (a short run that compute-sanitizer can afford)."""
-    h, w = EMU_SIZE
+    h, w = TINY
     f0, f1 = frame_pair(h, w)
-    runs = [("raft-small", {"iters": 2}), ("raft", {"iters": 2, "corr_budget": 1}), ("flownet2", {}),
-            ("gmflow-refine", {}), ("neuflow2", {})]
+    runs = [("raft-small", {"iters": 1}), ("raft", {"iters": 1, "corr_budget": 1}), ("flownet2-c", {}),
+            ("flownet2-s", {}), ("gmflow-refine", {}), ("neuflow2", {})]
     with device(args.emulator):
         for name, opts in runs:
             flow = cvflow.create(name, weights=random_weights(name), device="cuda", **opts).calc(f0, f1, None)
@@ -97,33 +134,73 @@ def smoke(args):
 
 
 # -- latency -----------------------------------------------------------------------------------
-def _timed(fn, repeat):
+SPIN_CYCLES = 400_000_000  # ~0.2 s of one GPU thread: the host queues a whole pass behind it
+
+
+def _median_ms(fn, repeat):
     fn()
-    fn()  # warm-up: kernels compiled, pools filled, cuBLAS handles made
+    fn()  # warm-up: kernels compiled, pools filled, cuBLAS/cuDNN handles and plans made
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return 1e3 * statistics.median(times)
 
 
-def _torch_runners(name, h, w, options, weights, f0, f1):
-    """{label: zero-argument callable} for the PyTorch codes importable here; messages for the rest."""
+def _gpu_ms(pass_fn, spin, event, repeat):
+    """Median device ms of pass_fn (device-resident inputs and outputs) between two events,
+    queued behind a spin kernel; also whether the host ever fell behind the device (then
+    the figure includes the device's idle gaps)."""
+    times, behind = [], False
+    for _ in range(repeat):
+        spin()
+        spun, start, end = event(False), event(True), event(True)
+        spun.record()
+        start.record()
+        pass_fn()
+        end.record()
+        behind |= spun.query()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), behind
+
+
+def _cupy_timing():
+    import cupy
+
+    kernel = cupy.RawKernel(r'''extern "C" __global__ void spin(long long cycles) {
+        long long t0 = clock64(); while (clock64() - t0 < cycles) {} }''', "spin")
+
+    class Event:
+        def __init__(self, timing):
+            self.e = cupy.cuda.Event(disable_timing=not timing)
+
+        def record(self):
+            self.e.record()
+
+        def query(self):
+            return self.e.done
+
+        def synchronize(self):
+            self.e.synchronize()
+
+        def elapsed_time(self, end):
+            return cupy.cuda.get_elapsed_time(self.e, end.e)
+
+    return (lambda: kernel((1,), (1,), (np.int64(SPIN_CYCLES),))), Event
+
+
+def _torch_nets(torch, dev, name, options, weights):
+    """{label: fn(a, b) -> device flow}, a and b (1, 3, H, W) float RGB 0..255 on the device,
+    for the PyTorch codes importable here; messages for the rest."""
     import os
 
-    try:
-        import torch
-    except ImportError:
-        print(f"  {name}: torch not importable: PyTorch comparisons skipped")
-        return {}
-    dev = torch.device("cuda")
-    rgb = [torch.from_numpy(np.ascontiguousarray(f[..., ::-1])).permute(2, 0, 1)[None].float() for f in (f0, f1)]
-    runners = {}
+    nets = {}
     iters = options.get("iters", 12)
     if name.startswith("raft"):
         try:
-            runners["torchvision"] = _torchvision_raft(torch, dev, name, weights, rgb, iters)
+            nets["torchvision"] = _torchvision_raft(torch, dev, name, weights, iters)
         except Exception as e:  # absent, or an API/layout it does not match: say so, go on
             print(f"  {name}: torchvision RAFT skipped ({type(e).__name__}: {e})")
         root = os.environ.get("RAFT_ROOT")
@@ -136,8 +213,7 @@ def _torch_runners(name, h, w, options, weights, f0, f1):
             net = RAFT(argparse.Namespace(small=name == "raft-small", mixed_precision=False, alternate_corr=False))
             net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
             net = net.to(dev).eval()
-            a, b = (t.to(dev) for t in rgb)
-            runners["authors"] = _torch_call(torch, lambda: net(a, b, iters=iters, test_mode=True)[1])
+            nets["authors"] = lambda a, b: net(a, b, iters=iters, test_mode=True)[1]
         except Exception as e:
             print(f"  {name}: authors' RAFT skipped ({type(e).__name__}: {e})")
     if name.startswith("gmflow"):
@@ -152,9 +228,8 @@ def _torch_runners(name, h, w, options, weights, f0, f1):
                          ffn_dim_expansion=4, num_transformer_layers=6)
             net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
             net = net.to(dev).eval()
-            a, b = (t.to(dev) for t in rgb)
-            runners["authors"] = _torch_call(torch, lambda: net(a, b, attn_splits_list=[2], corr_radius_list=[-1],
-                                                                prop_radius_list=[-1])["flow_preds"][-1])
+            nets["authors"] = lambda a, b: net(a, b, attn_splits_list=[2], corr_radius_list=[-1],
+                                               prop_radius_list=[-1])["flow_preds"][-1]
         except Exception as e:
             print(f"  {name}: authors' GMFlow skipped ({type(e).__name__}: {e})")
     if name == "flownet2":
@@ -168,27 +243,18 @@ def _torch_runners(name, h, w, options, weights, f0, f1):
             net = FlowNet2(argparse.Namespace(rgb_max=255.0, fp16=False), batchNorm=False)
             net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
             net = net.to(dev).eval()
-            pair = torch.stack(rgb, dim=2).to(dev)  # (1, 3, 2, H, W)
-            runners["authors"] = _torch_call(torch, lambda: net(pair))
+            nets["authors"] = lambda a, b: net(torch.stack([a, b], dim=2))  # (1, 3, 2, H, W)
         except Exception as e:
             print(f"  {name}: authors' FlowNet2 skipped ({type(e).__name__}: {e})")
-    return runners
+    return nets
 
 
-def _torch_call(torch, fn):
-    def run():
-        with torch.inference_mode():
-            out = fn()
-        out.cpu()  # synchronises, as cvflow's calc returns host arrays
-    return run
-
-
-def _torchvision_raft(torch, dev, name, weights, rgb, iters):
-    """torchvision's raft_large / raft_small with cvflow's weights, renamed by the key map."""
+def _torchvision_raft(torch, dev, name, weights, iters):
+    """torchvision's raft_large / raft_small with cvflow's weights, renamed by the packed key map."""
     from torchvision.models.optical_flow import raft_large, raft_small
 
     net = (raft_small if name == "raft-small" else raft_large)(weights=None)
-    table = GOLDEN / "torchvision" / f"raft_{'small' if name == 'raft-small' else 'large'}_key_mapping.tsv"
+    table = PACK / f"raft_{'small' if name == 'raft-small' else 'large'}_key_mapping.tsv"
     state = net.state_dict()
     if table.is_file():
         rows = [line.split("\t") for line in table.read_text().splitlines()[1:] if line.strip()]
@@ -200,42 +266,95 @@ def _torchvision_raft(torch, dev, name, weights, rgb, iters):
     else:
         print(f"  {name}: no key map at {table}: torchvision runs its own random weights")
     net = net.to(dev).eval()
-    a, b = (t.to(dev) / 127.5 - 1 for t in rgb)
-    return _torch_call(torch, lambda: net(a, b, num_flow_updates=iters)[-1])
+    return lambda a, b: net(a / 127.5 - 1, b / 127.5 - 1, num_flow_updates=iters)[-1]
+
+
+def _torch_rows(name, options, weights, f0, f1, repeat):
+    """[(label, wall ms, GPU ms, host behind)] of the PyTorch codes on this pair."""
+    try:
+        import torch
+    except ImportError:
+        print(f"  {name}: torch not importable: PyTorch comparisons skipped")
+        return []
+    dev = torch.device("cuda")
+    rows = []
+    for label, fn in _torch_nets(torch, dev, name, options, weights).items():
+        def upload():
+            return [torch.from_numpy(np.ascontiguousarray(f[..., ::-1])).to(dev).permute(2, 0, 1)[None].float()
+                    for f in (f0, f1)]
+
+        def wall():
+            with torch.inference_mode():
+                fn(*upload()).cpu()  # host frames in, host flow out, as cvflow's calc
+
+        a, b = upload()
+
+        def on_device():
+            with torch.inference_mode():
+                fn(a, b)
+
+        ms = _median_ms(wall, repeat)
+        gpu, behind = _gpu_ms(on_device, lambda: torch.cuda._sleep(SPIN_CYCLES),
+                              lambda timing: torch.cuda.Event(enable_timing=timing), min(repeat, 5))
+        rows.append((label, ms, gpu, behind))
+    return rows
 
 
 def latency(args):
-    """Median seconds per pair, end to end (host uint8 frames in, host flow out). The
-    "x cvflow" column: a competitor's time over cvflow's; on the "cvflow bidir" rows,
-    calcBidirectional's time over one calc (2.0: two calls)."""
+    """Wall and GPU ms per pair; "x cvflow": a competitor's wall time over cvflow's.
+    --mode fp32: cvflow FP32 against PyTorch with TF32 off; fast: cvflow's fastest mode
+    (CUPY_TF32=1) against PyTorch's defaults."""
+    import os
+
+    if args.mode == "fast":
+        os.environ.setdefault("CUPY_TF32", "1")  # before CuPy is imported (cvflow imports it lazily)
+    elif os.environ.get("CUPY_TF32", "0") != "0":
+        print("latency --mode fp32 with CUPY_TF32 set: that is not FP32", file=sys.stderr)
+        return 1
+    if not args.emulator and not args.no_torch:
+        try:
+            import torch
+
+            # fp32: TF32 off in both places; fast: PyTorch's defaults (cuDNN TF32 on, matmul off)
+            torch.backends.cudnn.allow_tf32 = args.mode == "fast"
+            torch.backends.cuda.matmul.allow_tf32 = False
+        except ImportError:
+            pass
     entries = [e for e in LATENCY if not args.only or e[0] in args.only]
-    print(f"{'model':<12}{'input':>11}{'options':>12}{'code':>14}{'ms':>10}{'x cvflow':>10}")
+    print(f"{'model':<12}{'input':>11}{'options':>10}{'mode':>6}{'code':>14}{'wall ms':>10}{'GPU ms':>9}"
+          f"{'x cvflow':>10}")
     for name, h, w, options in entries:
         if args.emulator:
             h, w = EMU_SIZE
             options = {**options, "iters": 2} if "iters" in options else options
         weights = random_weights(name)
-        if name == "raft-small" and (SHARED / "weights" / "raft-small.pth").is_file():
+        if name == "raft-small" and (PACK / "weights" / "raft-small.pth").is_file():
             from cvflow.weights import resolve_weights
 
             weights = {k: np.asarray(v, np.float32) for k, v in
-                       resolve_weights(name, str(SHARED / "weights" / "raft-small.pth")).items()}
+                       resolve_weights(name, str(PACK / "weights" / "raft-small.pth")).items()}
         f0, f1 = frame_pair(h, w)
+        opts = ",".join(f"{k}={v}" for k, v in options.items()) or "-"
+        lead = f"{name:<12}{f'{h}x{w}':>11}{opts:>10}{args.mode:>6}"
         with device(args.emulator):
             algo = cvflow.create(name, weights=weights, device="cuda", **options)
-            ours = _timed(lambda: algo.calc(f0, f1, None), args.repeat)
-        opts = ",".join(f"{k}={v}" for k, v in options.items())
-        print(f"{name:<12}{f'{h}x{w}':>11}{opts:>12}{'cvflow':>14}{1e3 * ours:10.2f}{1.0:10.2f}", flush=True)
-        if name.startswith("raft"):  # both directions, sharing work: its cost in single calls
-            with device(args.emulator):
-                both = _timed(lambda: algo.calcBidirectional(f0, f1), args.repeat)
-            print(f"{name:<12}{f'{h}x{w}':>11}{opts:>12}{'cvflow bidir':>14}{1e3 * both:10.2f}"
-                  f"{both / ours:10.2f}", flush=True)
-        if args.emulator or args.no_torch:
-            continue
-        for label, run in _torch_runners(name, h, w, options, weights, f0, f1).items():
-            sec = _timed(run, args.repeat)
-            print(f"{name:<12}{f'{h}x{w}':>11}{opts:>12}{label:>14}{1e3 * sec:10.2f}{sec / ours:10.2f}", flush=True)
+            ours = _median_ms(lambda: algo.calc(f0, f1, None), args.repeat)
+            gpu, behind = float("nan"), False
+            if not args.emulator:
+                import cupy
+
+                d0, d1 = cupy.asarray(f0), cupy.asarray(f1)
+                spin, event = _cupy_timing()
+                gpu, behind = _gpu_ms(lambda: algo.calc(d0, d1, None), spin, event, min(args.repeat, 5))
+        note = " (host behind)" if behind else ""
+        print(f"{lead}{'cvflow':>14}{ours:10.2f}{gpu:9.2f}{1.0:10.2f}{note}", flush=True)
+        summary = [f"cvflow {ours:.1f} / {gpu:.1f}{note}"]
+        if not (args.emulator or args.no_torch):
+            for label, ms, tgpu, tbehind in _torch_rows(name, options, weights, f0, f1, args.repeat):
+                tnote = " (host behind)" if tbehind else ""
+                print(f"{lead}{label:>14}{ms:10.2f}{tgpu:9.2f}{ms / ours:10.2f}{tnote}", flush=True)
+                summary.append(f"{label} {ms:.1f} / {tgpu:.1f}{tnote} (x{ms / ours:.2f})")
+        print(f"summary: latency {args.mode} {name} {h}x{w} {opts} | wall / GPU ms | " + "; ".join(summary))
         algo = None  # its GPU memory back before the next model
     return 0
 
@@ -253,6 +372,7 @@ def memory(args):
                                  corr_budget=1).calc(f0, f1, None)
         print(f"memory (emulator, {h}x{w}): flow {flow.shape}, finite {bool(np.isfinite(flow).all())}; "
               "GPU memory is measured on a device only")
+        print("summary: memory (emulator) | ran | measured on a device only")
         return 0
     import cupy
     from cupy.cuda.memory_hook import MemoryHook
@@ -279,12 +399,16 @@ def memory(args):
     print(f"memory RAFT {h}x{w} iters=12: peak in use {hook.peak / gib:.2f} GiB, held by the pool "
           f"{pool.total_bytes() / gib:.2f} GiB (goal <= 2 GiB); flow {flow.shape}, finite "
           f"{bool(np.isfinite(flow).all())}")
+    print(f"summary: memory RAFT {h}x{w} | {'ok' if hook.peak <= gib * 2 else 'over 2 GiB'} | peak in use "
+          f"{hook.peak / gib:.2f} GiB")
     return 0
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["parity", "smoke", "latency", "memory"])
+    ap.add_argument("what", choices=["pack", "missing", "parity", "smoke", "latency", "memory"])
+    ap.add_argument("--mode", choices=["fp32", "fast"], default="fp32",
+                    help="latency: fp32 (PyTorch TF32 off) or fast (cvflow TF32, PyTorch defaults)")
     ap.add_argument("--emulator", action="store_true", help="the CPU emulator at tiny sizes (no GPU needed)")
     ap.add_argument("--quick", action="store_true", help="parity: skip the full-resolution RAFT-small cases")
     ap.add_argument("--repeat", type=int, default=10, help="latency: timed runs per entry (median kept)")
@@ -300,7 +424,10 @@ def main(argv=None):
         cupy.cuda.set_pinned_memory_allocator(None)
     if args.emulator:
         args.repeat = min(args.repeat, 1)
-    return {"parity": parity, "smoke": smoke, "latency": latency, "memory": memory}[args.what](args)
+    if args.what not in ("pack", "missing") and missing():
+        return do_missing(args)  # without the pack nothing here is checked: fail, never skip
+    return {"pack": do_pack, "missing": do_missing, "parity": parity, "smoke": smoke, "latency": latency,
+            "memory": memory}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# The CUDA backend on a GPU machine, one command (about 8 minutes at most on an H200):
+# The CUDA backend on a GPU machine, one command (at most 6 minutes on an H200):
 #
-#   bash bench/gpu_check.sh              # from anywhere; PYTHON=... picks the interpreter
-#   bash bench/gpu_check.sh --emulator   # the Python parts on the CPU emulator, tiny sizes (no GPU)
+#   python bench/gpu_bench.py pack        # first, where ../shared exists: fills gpu_pack/ (ignored, <= 40 MiB)
+#   bash bench/gpu_check.sh               # on the GPU machine (the repository + gpu_pack/); PYTHON=... picks python
+#   bash bench/gpu_check.sh --emulator    # every step's Python on the CPU emulator, tiny sizes (no GPU)
 #
-# Steps (each bounded by `timeout`; a failed or skipped step does not stop the others):
-#   1. golden parity of every ../shared/golden case through device="cuda" (mean <= 1e-3 px,
-#      max <= 5e-2 px)                                  bench/gpu_bench.py parity
+# Without the pack (or with any file of it missing) the check FAILS at once, naming what is
+# missing: golden parity is never "skipped". Steps (each bounded by `timeout`; a failed step
+# does not stop the others; the exit status is 1 if any failed):
+#   1. golden parity of every packed case through device="cuda" (mean <= 1e-3 px, max <= 5e-2 px)
 #   2. every kernel wrapper on the device against the CPU emulator (needs pytest and g++)
-#                                                       tests/test_cuda_kernels_gpu.py
-#   3. compute-sanitizer memcheck and racecheck on tiny runs of every model family, CuPy's
-#      memory pool off (each array its own allocation, so out-of-bounds accesses show)
-#   4. latency, FP32: RAFT (32 updates, 440x1024), RAFT-small, FlowNet2, GMFlow, against
-#      torchvision's RAFT and the authors' code where importable ($RAFT_ROOT, $GMFLOW_ROOT,
-#      $FLOWNET2_ROOT), in one run; then RAFT and GMFlow with TF32 products (CUPY_TF32=1)
-#   5. peak GPU memory of RAFT at 3840x2160 (on-the-fly correlation lookup)
-# Needs python3 with NumPy and CuPy; OpenCV, pytest, torch, torchvision are used when present
-# (each absence is reported). Nothing is installed. Exit status 1 if a check failed.
+#   3. compute-sanitizer memcheck and racecheck on tiny inputs (64x64, one update), CuPy's
+#      memory pool off; skipped with a message where the sanitizer refuses the device
+#   4. latency, like for like, wall and CUDA-event GPU ms: cvflow FP32 against PyTorch with
+#      TF32 off; then cvflow's fastest mode (TF32 products) against PyTorch's defaults.
+#      RAFT (32 updates), RAFT-small (12 updates), FlowNet2, GMFlow at ~440x1024
+#   5. peak GPU memory of RAFT at 3840x2160
+# One summary table at the end. Needs python3 with NumPy and CuPy; OpenCV, pytest, torch,
+# torchvision are used when present (each absence is reported). Nothing is installed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -26,18 +27,24 @@ SCALE=1  # the emulator is far slower than a GPU: its time limits are 20x
 [ "${1:-}" = "--emulator" ] && EMU="--emulator" && SCALE=20
 status=0
 t0=$(date +%s)
+LOG=$(mktemp -d)
+trap 'rm -rf "$LOG"' EXIT
+: >"$LOG/summary"
 
-step() {  # step NAME SECONDS COMMAND...: run with a time limit, report rc and seconds
-    local name=$1 limit=$2 start rc
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, report rc and seconds, keep summary lines
+    local name=$1 limit=$2 start rc secs
     shift 2
     echo
     echo "== $name"
     start=$(date +%s)
-    timeout $(( limit * SCALE )) "$@"
-    rc=$?
+    timeout $(( limit * SCALE )) "$@" 2>&1 | tee "$LOG/step"
+    rc=${PIPESTATUS[0]}
+    secs=$(( $(date +%s) - start ))
     [ $rc -eq 124 ] && echo "(stopped after $(( limit * SCALE )) s)"
-    echo "-- $name: rc=$rc, $(( $(date +%s) - start )) s"
+    echo "-- $name: rc=$rc, $secs s"
     [ $rc -eq 0 ] || status=1
+    printf '%-48s %-5s %5s s\n' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$secs" >>"$LOG/summary"
+    grep '^summary:' "$LOG/step" | sed 's/^summary: /      /' >>"$LOG/summary"
 }
 
 echo "== environment"
@@ -52,42 +59,68 @@ for name in ("numpy", "cupy", "cv2", "pytest", "hypothesis", "torch", "torchvisi
         print(f"{name:<12} absent ({type(e).__name__})")
 EOF
 
+echo
+echo "== golden data and weights (gpu_pack/)"
+if ! "$PY" bench/gpu_bench.py missing; then
+    echo "FAILED: the check needs gpu_pack/ (make it with 'python bench/gpu_bench.py pack' where ../shared"
+    echo "exists, and copy it along with the repository)"
+    exit 1
+fi
+echo "complete"
+
 if [ -z "$EMU" ]; then
     if ! "$PY" -c "import cupy, sys; sys.exit(cupy.cuda.runtime.getDeviceCount() < 1)" 2>/dev/null; then
-        echo "no CuPy or no CUDA device: nothing to check here (bash bench/gpu_check.sh --emulator runs the" \
-             "Python parts on the CPU emulator)"
+        echo "FAILED: no CuPy or no CUDA device (bash bench/gpu_check.sh --emulator runs the Python parts on the"
+        echo "CPU emulator)"
         exit 2
     fi
 fi
 
-step "1. golden parity, CUDA backend" 90 "$PY" bench/gpu_bench.py parity $EMU
+step "1. golden parity, CUDA backend" 60 "$PY" bench/gpu_bench.py parity $EMU
 
 if "$PY" -c "import pytest" 2>/dev/null && command -v g++ >/dev/null; then
-    step "2. device kernels against the emulator" 90 "$PY" -m pytest -q -p no:cacheprovider -x \
-        tests/test_cuda_kernels_gpu.py
+    if [ -z "$EMU" ]; then
+        step "2. device kernels against the emulator" 50 "$PY" -m pytest -q -p no:cacheprovider -x \
+            tests/test_cuda_kernels_gpu.py
+    else
+        step "2. kernels on the emulator (the device's test needs a GPU)" 30 "$PY" -m pytest -q \
+            -p no:cacheprovider -x tests/test_cuda_kernels_emulator.py
+    fi
 else
     echo; echo "== 2. device kernels against the emulator: skipped (needs pytest and g++)"
+    printf '%-48s %-5s\n' "2. device kernels against the emulator" "SKIP (no pytest/g++)" >>"$LOG/summary"
 fi
 
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
 if [ -n "$EMU" ]; then
-    step "3. sanitizer run (emulator: no compute-sanitizer, the run itself)" 120 \
-        "$PY" bench/gpu_bench.py smoke --emulator
-elif [ -n "$SAN" ]; then
+    step "3. tiny runs (emulator: no compute-sanitizer)" 15 "$PY" bench/gpu_bench.py smoke --emulator
+elif [ -z "$SAN" ]; then
+    echo; echo "== 3. compute-sanitizer: not found (PATH, /usr/local/cuda/bin): skipped"
+    printf '%-48s %-5s\n' "3. compute-sanitizer" "SKIP (not found)" >>"$LOG/summary"
+elif ! timeout 30 "$SAN" --tool memcheck --error-exitcode 3 "$PY" -c \
+        "import cupy; assert float((cupy.arange(4) * 2).sum()) == 12" >"$LOG/probe" 2>&1; then
+    echo; echo "== 3. compute-sanitizer refused this device or runtime: skipped. Its words:"
+    tail -5 "$LOG/probe"
+    printf '%-48s %-5s\n' "3. compute-sanitizer" "SKIP (refused the device)" >>"$LOG/summary"
+else
     for tool in memcheck racecheck; do
-        step "3. compute-sanitizer $tool" 60 "$SAN" --tool "$tool" --error-exitcode 3 \
+        step "3. compute-sanitizer $tool (64x64)" 45 "$SAN" --tool "$tool" --error-exitcode 3 \
             "$PY" bench/gpu_bench.py smoke --no-pool
     done
-else
-    echo; echo "== 3. compute-sanitizer: not found (PATH, /usr/local/cuda/bin): skipped"
 fi
 
-step "4. latency, FP32 (median of 10, host frames in, host flow out)" 150 "$PY" bench/gpu_bench.py latency $EMU
-[ -z "$EMU" ] && step "4b. latency, TF32 products (CUPY_TF32=1)" 45 \
-    env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency --only raft gmflow --no-torch --repeat 5
+step "4. latency, cvflow FP32 vs PyTorch TF32 off" 90 "$PY" bench/gpu_bench.py latency --mode fp32 $EMU --repeat 5
+if [ -z "$EMU" ]; then
+    step "4b. latency, cvflow TF32 vs PyTorch defaults" 60 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
+        --mode fast --repeat 5
+else
+    step "4b. latency, fast mode (emulator: RAFT-small only)" 5 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
+        --mode fast $EMU --only raft-small
+fi
 
-step "5. peak GPU memory, RAFT 3840x2160" 45 "$PY" bench/gpu_bench.py memory $EMU
+step "5. peak GPU memory, RAFT 3840x2160" 25 "$PY" bench/gpu_bench.py memory $EMU
 
 echo
-echo "== done in $(( $(date +%s) - t0 )) s; status $status"
+echo "== summary ($(( $(date +%s) - t0 )) s; status $status)"
+cat "$LOG/summary"
 exit $status

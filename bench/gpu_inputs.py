@@ -1,11 +1,23 @@
 """Inputs of bench/gpu_bench.py: golden cases, frames and weights, with NumPy only.
 
-Frames are read with OpenCV when it is importable, else by the small 8-bit PNG / binary
-PPM reader here (a GPU machine may have nothing but NumPy and CuPy).
+A GPU machine receives the repository and nothing beside it, so the check reads its
+golden data from the *pack*, an ignored folder inside the repository (``gpu_pack/``, at
+most 40 MiB), made where ``../shared`` exists:
+
+    python bench/gpu_bench.py pack
+
+The pack holds each golden case's frames (cropped, .npy uint8), the authors' output,
+its weights (a checkpoint file, or the synthetic recipe's manifest with
+``synth_weights.py``, regenerated on the spot: FlowNet2's synthetic weights are 650 MB),
+torchvision's key maps, and the Sintel pair of the latency rows. Without it the check
+fails, naming what is missing (`missing`). Frames are read with OpenCV when it is
+importable, else by the small 8-bit PNG / binary PPM reader here.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import zlib
 from pathlib import Path
@@ -15,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 GOLDEN = SHARED / "golden"
+PACK = Path(os.environ.get("CVFLOW_GPU_PACK", ROOT / "gpu_pack"))  # the variable: tests only
+PACK_LIMIT = 40 << 20
 sys.path.insert(0, str(ROOT))
 
 from cvflow.models.base import REGISTRY  # noqa: E402
@@ -93,31 +107,115 @@ def _read_png(data):
     return np.repeat(img, 3, axis=2) if ch == 1 else img[..., :3]
 
 
-def golden_cases():
-    """[(family, case)] of every index in ../shared/golden (RAFT, FlowNet2, GMFlow, NeuFlow v2)."""
+def _shared_cases():
+    """[(family, case)] of every index in ../shared/golden whose model cvflow has."""
     out = []
-    for family in ("raft", "flownet2", "gmflow", "neuflow2"):
-        index = GOLDEN / family / f"index_{family}.json"
-        if index.is_file():
-            out += [(family, c) for c in json.loads(index.read_text())]
+    for index in sorted(GOLDEN.glob("*/index_*.json")):
+        family = index.parent.name
+        cases = json.loads(index.read_text())
+        if isinstance(cases, list):  # (torchvision's index is a description, not cases)
+            out += [(family, c) for c in cases if isinstance(c, dict) and c.get("model") in REGISTRY]
     return out
 
 
-def case_inputs(family, case):
-    """(frame0, frame1, weights) of a golden case (as tests/conftest.py loads them)."""
-    frames = [read_image(SHARED / case[k]) for k in ("frame0", "frame1")]
-    if "crop" in case:
-        y0, y1, x0, x1 = case["crop"]
-        frames = [np.ascontiguousarray(f[y0:y1, x0:x1]) for f in frames]
+def pack(dest=PACK, limit=PACK_LIMIT):
+    """Copy what the GPU check needs from ../shared into `dest` (replaced): returns
+    (cases packed, [(case name, why left out)], bytes)."""
+    if not GOLDEN.is_dir():
+        raise SystemExit(f"pack: no golden data at {GOLDEN}: run it where ../shared exists")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("frames", "golden", "weights", "manifests"):
+        (tmp / sub).mkdir(parents=True)
+    shutil.copy(SHARED / "tools" / "synth_weights.py", tmp / "synth_weights.py")
+    for tsv in (GOLDEN / "torchvision").glob("*_key_mapping.tsv"):
+        shutil.copy(tsv, tmp / tsv.name)
+    sintel = SHARED / "data" / "sintel_market_2"
+    for i in (16, 17):
+        np.save(tmp / "frames" / f"latency_{i}.npy", read_image(sintel / f"frame_00{i}.png"))
+    size = lambda: sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())  # noqa: E731
+    cases, left = [], []
+    for family, case in sorted(_shared_cases(), key=lambda fc: _case_cost(*fc)):
+        name, entry = case["name"], {k: case[k] for k in ("name", "model", "iters") if k in case}
+        entry["family"] = family
+        frames = [read_image(SHARED / case[k]) for k in ("frame0", "frame1")]
+        if "crop" in case:
+            y0, y1, x0, x1 = case["crop"]
+            frames = [f[y0:y1, x0:x1] for f in frames]
+        new = {f"frames/{name}_{i}.npy": np.ascontiguousarray(f) for i, f in enumerate(frames)}
+        weights = case["weights"]
+        files = {f"golden/{name}.npy": GOLDEN / family / case["output"]}
+        if weights.startswith("synthetic:"):
+            files[f"manifests/{family}_{case['model']}.json"] = GOLDEN / family / f"manifest_{case['model']}.json"
+        else:
+            files[f"weights/{Path(weights).name}"] = SHARED / weights
+        extra = sum(np.asarray(a).nbytes for a in new.values()) + sum(
+            src.stat().st_size for rel, src in files.items() if not (tmp / rel).exists())
+        if size() + extra > limit:
+            left.append((name, f"over the {limit >> 20} MiB limit"))
+            continue
+        for rel, arr in new.items():
+            np.save(tmp / rel, arr)
+        for rel, src in files.items():
+            shutil.copy(src, tmp / rel)
+        entry.update(frames=list(new), output=f"golden/{name}.npy", weights=weights if weights.startswith(
+            "synthetic:") else f"weights/{Path(weights).name}")
+        if weights.startswith("synthetic:"):
+            entry["manifest"] = f"manifests/{family}_{case['model']}.json"
+        cases.append(entry)
+    (tmp / "cases.json").write_text(json.dumps(cases, indent=1))
+    total = size()
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return cases, left, total
+
+
+def _case_cost(family, case):
+    """Packing order: cases of small frames and synthetic weights first (so that the limit
+    drops the largest ones), RAFT-small's real checkpoint counted once."""
+    crop = case.get("crop")
+    pixels = (crop[1] - crop[0]) * (crop[3] - crop[2]) if crop else 1 << 20
+    return (not case["weights"].startswith(("synthetic:", "weights/raft-small")), pixels)
+
+
+def _shown(path):
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def missing(pack_dir=PACK):
+    """What the check needs from the pack and does not find there ([] when complete)."""
+    index = pack_dir / "cases.json"
+    if not index.is_file():
+        return [f"{_shown(index)} (make the pack where ../shared exists: python bench/gpu_bench.py pack)"]
+    out = []
+    for case in json.loads(index.read_text()):
+        need = [*case["frames"], case["output"]]
+        need += [case["manifest"], "synth_weights.py"] if "manifest" in case else [case["weights"]]
+        out += [f"{_shown(pack_dir / rel)} (case {case['name']})" for rel in need if not (pack_dir / rel).is_file()]
+    out += [f"{_shown(pack_dir / 'frames' / f'latency_{i}.npy')}" for i in (16, 17)
+            if not (pack_dir / "frames" / f"latency_{i}.npy").is_file()]
+    return out
+
+
+def golden_cases(pack_dir=PACK):
+    """The packed cases (dicts: name, family, model, iters?, frames, output, weights)."""
+    return json.loads((pack_dir / "cases.json").read_text())
+
+
+def case_inputs(case, pack_dir=PACK):
+    """(frame0, frame1, weights, golden flow) of a packed case."""
+    f0, f1 = (np.load(pack_dir / rel) for rel in case["frames"])
     weights = case["weights"]
     if weights.startswith("synthetic:"):
-        sys.path.insert(0, str(SHARED / "tools"))
-        from synth_weights import synth_weights
-
-        weights = synth_weights(json.loads((GOLDEN / family / f"manifest_{case['model']}.json").read_text()))
+        sys.path.insert(0, str(pack_dir))
+        try:
+            from synth_weights import synth_weights
+        finally:
+            sys.path.pop(0)
+        weights = synth_weights(json.loads((pack_dir / case["manifest"]).read_text()))
     else:
-        weights = str(SHARED / weights)
-    return frames[0], frames[1], weights
+        weights = str(pack_dir / weights)
+    return f0, f1, weights, np.load(pack_dir / case["output"])
 
 
 def random_weights(name, seed=0):
@@ -135,18 +233,14 @@ def random_weights(name, seed=0):
     return out
 
 
-def frame_pair(h, w):
-    """Sintel frames resized to (h, w) when ../shared and OpenCV are there, else shifted noise."""
-    path = SHARED / "data" / "sintel_market_2"
+def frame_pair(h, w, pack_dir=PACK):
+    """The packed Sintel pair resized to (h, w): OpenCV's area resize when importable, else
+    nearest neighbours (the check must not need OpenCV)."""
+    frames = [np.load(pack_dir / "frames" / f"latency_{i}.npy") for i in (16, 17)]
     try:
         import cv2
-
-        a, b = (cv2.resize(read_image(path / f"frame_00{i}.png"), (w, h), interpolation=cv2.INTER_AREA)
-                for i in (16, 17))
-        return a, b
-    except Exception:
-        rng = np.random.default_rng(1)
-        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        return a, np.roll(a, 3, axis=1)
-
-
+    except ImportError:
+        rows = np.arange(h) * frames[0].shape[0] // h
+        cols = np.arange(w) * frames[0].shape[1] // w
+        return tuple(np.ascontiguousarray(f[rows][:, cols]) for f in frames)
+    return tuple(cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames)

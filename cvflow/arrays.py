@@ -12,9 +12,12 @@ import numpy as np
 
 
 def get_xp(x):
-    """NumPy or CuPy, whichever module owns array ``x``."""
-    if isinstance(x, np.ndarray) or np.isscalar(x):
+    """NumPy or CuPy, whichever module owns array ``x`` (the CUDA emulator's device arrays,
+    an ndarray subclass, name their own module: its traced NumPy)."""
+    if type(x) is np.ndarray or np.isscalar(x):
         return np
+    if isinstance(x, np.ndarray):
+        return getattr(x, "xp", np)
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(x, cupy.ndarray):
         return cupy

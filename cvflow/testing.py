@@ -34,3 +34,14 @@ def cuda_emulator():
         yield ex
     finally:
         executor.pop_emulator()
+
+
+def dispatch_profile(name, height, width, options=None, dry=True, weights=None):
+    """One `calc` of model `name` on a (height, width) frame pair on the emulator, counted:
+    kernel launches, array ops outside the executor, products and FLOPs, host<->device
+    copies, syncs, allocations and peak live device bytes, per phase and per update. dry:
+    kernels and products skip their arithmetic (same counts, seconds at 4K). Returns a
+    :class:`cvflow.profiling.Profile`; see ``bench/gpu_profile.py``."""
+    from cvflow.profiling import profile
+
+    return profile(name, height, width, options, dry=dry, weights=weights)

@@ -57,10 +57,12 @@ extern "C" __global__ void raft_corr_lookup(const float* __restrict__ vol, const
 
 // On the fly, step 1: taps[q, t, u] (q = p - p0 < rows; S = 2r+2 taps per axis, t along x,
 // u along y) = <f1[p], f2[n, y_u, x_t]> for the clamped tap positions, n = p / HW.
-// f1 (P, D) is already scaled by 1/sqrt(D); f2 (N, Hl, Wl, D).
+// f1 (P, D) unscaled: each element is scaled by inv = 1/sqrt(D) as it is read, rounded as
+// a scaled copy would be (no copy of the feature map); f2 (N, Hl, Wl, D).
 extern "C" __global__ void raft_corr_dots(const float* __restrict__ f1, const float* __restrict__ f2,
                                           const float* __restrict__ coords, float* __restrict__ taps,
-                                          int p0, int rows, int HW, int Hl, int Wl, int D, int r, float scale)
+                                          int p0, int rows, int HW, int Hl, int Wl, int D, int r, float scale,
+                                          float inv)
 {
     int S = 2 * r + 2;
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -75,7 +77,7 @@ extern "C" __global__ void raft_corr_dots(const float* __restrict__ f1, const fl
     const float* a = f1 + (long long)p * D;
     const float* b = f2 + (((long long)(p / HW) * Hl + y0) * Wl + x0) * D;
     float s = 0.0f;
-    for (int d = 0; d < D; ++d) s += a[d] * b[d];
+    for (int d = 0; d < D; ++d) s += __fmul_rn(a[d], inv) * b[d];
     taps[i] = s;
 }
 

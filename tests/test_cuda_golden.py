@@ -126,13 +126,18 @@ def test_cuda_backend_never_writes_the_weights_and_collects_garbage(request):
         before = of._backend.prepared_count
         fw, bw = of.calcBidirectional(frame0, frame1)
         assert of._backend.prepared_count == before > 0
+        first = of.calc(frame0, frame1, None)
         of.collectGarbage()
         again = of.calc(frame0, frame1, None)
     cpu = cvflow.create("gmflow", weights=weights, device="cpu")
     want_fw, want_bw = cpu.calcBidirectional(frame0, frame1)
     np.testing.assert_allclose(fw, want_fw, atol=1e-3)
     np.testing.assert_allclose(bw, want_bw, atol=1e-3)
-    np.testing.assert_array_equal(again, fw)
+    # collectGarbage changes nothing: the same pass gives the same bits. The bidirectional
+    # pass runs its products at other shapes (both directions at once), and BLAS rounds by
+    # shape (OpenBLAS on this CPU: 1e-5 px here), so fw agrees with calc to the README's bar.
+    np.testing.assert_array_equal(again, first)
+    assert np.abs(fw - first).max() <= 1e-4
     assert not _private_keys(of._params)
 
 

@@ -52,11 +52,11 @@ def test_conv2d_chunks_the_column_buffer(ex, monkeypatch):
 def test_conv2d_writes_into_out(ex):
     rng = np.random.default_rng(2)
     x, wt = randn(rng, 1, 4, 5, 2), randn(rng, 3, 2, 1, 1)
-    out = np.empty((1, 4, 5, 3), np.float32)
+    out = ex.empty((1, 4, 5, 3))
     assert k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, wt), out=out) is out
     _close(out, conv.conv2d(x, {"weight": wt}))
     with pytest.raises(InputError, match=r"`out` must be a C-contiguous float32 array of shape \(1, 4, 5, 3\)"):
-        k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, wt), out=np.empty((1, 4, 5, 6), np.float32)[..., :3])
+        k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, wt), out=ex.empty((1, 4, 5, 6))[..., :3])
 
 
 @settings(max_examples=30, deadline=None)
@@ -91,13 +91,15 @@ def test_prepared_layers_are_checked(ex):
 def test_activations_match_numpy(ex, shape, slope, seed):
     rng = np.random.default_rng(seed)
     x = randn(rng, *shape)
-    np.testing.assert_array_equal(k_act.relu_(ex, x.copy()), act.relu_(x.copy()))
-    np.testing.assert_array_equal(k_act.leaky_relu_(ex, x.copy(), slope), act.leaky_relu_(x.copy(), slope))
+    dev = ex.asarray  # kernels work on device arrays (in place here)
+    np.testing.assert_array_equal(k_act.relu_(ex, dev(x)), act.relu_(x.copy()))
+    np.testing.assert_array_equal(k_act.leaky_relu_(ex, dev(x), slope), act.leaky_relu_(x.copy(), slope))
     y = randn(rng, *shape)
-    np.testing.assert_array_equal(k_act.add_relu_(ex, y.copy(), x), act.add_relu_(y.copy(), x))
+    np.testing.assert_array_equal(k_act.add_relu_(ex, dev(y), dev(x)), act.add_relu_(y.copy(), x))
     b = randn(rng, shape[-1])
     want = x + b
-    np.testing.assert_array_equal(k_act.bias_act_(ex, x.copy(), b, "leaky", slope), np.maximum(want, want * slope))
+    np.testing.assert_array_equal(k_act.bias_act_(ex, dev(x), dev(b), "leaky", slope),
+                                  np.maximum(want, want * slope))
 
 
 @settings(max_examples=30, deadline=None)
@@ -108,7 +110,7 @@ def test_instance_norm_matches_numpy(ex, n, h, w, c, relu, offset, seed):
     x = _strided(rng, (n, h, w, c)) + np.float32(offset)
     want = norm.instance_norm(np.ascontiguousarray(x), relu=relu)
     np.testing.assert_allclose(k_norm.instance_norm(ex, x, relu=relu), want, rtol=0, atol=2e-6 * max(1, abs(offset)))
-    buf = np.ascontiguousarray(x)
+    buf = ex.asarray(x)
     assert k_norm.instance_norm(ex, buf, relu=relu, inplace=True) is buf
     np.testing.assert_allclose(buf, want, rtol=0, atol=2e-6 * max(1, abs(offset)))
 
@@ -129,7 +131,7 @@ def test_batch_norm_matches_numpy(ex, shape, relu, seed):
          "running_var": np.abs(randn(rng, c)) + np.float32(0.1)}
     x = randn(rng, *shape)
     scale, shift = k_norm.batch_norm_affine(ex, p)
-    got = k_norm.batch_norm_(ex, x.copy(), scale, shift, relu)
+    got = k_norm.batch_norm_(ex, ex.asarray(x), scale, shift, relu)
     np.testing.assert_array_equal(got, norm.batch_norm_(x.copy(), p, relu=relu))
 
 

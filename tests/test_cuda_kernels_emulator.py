@@ -59,13 +59,15 @@ def test_concurrent_builds_are_safe(tmp_path):
 
 def test_launch_arguments_are_checked():
     with cuda_emulator() as ex:
-        x = np.zeros(8, np.float32)
+        x = ex.zeros(8)
         args = (x, x, np.int32(8), np.int32(8), np.int32(0), np.int32(1), np.float32(0.1))
         ex.launch("act:bias_act", (1,), (8,), args)
-        with pytest.raises(DeviceError, match="act:bias_act argument 0 must be a float array, got ndarray float64"):
+        with pytest.raises(DeviceError, match="act:bias_act argument 1 is a host array: kernels take device arrays"):
+            ex.launch("act:bias_act", (1,), (8,), (x, np.zeros(8, np.float32)) + args[2:])
+        with pytest.raises(DeviceError, match="act:bias_act argument 0 must be a float array, got DeviceArray float64"):
             ex.launch("act:bias_act", (1,), (8,), (x.astype(np.float64),) + args[1:])
         with pytest.raises(DeviceError, match="act:bias_act argument 0 must be C-contiguous"):
-            ex.launch("act:bias_act", (1,), (8,), (np.zeros(16, np.float32)[::2],) + args[1:])
+            ex.launch("act:bias_act", (1,), (8,), (ex.zeros(16)[::2],) + args[1:])
         with pytest.raises(DeviceError, match=r"argument 2 must be a NumPy int scalar \(int32\), got int"):
             ex.launch("act:bias_act", (1,), (8,), args[:2] + (8,) + args[3:])
         with pytest.raises(DeviceError, match="act:bias_act takes 7 arguments, got 6"):
@@ -86,8 +88,8 @@ def test_grid_and_block_cover_every_thread():
     # bias_act indexes by the x dimensions only: with grid (2, 3) and block (4, 5), each of
     # the 8 x indices runs once per (y) block and thread: 3 * 5 times.
     with cuda_emulator() as ex:
-        x = np.zeros(20, np.float32)
-        ex.launch("act:bias_act", (2, 3), (4, 5), (x, np.ones(1, np.float32), np.int32(x.size), np.int32(1),
+        x = ex.zeros(20)
+        ex.launch("act:bias_act", (2, 3), (4, 5), (x, ex.asarray(np.ones(1)), np.int32(x.size), np.int32(1),
                                                   np.int32(1), np.int32(0), np.float32(0)))
         np.testing.assert_array_equal(x, [15] * 8 + [0] * 12)
 
@@ -109,12 +111,13 @@ def test_block_runs_on_os_threads_equal_the_serial_emulation(monkeypatch, thread
 
 def test_cuda_emulator_context():
     with cuda_emulator() as ex:
-        assert executor.get_executor() is ex and ex.name == "emulator" and ex.xp is np
+        assert executor.get_executor() is ex and ex.name == "emulator" and ex.xp.float32 is np.float32
         with cuda_emulator() as inner:
             assert inner is ex
         assert executor.get_executor() is ex
         a = ex.asarray([[1, 2]])
-        assert a.dtype == np.float32 and ex.to_host(a) is a
+        host = ex.to_host(a)  # a copy: device memory is not the host's
+        assert a.dtype == np.float32 and type(host) is np.ndarray and not np.shares_memory(host, a)
         np.testing.assert_array_equal(ex.matmul(a, a.T), [[5]])
     assert executor._EMULATOR["executor"] is None
 

@@ -169,3 +169,24 @@ def test_sampling_arguments_are_checked(ex):
         k_warp.bilinear_sample(ex, img, randn(rng, 1, 3, 3, 3))
     with pytest.raises(InputError, match=r"flow \(1, 2, 3, 2\) must cover img \(1, 3, 3, 1\)"):
         k_warp.warp(ex, img, randn(rng, 1, 2, 3, 2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=st.integers(1, 40), ch=st.integers(1, 9), const_rows=st.booleans(), seed=seeds)
+def test_gru_step_matches_numpy(ex, p, ch, const_rows, seed):
+    from cvflow.backends.cuda import k_gru
+    from cvflow.ops import gru
+
+    rng = np.random.default_rng(seed)
+    h = randn(rng, 1, p, 1, ch)
+    g, hzr = randn(rng, p, 3 * ch), randn(rng, p, 2 * ch)
+    c = randn(rng, p if const_rows else 1, 3 * ch)
+    wq = randn(rng, ch, ch)
+
+    def conv_q(rh):  # a 1x1 "convolution" of r * h, on whichever side it runs
+        return rh.reshape(-1, ch) @ (ex.asarray(wq) if isinstance(rh, ex.xp.ndarray) else wq)
+
+    want = gru._step(np, h, g, c, hzr, conv_q)
+    got = k_gru.gru_step(ex, ex.asarray(h), ex.asarray(g), ex.asarray(c), ex.asarray(hzr), conv_q)
+    assert got.shape == h.shape
+    np.testing.assert_allclose(ex.to_host(got), want, rtol=0, atol=2e-6)

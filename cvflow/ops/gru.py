@@ -45,11 +45,12 @@ def cell_parts(be, p, sfx, ch, cc):
     return be.prepared(pz, f"gru{ch},{cc}", lambda: gate_parts(pz, pr, pq, ch, cc, be.xp))
 
 
-def gru_cell(be, h, x, p, sfx):
+def gru_cell(be, h, x, p, sfx, step=None):
     """One GRU step of cell `sfx` of the GRU weights p. h: (N, H, W, Ch); x: [c, m] or
     [m], each (N, H, W, C*). Returns the new state (N, H, W, Ch). The pointwise work
     between the convolutions runs in two fused passes over pixel pieces (in cache,
-    shared among threads, on NumPy; one piece on other array modules)."""
+    shared among threads, on NumPy; one piece on other array modules), or in `step`
+    (a backend's: `_step`'s signature and numbers, e.g. two CUDA kernels)."""
     xp = be.xp
     ch = h.shape[-1]
     cc = x[0].shape[-1] if len(x) > 1 else 0
@@ -68,7 +69,7 @@ def gru_cell(be, h, x, p, sfx):
         c = parts["bias"][None]
     hit = memo.pop(("h_zr", sfx, id(parts)), None)
     hzr = _rows(hit[1] if hit is not None and hit[0] is h else be.same_conv(h, parts["h_zr"]))
-    out = _step(xp, h, g, c, hzr, lambda rh: _rows(be.same_conv(rh, parts["h_q"])))
+    out = (step or _step)(xp, h, g, c, hzr, lambda rh: _rows(be.same_conv(rh, parts["h_q"])))
     memo["gru_out"] = (out, p, sfx, ch, cc)
     return out
 

@@ -4,21 +4,29 @@ One Python code path for both executors: CuPy on a GPU, and the CPU emulator of 
 `kernels/*.cu` sources in tests (`cvflow.testing.cuda_emulator()`). Convolutions,
 normalisations, activations, RAFT's correlation, FlowNet's patch correlation, warps and
 upsampling run the hand-written kernels (`k_*.py` wrappers); matrix products go to
-`ex.matmul` (cuBLAS); what is left (GRU gate arithmetic, attention's softmax, layer norm,
-GELU, reshapes) is array glue on `ex.xp`, the same expressions on CuPy and NumPy.
+`ex.matmul` (cuBLAS); RAFT's GRU gates are two kernels per cell (`k_gru.py`); what is
+left (attention's softmax, layer norm, GELU, reshapes) is array glue on `ex.xp`, the same
+expressions on CuPy and NumPy.
 
 Prepared layers (weight matrices, batch-norm affines) are built once per layer on the
 device and held here, never in the weight dict; `release` frees the executor's pools.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import k_act, k_conv, k_corr, k_norm, k_patch_corr, k_upsample, k_warp
+from cvflow.backends.cuda import k_act, k_conv, k_corr, k_gru, k_norm, k_patch_corr, k_upsample, k_warp
 from cvflow.ops import attention as attention_ops
+from cvflow.ops import gru as gru_ops
 from cvflow.ops import matching as matching_ops
 from cvflow.ops.corr import corr_volume_bytes
+
+
+class GraphWarning(RuntimeWarning):
+    """A pass could not be captured into a CUDA graph and runs eagerly."""
 
 
 class CudaBackend(Backend):
@@ -46,6 +54,38 @@ class CudaBackend(Backend):
 
     def synchronize(self) -> None:
         self.ex.synchronize()
+
+    # -- graphs ----------------------------------------------------------------------------
+    def graphed(self, key, fn, *inputs):
+        """fn(*inputs) -> device array, as a replayed graph: captured once per `key` (the
+        caller's: input shapes and options) on static copies of the inputs, then each call
+        copies its inputs into those buffers and replays. Returns the graph's static
+        output: valid until the next call with the same key. Where the capture fails (the
+        pass breaks a graph's rules), one warning, and fn runs eagerly from then on."""
+        graphs = self.__dict__.setdefault("_graphs", {})
+        entry = graphs.get(key)
+        if entry is None:
+            static = tuple(self.ex.empty(x.shape, x.dtype) for x in inputs)
+            for dst, src in zip(static, inputs):
+                dst[...] = src
+            try:
+                with self.ex.capture() as held:
+                    out = fn(*static)
+                entry = graphs[key] = (held.graph, static, out)
+            except Exception as e:  # any capture failure: eager, said once
+                entry = graphs[key] = None
+                if not self.__dict__.get("_graph_warned"):
+                    self._graph_warned = True
+                    warnings.warn(f"CUDA graph capture failed, running eagerly ({type(e).__name__}: {e})",
+                                  GraphWarning, stacklevel=2)
+        if entry is None:
+            return fn(*inputs)
+        graph, static, out = entry
+        for dst, src in zip(static, inputs):
+            if src is not dst:
+                dst[...] = src
+        graph.replay()
+        return out
 
     # -- convolutions (im2col kernel + product + fused bias/activation) ------------------
     def _conv_layer(self, p):
@@ -93,9 +133,25 @@ class CudaBackend(Backend):
     def channel_norm(self, x):
         return k_norm.channel_norm(self.ex, x)
 
+    # -- RAFT's recurrent unit: the gate arithmetic in two kernels per cell ------------------
+    def _gru_step(self, xp, h, g, c, hzr, conv_q):
+        return k_gru.gru_step(self.ex, h, g, c, hzr, conv_q)
+
+    def conv_gru(self, h, x, p):
+        return gru_ops.gru_cell(self, h, x, p, "", self._gru_step)
+
+    def sep_conv_gru(self, h, x, p):
+        return gru_ops.gru_cell(self, gru_ops.gru_cell(self, h, x, p, "1", self._gru_step), x, p, "2",
+                                self._gru_step)
+
     # -- resampling ----------------------------------------------------------------------
+    def _interp_table(self, n_in, n_out, align_corners):
+        key = ("interp", n_in, n_out, bool(align_corners))
+        return self.const(key, lambda: k_upsample._table(self.ex, n_in, n_out, align_corners))
+
     def resize_bilinear(self, x, out_h, out_w, align_corners):
-        return k_upsample.resize_bilinear(self.ex, x, out_h, out_w, align_corners)
+        """Interpolation tables are constants of the shapes: uploaded once per backend."""
+        return k_upsample.resize_bilinear(self.ex, x, out_h, out_w, align_corners, self._interp_table)
 
     def convex_upsample(self, flow, mask, factor):
         return k_upsample.convex_upsample(self.ex, flow, mask, factor)

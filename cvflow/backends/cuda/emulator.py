@@ -140,7 +140,8 @@ class Library:
         self.dll = ctypes.CDLL(str(path))
         self.funcs = {}
 
-    def launch(self, name, grid, block, args):
+    def launch(self, name, grid, block, args, dry=False):
+        """Run kernel `name` over `grid` x `block`; dry: check the arguments only."""
         sig = self.kernels.get(name)
         if sig is None:
             raise DeviceError(f"{self.stem}.cu has no kernel {name!r} (it has {', '.join(self.kernels)})")
@@ -153,6 +154,8 @@ class Library:
         if fn is None:
             fn = self.funcs[name] = getattr(self.dll, f"cvf_launch_{name}")
             fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int), None
+        if dry:
+            return
         threads = int(np.prod(dims, dtype=np.int64))
         fn(dims, ptrs, _THREADS if threads >= _PARALLEL_FROM else 1)  # ctypes releases the GIL
 

@@ -14,6 +14,7 @@ else the (cached) CuPy executor of the device.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -56,6 +57,26 @@ class Executor:
     def free_all(self):
         pass
 
+    def capture(self, pool=None):
+        """Context manager: the executor calls inside are captured into a graph instead of
+        run (``with ex.capture() as g: ...``; then ``g.graph.replay()``). pool: a
+        :class:`GraphPool` shared by graphs whose buffers may be reused together."""
+        raise DeviceError(f"the {self.name} executor cannot capture graphs")
+
+
+class GraphPool:
+    """Buffers of captured graphs. Once one of its graphs was replayed, a capture into
+    the pool may not allocate: the replayed graph's buffers are fixed."""
+
+    def __init__(self):
+        self.replayed = False
+
+
+class Captured:
+    """What ``ex.capture()`` yields; `graph` is set when the block ends without error."""
+
+    graph = None
+
 
 def _split(kernel):
     stem, sep, func = kernel.partition(":")
@@ -66,11 +87,31 @@ def _split(kernel):
 
 class EmulatorExecutor(Executor):
     """Kernels emulated on the CPU (CUDA threads one after another; large grids in runs of
-    whole blocks on a few OS threads); NumPy arrays.
+    whole blocks on a few OS threads); arrays are :class:`~cvflow.backends.cuda.trace.DeviceArray`
+    (NumPy arrays whose ops, copies, syncs and allocations the executor's ``tracer`` sees).
     For tests only: see :func:`cvflow.testing.cuda_emulator`."""
 
     name = "emulator"
-    xp = np
+
+    def __init__(self):
+        from cvflow.backends.cuda import trace
+
+        self.tracer = trace.TRACER
+        self.xp = trace.XP
+        self._trace = trace
+
+    def _device(self, x, what):
+        if not isinstance(x, self._trace.DeviceArray):
+            raise DeviceError(f"{what} must be a device array (the executor's), got a host "
+                              f"{type(x).__name__}: copy it with asarray first")
+        return x.view(np.ndarray)
+
+    def to_host(self, x) -> np.ndarray:
+        if not isinstance(x, self._trace.DeviceArray):
+            return np.asarray(x)
+        self.tracer.sync("to_host")
+        self.tracer.copy("d2h", x.nbytes, " (to_host)")
+        return np.array(x.view(np.ndarray), copy=True)
 
     def launch(self, kernel, grid, block, args, shared_mem=0):
         from cvflow.backends.cuda import emulator
@@ -79,7 +120,77 @@ class EmulatorExecutor(Executor):
             raise DeviceError("the emulator runs kernels without shared memory; got shared_mem="
                               f"{shared_mem} for {kernel}")
         stem, func = _split(kernel)
-        emulator.library(stem).launch(func, grid, block, args)
+        for i, a in enumerate(args):
+            if isinstance(a, np.ndarray) and not isinstance(a, self._trace.DeviceArray):
+                raise DeviceError(f"{kernel} argument {i} is a host array: kernels take device arrays")
+        rec = self.tracer.recorder
+        if rec is not None:  # capturing a graph: the launch is recorded, run at replay
+            rec.append(("launch", kernel, grid, block, args))
+            self.tracer.launch(kernel)
+            return
+        self.tracer.launch(kernel)
+        emulator.library(stem).launch(func, grid, block, args, dry=self.tracer.dry)
+
+    def matmul(self, a, b, out=None):
+        trace = self._trace
+        pa, pb = self._device(a, "matmul's a"), self._device(b, "matmul's b")
+        if out is None:
+            shape = np.broadcast_shapes(pa.shape[:-2], pb.shape[:-2]) + (pa.shape[-2], pb.shape[-1])
+            out = self.empty(shape, np.result_type(pa, pb))
+        po = self._device(out, "matmul's out")
+        self.tracer.matmul(trace._matmul_flops(pa, pb), True)
+        rec = self.tracer.recorder
+        if rec is not None:
+            rec.append(("matmul", a, b, out))
+        elif not self.tracer.dry:
+            np.matmul(pa, pb, out=po)
+        return out
+
+    def synchronize(self):
+        self.tracer.sync("synchronize()")
+
+    @contextlib.contextmanager
+    def capture(self, pool=None):
+        """Capture as CUDA would: executor calls are recorded, not run; array ops outside
+        the executor, host<->device copies, syncs (and allocations, once a graph of `pool`
+        was replayed) raise DeviceError. The graph keeps every buffer it touches alive."""
+        tr = self.tracer
+        if tr.recorder is not None:
+            raise DeviceError("graph capture: a capture is already in progress")
+        pool = GraphPool() if pool is None else pool
+        held = Captured()
+        tr.recorder, tr.capturing, tr.replayed = [], True, pool.replayed
+        try:
+            yield held
+            held.graph = EmulatorGraph(self, tr.recorder, pool)
+        finally:
+            tr.recorder, tr.capturing, tr.replayed = None, False, False
+
+
+class EmulatorGraph:
+    """A captured sequence of executor calls (the emulator's CUDA graph); `replay` runs them
+    in order on the buffers they were captured with."""
+
+    def __init__(self, ex, calls, pool):
+        self.ex, self.calls, self.pool = ex, tuple(calls), pool
+
+    @property
+    def nodes(self) -> int:
+        return len(self.calls)
+
+    def replay(self):
+        from cvflow.backends.cuda import emulator
+
+        self.pool.replayed = True
+        dry = self.ex.tracer.dry
+        for call in self.calls:
+            if call[0] == "launch":
+                _, kernel, grid, block, args = call
+                stem, func = _split(kernel)
+                emulator.library(stem).launch(func, grid, block, args, dry=dry)
+            elif not dry:
+                _, a, b, out = call
+                np.matmul(a.view(np.ndarray), b.view(np.ndarray), out=out.view(np.ndarray))
 
 
 class CupyExecutor(Executor):
@@ -135,11 +246,41 @@ class CupyExecutor(Executor):
     def synchronize(self):
         self.device.synchronize()
 
+    @contextlib.contextmanager
+    def capture(self, pool=None):
+        """Stream capture on a private non-blocking stream (cudaStreamCaptureModeGlobal:
+        what CUDA refuses inside a capture raises)."""
+        pool = GraphPool() if pool is None else pool
+        held = Captured()
+        with self.device:
+            stream = self.xp.cuda.Stream(non_blocking=True)
+            with stream:
+                stream.begin_capture()
+                try:
+                    yield held
+                finally:
+                    graph = stream.end_capture()
+            held.graph = CupyGraph(self, graph, stream, pool)
+
     def free_all(self):
         with self.device:
             self.synchronize()
             self.xp.get_default_memory_pool().free_all_blocks()
             self.xp.get_default_pinned_memory_pool().free_all_blocks()
+
+
+class CupyGraph:
+    """A captured CUDA graph and its private stream; `replay` launches it there and makes
+    the null stream wait for it (so copies back see its results)."""
+
+    def __init__(self, ex, graph, stream, pool):
+        self.ex, self.graph, self.stream, self.pool = ex, graph, stream, pool
+
+    def replay(self):
+        self.pool.replayed = True
+        with self.ex.device:
+            self.graph.launch(self.stream)
+            self.ex.xp.cuda.Stream.null.wait_event(self.stream.record())
 
 
 _CUPY: dict = {}

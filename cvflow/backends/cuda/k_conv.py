@@ -16,8 +16,9 @@ from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
 from cvflow.backends.cuda.k_act import act_code, bias_act_
 from cvflow.errors import InputError
 
-# Bound on one chunk's column buffer (rows * kh*kw*C float32): products stay large, memory bounded.
-COL_BYTES = 256 << 20
+# Bound on one chunk's column buffer (rows * kh*kw*C float32): products stay large (>= 14k rows for
+# 3x3x128 inputs), memory bounded (256 MiB chunks added ~190 MiB to RAFT's peak at 4K).
+COL_BYTES = 64 << 20
 
 
 @dataclass

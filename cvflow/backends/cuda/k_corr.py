@@ -86,7 +86,8 @@ def corr_lookup_on_the_fly(ex, f1, f2_pyramid, coords, radius):
     p = n * h * w
     _check(coords, p, radius)
     pts = contiguous(ex, coords)
-    f1s = _scaled(ex, f1)
+    f1c = contiguous(ex, f1)  # the kernel scales by 1/sqrt(D) as it reads (as _scaled rounds)
+    inv = f32(1 / math.sqrt(d))
     k, s = 2 * radius + 1, 2 * radius + 2
     levels = len(f2_pyramid)
     out = ex.empty((n, h, w, levels * k * k))
@@ -99,8 +100,8 @@ def corr_lookup_on_the_fly(ex, f1, f2_pyramid, coords, radius):
         for p0 in range(0, p, rows):
             m = min(rows, p - p0)
             if hl and wl:
-                launch_1d(ex, "corr_lookup:raft_corr_dots", m * s * s, f1s, f2l, pts, taps[:m], i32(p0), i32(m),
-                          i32(h * w), i32(hl), i32(wl), i32(d), i32(radius), scale)
+                launch_1d(ex, "corr_lookup:raft_corr_dots", m * s * s, f1c, f2l, pts, taps[:m], i32(p0), i32(m),
+                          i32(h * w), i32(hl), i32(wl), i32(d), i32(radius), scale, inv)
             launch_1d(ex, "corr_lookup:raft_corr_interp", m * k * k, taps[:m], pts, out, i32(p0), i32(m),
                       i32(hl), i32(wl), i32(radius), i32(lvl), i32(levels), scale)
     return out

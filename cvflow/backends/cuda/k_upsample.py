@@ -49,14 +49,17 @@ def _host_table(n_in, n_out, align_corners):
     return idx, wgt
 
 
-def resize_bilinear(ex, x, out_h, out_w, align_corners):
+def resize_bilinear(ex, x, out_h, out_w, align_corners, table=None):
     """Bilinear resize of x (N, H, W, C) to (N, out_h, out_w, C), PyTorch's F.interpolate
-    arithmetic (both corner conventions)."""
+    arithmetic (both corner conventions). table(n_in, n_out, align_corners) -> device
+    (indices, weights): a caller's memo of `_table` (the backend's constants, uploaded once
+    per shape); default: uploaded per call."""
     x = contiguous(ex, x)
     n, h, w, c = x.shape
     out = ex.empty((n, out_h, out_w, c))
-    yi, yw = _table(ex, h, out_h, align_corners)
-    xi, xw = _table(ex, w, out_w, align_corners)
+    table = table or (lambda a, b, ac: _table(ex, a, b, ac))
+    yi, yw = table(h, out_h, align_corners)
+    xi, xw = table(w, out_w, align_corners)
     launch_1d(ex, "upsample:resize_bilinear", out.size, x, out, yi, yw, xi, xw, i32(n), i32(h), i32(w),
               i32(c), i32(out_h), i32(out_w))
     return out
