@@ -16,6 +16,7 @@ import numpy as np
 
 from cvflow.arrays import get_xp
 from cvflow.backends import make_backend
+from cvflow.backends.threads import check_threads
 from cvflow.errors import CvflowTypeError, InputError, InputRangeWarning, ModelNotFoundError
 from cvflow.models.base import REGISTRY, ModelDef
 from cvflow.ops.pad import pad_replicate
@@ -208,6 +209,11 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         return self._backend.name
 
     @property
+    def threads(self):
+        """CPU threads of each call (`create(threads=)`; None: the default, resolved per call)."""
+        return getattr(self._backend, "threads", None)
+
+    @property
     def options(self) -> dict:
         """A copy of the current options."""
         return dict(self._options)
@@ -372,7 +378,7 @@ def _coerce_option(key, value, default):
     return value
 
 
-def create(name: str, *, weights=None, device: str = "auto", **options) -> OpticalFlow:
+def create(name: str, *, weights=None, device: str = "auto", threads=None, **options) -> OpticalFlow:
     """Create a deep optical-flow algorithm.
 
     name: one of `list_models()`. weights: a checkpoint path (.pth / .pth.tar; the
@@ -382,13 +388,20 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     (CVFLOW_HOME, default ~/.cache/cvflow; torch hub's for tags), downloaded when the
     registry has a URL.
     device: "auto" (GPU when CuPy and a device are present), "cpu" or "cuda".
+    threads: CPU threads of every call of this object (calc, calcBidirectional,
+    calc_batch, and the warm-up pass here): BLAS, cvflow's own pool and OpenCV are bounded
+    to it during the call and restored after. None: $CVFLOW_NUM_THREADS when set, else
+    the cores this process may use (os.sched_getaffinity). On a machine shared with other
+    busy processes, pass this process's share (e.g. 1): spinning BLAS threads that lose
+    their core stall each other.
     options: model options, e.g. iters=12 for RAFT.
     """
     from cvflow.settings import cached_weights_path
     from cvflow.weights import load_model_weights
 
     model = get_model(name)
-    be = make_backend(device, model.reuse_bytes)
+    threads = check_threads(threads)
+    be = make_backend(device, model.reuse_bytes, threads)
     algo = OpticalFlow(model, {}, be, options)  # checks the options before any loading
     flat = load_model_weights(model, weights)
     algo._params = be.place(flat)

@@ -119,3 +119,27 @@ def test_threads_sharing_one_object_never_share_a_buffer(stub_model):
     for t in threads:
         t.join()
     assert not bad
+
+
+def test_bounded_arena_drops_idle_buffers_largest_first_never_one_in_use():
+    mib = 1 << 20
+    a = arena.Arena(max_bytes=7 * mib)
+    with a.active():
+        big = arena.empty(np, (4 * mib,), np.uint8)
+        small = arena.empty(np, (2 * mib,), np.uint8)
+        keep = arena.empty(np, (1 * mib,), np.uint8)  # in use throughout
+        del big, small
+        assert a.nbytes == 7 * mib
+        # 3 MiB fits no idle buffer (4 MiB is above the slack): 7 + 3 > 7, so idle buffers
+        # go, largest first, until it fits: the 4 MiB one only (7 - 4 + 3 = 6 MiB)
+        new = arena.empty(np, (3 * mib,), np.uint8)
+        assert a.nbytes == 6 * mib and sorted(b.size for b in a._bufs) == [mib, 2 * mib, 3 * mib]
+        # nothing idle is left to drop: a request above the bound still gets its buffer
+        extra = arena.empty(np, (5 * mib,), np.uint8)
+        assert sorted(b.size for b in a._bufs) == [mib, 3 * mib, 5 * mib]  # the idle 2 MiB went
+        assert not np.shares_memory(keep, new) and not np.shares_memory(extra, keep)
+    unbounded = arena.Arena()
+    with unbounded.active():
+        for n in (4, 2, 3):
+            arena.empty(np, (n * mib,), np.uint8)
+    assert unbounded.nbytes == 9 * mib

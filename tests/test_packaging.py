@@ -26,10 +26,11 @@ def test_every_subpackage_is_packaged():
     assert "*.cu" in conf["package-data"]["cvflow.kernels"]
 
 
-def test_runtime_dependencies_are_numpy_and_opencv_only():
+def test_runtime_dependencies_are_numpy_opencv_and_threadpoolctl_only():
+    # threadpoolctl: bounds the BLAS threads of each call (README, "Threads")
     project = _pyproject()["project"]
     names = sorted(d.split(">")[0].split("=")[0].strip() for d in project["dependencies"])
-    assert names == ["numpy", "opencv-python"]
+    assert names == ["numpy", "opencv-python", "threadpoolctl"]
     extras = project["optional-dependencies"]
     assert extras["cuda12"][0].startswith("cupy-cuda12x") and extras["cuda13"][0].startswith("cupy-cuda13x")
 

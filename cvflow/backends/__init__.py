@@ -46,15 +46,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def make_backend(device: str, reuse_bytes: int = 0):
+def make_backend(device: str, reuse_bytes: int = 0, threads: int | None = None):
     """The backend for a user's ``device`` argument. reuse_bytes: the CPU arena's floor
-    (`ModelDef.reuse_bytes`). Raises InputError for an unknown name, DeviceError when
+    (`ModelDef.reuse_bytes`); threads: the CPU's threads per pass (None: the cores this
+    process may use). Raises InputError for an unknown name, DeviceError when
     "cuda" has no CuPy or no device."""
     dev = resolve_device(device)
     if dev == "cpu":
         from cvflow.backends.cpu import CPUBackend
 
-        return CPUBackend(reuse_bytes)
+        return CPUBackend(reuse_bytes, threads)
     from cvflow.backends.cuda.executor import get_executor
 
     ex = get_executor()  # DeviceError without CuPy and a device

@@ -27,21 +27,26 @@ def positive_float(text: str) -> float:
 
 
 def add_model_args(p) -> None:
-    """-m/--model, --weights, --iters, --device, --opt: the model arguments of every command that runs one."""
+    """-m/--model, --weights, --iters, --device, --threads, --opt: the model arguments of every command that
+    runs one."""
     p.add_argument("-m", "--model", required=True, help="model name (see `cvflow models`)")
     p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz) or tag (see `cvflow models`); "
                                       "default: the model's default weights")
     p.add_argument("--iters", type=positive_int, default=None,
                    help="update iterations (RAFT family; default 12)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="CPU threads of the model (default: the cores this process may use); on a machine "
+                        "busy with other work, give this process's share, e.g. 1")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
 
 
 def create(args):
-    """The algorithm named by the common model arguments (-m, --weights, --device, --iters, --opt)."""
+    """The algorithm named by the common model arguments (-m, --weights, --device, --threads, --iters, --opt)."""
     import cvflow
 
-    return cvflow.create(args.model, weights=args.weights, device=args.device, **model_options(args))
+    return cvflow.create(args.model, weights=args.weights, device=args.device, threads=args.threads,
+                         **model_options(args))
 
 
 def model_options(args) -> dict:

@@ -37,7 +37,8 @@ def register(sub) -> None:
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start Ray here")
     p.add_argument("--workers", type=common.positive_int, default=1, metavar="N",
-                   help="Ray actors, each with its own model (default 1)")
+                   help="Ray actors, each with its own model and --threads threads (default 1; --workers x "
+                        "--threads must not exceed the cores)")
     p.add_argument("--gpus-per-worker", type=_share, default=0.0, metavar="F",
                    help="GPU share of each Ray actor, e.g. 0.5 (default 0: CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -63,7 +64,7 @@ def cmd_extract(args) -> int:
                       max_side=args.max_side, save=args.save, fp16=args.fp16, engine=args.engine,
                       address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                       device=args.device, options=options, warm_start=not args.no_warm_start,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, threads=args.threads)
     except ExtractInterrupted as stop:
         res = stop.summary
         print(f"cvflow extract: interrupted after {res['computed']} clips; {res['table']} holds every "

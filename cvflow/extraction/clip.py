@@ -16,10 +16,12 @@ from cvflow.extraction.files import COLUMNS, FlowArchive, archive_name, folder_f
 
 
 def create_algo(settings, weights, device=None):
-    """The settings' model, created once per process (engine worker)."""
+    """The settings' model, created once per process (engine worker), with the worker's
+    share of threads (settings["threads"]; None: every core of the process)."""
     from cvflow.api import create
 
-    return create(settings["model"], weights=weights, device=device or settings["device"], **settings["options"])
+    return create(settings["model"], weights=weights, device=device or settings["device"],
+                  threads=settings.get("threads"), **settings["options"])
 
 
 def _empty_row(clip, settings) -> dict:

@@ -38,16 +38,12 @@ class ClipWorker:
     """A Ray Data callable class: one model per actor, one clip per batch."""
 
     def __init__(self, settings, weights):
-        import os
-
         import ray
 
         from cvflow.extraction.clip import create_algo
 
-        # Ray gives the actor OMP_NUM_THREADS = its CPUs (1); cvflow's own pool follows, unless set,
-        # so N actors on N cores do not each run a pool of every core's threads.
-        os.environ.setdefault("CVFLOW_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or "1")
-
+        # the actor's threads: settings["threads"], its share (`thread_share`), which is also
+        # the CPUs Ray reserves for it, so N actors never run more threads than the cores
         if isinstance(weights, ray.ObjectRef):
             weights = ray.get(weights)
         self.settings = settings
@@ -133,7 +129,7 @@ def _rows(ray, todo, settings, weights, workers, gpus_per_worker):
     ds = ds.map_batches(
         ClipWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"settings": settings, "weights": ray.put(weights)},
-        num_cpus=1, num_gpus=gpus_per_worker or None)  # the pool's actors: max_restarts=-1,
+        num_cpus=settings.get("threads") or 1, num_gpus=gpus_per_worker or None)  # the pool's actors: max_restarts=-1,
     # max_task_retries=-1 (Ray Data's defaults): a dead actor is replaced and its clip retried
     try:
         yield from ds.iter_rows()

@@ -15,10 +15,12 @@ import sys
 import time
 from collections.abc import Mapping
 
+from cvflow.backends.threads import check_threads
 from cvflow.errors import CvflowTypeError, InputError
 from cvflow.extraction.clip import run_local
 from cvflow.extraction.files import TMP, ScoreTable, find_clips, sweep_temporaries
 from cvflow.io.atomic import write_atomic
+from cvflow.ops import parallel
 from cvflow.outputs import check_output_dir
 
 SAVE_MODES = ("score", "flow", "both")
@@ -79,9 +81,26 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     return settings, flat
 
 
+def thread_share(engine, workers, threads, address=None):
+    """Threads of each engine worker: `threads` when given, else the local engine takes
+    every core of this process and each Ray actor of a Ray started here cores // workers
+    (at least 1; on a cluster, 1 per actor unless given). A Ray started here refuses
+    `workers` x `threads` above the cores this process may use."""
+    if engine == "local":
+        return threads
+    if address is not None:
+        return threads or 1
+    if threads is None:
+        return max(1, parallel.cores() // workers)
+    if workers * threads > parallel.cores():
+        raise InputError(f"`workers` x `threads` ({workers} x {threads}) exceeds the {parallel.cores()} cores this "
+                         "process may use: lower either (each Ray actor runs `threads` threads)")
+    return threads
+
+
 def extract(input, output, model, *, weights=None, every=1, max_side=None, save="score", fp16=False,
             engine="local", address=None, workers=1, gpus_per_worker=0.0, device="auto", options=None,
-            warm_start=True, progress=True, on_row=None, flush_seconds=60.0) -> dict:
+            warm_start=True, progress=True, on_row=None, flush_seconds=60.0, threads=None) -> dict:
     """Flow over every clip of `input`; scores (and flow archives) into the folder `output`.
 
     input: a folder of videos (recursive), a folder of frame folders, or a manifest
@@ -91,7 +110,10 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
     the table's magnitude columns are then NaN), "both". fp16: archives in float16.
     engine: "local" or "ray" (needs `pip install cvflow[ray]`); address: a Ray cluster
     to join (default: start Ray here); workers: actors in the pool; gpus_per_worker:
-    each actor's GPU share (0: CPU). on_row(row): called after each clip is recorded.
+    each actor's GPU share (0: CPU). threads: CPU threads of each worker (None: the local
+    engine uses every core of this process; a Ray started here gives each actor
+    cores // workers; `workers` x `threads` above the cores is refused; see
+    `thread_share`). on_row(row): called after each clip is recorded.
     flush_seconds: rewrite the table at least this often during the run.
 
     Returns {"clips", "computed", "skipped", "errors", "seconds", "table", "engine"}. On
@@ -107,6 +129,7 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
         raise InputError("`address`, `workers` and `gpus_per_worker` are for engine 'ray' (engine 'local' runs "
                          f"in this process), got address={address!r}, workers={workers}, "
                          f"gpus_per_worker={gpus_per_worker}")
+    share = thread_share(engine, workers, check_threads(threads), address)
     if on_row is not None and not callable(on_row):
         raise CvflowTypeError(f"`on_row` must be callable, got {type(on_row).__name__}")
     out = check_output_dir(output, "output")  # a bad OUT fails before any work
@@ -122,6 +145,7 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
     todo = [c for c in clips if c["path"] not in done]
     _write_settings(out, settings)
     settings["out_dir"] = str(out.absolute())
+    settings["threads"] = share  # after the settings file: threads do not decide the results
     if engine == "local":
         rows = run_local(todo, settings, flat)
     else:

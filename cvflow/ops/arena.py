@@ -19,6 +19,13 @@ from which arrays are kept: 1 MiB for the FlowNet2 family, 32 MiB for RAFT (only
 correlation volumes and half-resolution features: idle buffers are held until reused,
 and with RAFT's many sizes of smaller activations that raised the peak by 50% for no
 gain).
+
+An arena may also hold at most `max_bytes`: a request that finds no idle buffer first
+drops idle ones, largest first, while the new buffer would take the arena above it.
+Below the bound (every model at up to 1080p: at most 0.6 GB) calls repeat the same
+requests and never miss, so the bound costs nothing; above it (RAFT at 4K, where the
+encoders' buffers and the update loop's would add up to 1.8 GB) it trades re-faulted
+pages, a small part of such a call, for the peak.
 """
 from __future__ import annotations
 
@@ -36,8 +43,9 @@ _LOCAL = threading.local()
 class Arena:
     """A set of large byte buffers, handed out as arrays while idle."""
 
-    def __init__(self, min_bytes: int = MIN_BYTES):
+    def __init__(self, min_bytes: int = MIN_BYTES, max_bytes: int | None = None):
         self.min_bytes = min_bytes  # smaller arrays are allocated as usual
+        self.max_bytes = max_bytes  # bound on the bytes held (None: none)
         self._bufs: list[np.ndarray] = []
         self._taken: set[int] = set()  # ids of buffers handed out in this activation
         self._lock = threading.Lock()
@@ -61,10 +69,28 @@ class Arena:
                         and (best is None or size < self._bufs[best].size):
                     best = i
             if best is None:
+                self._trim(nbytes)
                 self._bufs.append(np.empty(nbytes, np.uint8))
                 best = len(self._bufs) - 1
             self._taken.add(id(self._bufs[best]))
             return self._bufs[best][:nbytes].view(dtype).reshape(shape)
+
+    def _trim(self, nbytes):
+        """Drop idle buffers, largest first, until `nbytes` more fit under max_bytes (lock held)."""
+        if self.max_bytes is None:
+            return
+        held = self.nbytes
+        idle = sorted((i for i in range(len(self._bufs)) if sys.getrefcount(self._bufs[i]) == 2),
+                      key=lambda i: -self._bufs[i].size)
+        drop = set()
+        for i in idle:
+            if held + nbytes <= self.max_bytes:
+                break
+            held -= self._bufs[i].size
+            drop.add(i)
+        if drop:
+            self._taken -= {id(self._bufs[i]) for i in drop}
+            self._bufs = [b for i, b in enumerate(self._bufs) if i not in drop]
 
     def release(self) -> None:
         """Drop every buffer (arrays still in use keep their own memory alive)."""

@@ -28,6 +28,7 @@ from cvflow.arrays import get_xp
 from cvflow.ops import arena
 from cvflow.ops import conv_winograd as wino
 from cvflow.ops.act import leaky_relu_, relu_
+from cvflow.ops.parallel import map_spans
 
 # Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
 _CHUNK_BYTES = 2 << 20
@@ -335,9 +336,16 @@ def _winograd(x, p, ph, pw, out, act, slope):
         for t0 in range(0, th, rows):
             m = min(th, t0 + rows) - t0
             d = tile_in[:(2 * m + 2) * wp * c].reshape(2 * m + 2, wp, c)
-            _fill(d.reshape(2 * m + 2, wp, 1, 1, c), x[b], 2 * t0 - ph, 1, 0, 1, 1, pw)
+            rm = r[:4 * m * wp * c].reshape(4, m, wp, c)
             vm = v[:16 * m * tw * c].reshape(16, m, tw, c)
-            wino.in_transform(d, r[:4 * m * wp * c].reshape(4, m, wp, c), vm)
+            # The copies and transforms around the products are memory-bound NumPy passes on
+            # one core each: pieces of tile rows go to cvflow's pool (same arithmetic), so
+            # they scale with threads as the products do (RAFT's update loop: ~20% of the
+            # time on one thread, otherwise serial at any thread count).
+            map_spans(lambda i0, i1: _fill(d[i0:i1].reshape(i1 - i0, wp, 1, 1, c), x[b], 2 * t0 - ph + i0,
+                                           1, 0, 1, 1, pw), 2 * m + 2, wp * c, xp)
+            map_spans(lambda a, e: wino.in_transform(d[2 * a:2 * e + 2], rm[:, a:e], vm[:, a:e]),
+                      m, 20 * tw * c, xp)
             pm = prod[:16 * m * tw * o].reshape(16, m * tw, o)
             xp.matmul(vm.reshape(16, m * tw, c), u, out=pm)
             if bias is not None:
@@ -345,8 +353,12 @@ def _winograd(x, p, ph, pw, out, act, slope):
             ym = y[:4 * m * tw * o].reshape(4, m, tw, o)
             wino.out_transform(pm.reshape(16, m, tw, o), ym)
             res = out[b, 2 * t0:min(ho, 2 * t0 + 2 * m)]
-            wino.scatter(ym, res)
-            _finish(res, None, act, slope)
+
+            def place(a, e, ym=ym, res=res):
+                wino.scatter(ym[:, a:e], res[2 * a:2 * e])
+                _finish(res[2 * a:2 * e], None, act, slope)
+
+            map_spans(place, m, 8 * tw * o, xp)
 
 
 def _grouped(x, p, stride, padding, dilation, groups, act, slope):
