@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cvflow.errors import CvflowError, InputError, os_error
+from cvflow.errors import CvflowError, InputError, OutputError, os_error
 from cvflow.io.image import read_image
 from cvflow.outputs import check_output_dir, check_output_file, write_image
 
@@ -83,6 +83,9 @@ def cmd_flow(args) -> int:
     if args.occlusion is not None:
         check_output_file(args.occlusion, "--occlusion", "image")
     img0, img1 = read_image(args.frame0), read_image(args.frame1)
+    if img0.shape[:2] != img1.shape[:2]:  # before the model is loaded (seconds), not after
+        raise InputError(f"FRAME0 {args.frame0} is {img0.shape[1]}x{img0.shape[0]} but FRAME1 {args.frame1} is "
+                         f"{img1.shape[1]}x{img1.shape[0]}; the frames must have the same size")
     algo = _create(args)
     if both:
         flow, back, occ, _ = algo.calcBidirectional(img0, img1, occlusion=True)
@@ -108,7 +111,9 @@ def cmd_convert(args) -> int:
     from cvflow.io.checkpoint import load_weights, save_converted
     from cvflow.weights import adapt_layout
 
-    check_output_file(args.dst, "DST", "npz")
+    dst = check_output_file(args.dst, "DST", "npz")
+    if dst.exists() and not args.overwrite:  # as `video` and `extract`: never replace a file silently
+        raise OutputError(f"DST {dst} exists; pass --overwrite to replace it")
     weights = load_weights(args.src)
     if args.model:  # checked in the file's own layout, written in the model's
         weights = adapt_layout(weights, get_model(args.model))
@@ -298,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("-m", "--model", help="verify the keys and shapes against this model")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (without it, an error)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("viz", help="colour-code a .flo file",

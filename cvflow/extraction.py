@@ -22,6 +22,7 @@ import numpy as np
 from cvflow.errors import CvflowError, CvflowTypeError, InputError
 from cvflow.io.atomic import write_atomic
 from cvflow.outputs import check_output_dir
+from cvflow.progress import plural
 from cvflow.extraction_io import (COLUMNS, TMP, FlowArchive, ScoreTable, archive_name, find_clips,
                                   folder_frames, sweep_temporaries)
 
@@ -42,7 +43,7 @@ class ExtractInterrupted(KeyboardInterrupt):
     """
 
     def __init__(self, summary: dict):
-        super().__init__(f"interrupted after {summary['computed']} clips")
+        super().__init__(f"interrupted after {plural(summary['computed'], 'clip')}")
         self.summary = summary
 
 

@@ -113,8 +113,11 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha256):  # "" would accept anything
         raise InputError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
     dest = Path(dest)
+    # folders made for this file are removed again if it fails: an offline create() leaves no empty $CVFLOW_HOME
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    ok = False
     try:
         with os.fdopen(fd, "wb") as out:
             digest, got = _fetch(url, out, size, max_size, progress, dest.name,
@@ -126,9 +129,16 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
             raise DownloadError(f"download of {url} has sha256 {digest}, expected {expected}; "
                                 "the file was discarded") from None
         os.replace(tmp, dest)
+        ok = True
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if not ok:
+            for folder in made:  # innermost first; one another process filled meanwhile stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     return dest
 
 
