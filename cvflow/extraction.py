@@ -148,16 +148,16 @@ def process_clip(algo, clip: dict, settings: dict, out_dir) -> dict:
                 mags.append(np.hypot(flow[..., 0], flow[..., 1]).ravel())
             row["height"], row["width"] = flow.shape[:2]
             pairs += 1
-        if archive is not None:
-            archive.commit(clip["path"], settings["fingerprint"])
-            row["flow_file"] = archive_name(clip["path"])
-            archive = None
         row["pairs"] = pairs
         if want_scores:
             row.update(_scores(np.concatenate(mags), row["height"], row["width"]))
         row["status"] = "ok"
+        if archive is not None:  # last: a complete archive carries its clip's finished row
+            row["flow_file"] = archive_name(clip["path"])
+            archive.commit(clip["path"], settings["fingerprint"], row)
+            archive = None
     except Exception as exc:  # the clip's failure, recorded; the run goes on
-        row.update(status="error", error=_reason(exc), pairs=0, height=0, width=0)
+        row = {**_empty_row(clip, settings), "status": "error", "error": _reason(exc)}
     finally:
         if gen is not None:
             gen.close()  # releases the video, restores the model's flags
@@ -229,6 +229,9 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
                                    warm_start=warm_start, device=device, options=options)
     table = ScoreTable(out)
     done = _done(table.load(), settings, out)
+    # clips finished by a run stopped before their rows reached its table (archives on disk, workers' journals)
+    table.recover(settings["fingerprint"])
+    done = _done(table.rows, settings, out)
     todo = [c for c in clips if c["path"] not in done]
     _write_settings(out, settings)
     settings["out_dir"] = str(out.absolute())
@@ -238,7 +241,8 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
         from cvflow.extraction_ray import run_ray
 
         rows = run_ray(todo, settings, flat, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
-    return _record(rows, table, len(clips), len(clips) - len(todo), engine, progress, on_row, flush_seconds)
+    return _record(rows, table, settings["fingerprint"], len(clips), len(clips) - len(todo), engine, progress, on_row,
+                   flush_seconds)
 
 
 def _done(rows, settings, out) -> set:
@@ -268,7 +272,7 @@ def _write_settings(out, settings) -> None:
     write_atomic(out / SETTINGS_FILE, lambda tmp: tmp.write_text(text), out / f"{TMP}{os.getpid()}-{SETTINGS_FILE}")
 
 
-def _record(rows, table, total, skipped, engine, progress, on_row, flush_seconds) -> dict:
+def _record(rows, table, fingerprint, total, skipped, engine, progress, on_row, flush_seconds) -> dict:
     """Journal each row as it arrives, rewrite the table now and then and at the end (also on Ctrl-C)."""
     start = last_flush = time.perf_counter()
     bar = _bar(total - skipped, progress)
@@ -290,16 +294,21 @@ def _record(rows, table, total, skipped, engine, progress, on_row, flush_seconds
             if time.perf_counter() - last_flush > flush_seconds:
                 table.write()
                 last_flush = time.perf_counter()
-    except KeyboardInterrupt:
+    except BaseException as exc:  # Ctrl-C, or a failure of the engine itself
         rows.close()  # stops the engine (Ray: its actors) before the table is written
-        table.write()
-        raise ExtractInterrupted(summary()) from None
+        # Clips that finished but never reached this loop: a Ray task done but not yet handed over (its
+        # worker journalled the row), or an archive renamed into place just before the signal.
+        computed += len(table.recover(fingerprint))
+        table.write(workers_done=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise ExtractInterrupted(summary()) from None
+        raise
     finally:
         if bar is not None:
             bar.close()
         table.close()
     rows.close()
-    table.write()
+    table.write(workers_done=True)
     sweep_temporaries(table.dir)
     return summary()
 
