@@ -124,3 +124,22 @@ def test_extract_on_ray_started_by_cvflow_prints_no_ray_noise(tmp_path):
                   "RAY_BACKEND_LOG_LEVEL", "Starting execution of Dataset", "Progress bars disabled"):
         assert noise not in proc.stderr, proc.stderr
     assert proc.stderr.strip().startswith("cvflow extract: 1 clip failed"), proc.stderr
+
+
+def test_weights_of_another_model_say_which_model_they_fit():
+    w = synthetic_raft_small()
+    with pytest.raises(cvflow.WeightsError, match=r"(?s)weights do not match model 'raft' .*\n  they look like a "
+                       r"checkpoint of model 'raft-small' \(every key and shape matches\): create 'raft-small' "
+                       r"instead \(-m raft-small on the command line\)\n  missing \(103\): .*, \.\.\. \(99 more\)"):
+        cvflow.create("raft", weights=w)
+    assert cvflow.create("raft-small", weights=w).getDefaultName()
+
+
+def test_wrong_checkpoint_message_is_short(capsys):
+    shared = ROOT.parent / "shared"
+    ckpt, frame = shared / "weights" / "raft-small.pth", shared / "data" / "sintel_market_2" / "frame_0016.png"
+    if not ckpt.is_file():
+        pytest.skip(f"RAFT-small checkpoint not found at {ckpt} (../shared beside the project)")
+    code, _, err = run(capsys, "flow", frame, frame, "-m", "raft", "--weights", ckpt, "-o", "/tmp/unused.flo")
+    assert code == 2 and "they look like a checkpoint of model 'raft-small'" in err
+    assert len(err) < 1500 and err.count("\n") <= 6, err
