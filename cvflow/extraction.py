@@ -199,7 +199,7 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
     {"iters": 12}), device: as for `cvflow.create`; every, max_side, warm_start: as for
     `cvflow.video.iter_video_flow`. save: "score" (the table only), "flow" (archives;
     the table's magnitude columns are then NaN), "both". fp16: archives in float16.
-    engine: "local" or "ray" (needs `pip install cvflow[ray]`); address: a Ray cluster
+    engine: "local" or "ray" (needs `pip install cvflow-of[ray]`); address: a Ray cluster
     to join (default: start Ray here); workers: actors in the pool; gpus_per_worker:
     each actor's GPU share (0: CPU). on_row(row): called after each clip is recorded.
     flush_seconds: rewrite the table at least this often during the run.

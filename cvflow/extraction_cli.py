@@ -35,7 +35,7 @@ def add_parser(sub, model_args) -> argparse.ArgumentParser:
     p.add_argument("--no-warm-start", action="store_true",
                    help="RAFT family: do not start each pair from the previous pair's flow")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: this process (default); ray: Ray Data actors (pip install 'cvflow[ray]')")
+                   help="local: this process (default); ray: Ray Data actors (pip install 'cvflow-of[ray]')")
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start Ray here")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",

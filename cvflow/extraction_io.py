@@ -107,7 +107,7 @@ def _read_manifest(path: Path) -> list[str]:
     pq = _pyarrow_parquet()
     if pq is None:
         raise InputError(f"reading the Parquet manifest {path} needs pyarrow (pip install pyarrow, "
-                         "or cvflow[ray]); or give a .txt or .csv manifest")
+                         "the extra ray of cvflow-of); or give a .txt or .csv manifest")
     table = pq.read_table(path)
     if "path" not in table.column_names:
         raise InputError(f"manifest {path} has no `path` column (columns: {table.column_names})")

@@ -33,7 +33,8 @@ def require_ray():
     except ImportError as exc:
         raise MissingDependencyError(
             f"engine 'ray' needs Ray Data, which is not installed ({exc}); install it with "
-            "pip install 'cvflow[ray]' (ray[data] and pyarrow), or use engine 'local'") from None
+            "pip install 'ray[data]' pyarrow (the extra `ray` of cvflow's distribution, cvflow-of), "
+            "or use engine 'local'") from None
     return ray
 
 
