@@ -40,9 +40,9 @@ from gpu_inputs import case_inputs, frame_pair, golden_cases, random_weights  # 
 
 # (model, H, W, options): the latency set; the emulator's smoke sizes are tiny.
 LATENCY = [("raft", 440, 1024, {"iters": 32}), ("raft-small", 440, 1024, {"iters": 32}),
-           ("flownet2", 448, 1024, {}), ("gmflow", 448, 1024, {})]
+           ("flownet2", 448, 1024, {}), ("gmflow", 448, 1024, {}), ("neuflow2", 448, 1024, {})]
 EMU_SIZE = (64, 96)
-SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_")
+SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_", "neuflow2_synth41_chairs", "neuflow2_synth41_sintel_full")
 MEAN_TOL, MAX_TOL = 1e-3, 5e-2
 
 
@@ -88,7 +88,7 @@ def smoke(args):
     h, w = EMU_SIZE
     f0, f1 = frame_pair(h, w)
     runs = [("raft-small", {"iters": 2}), ("raft", {"iters": 2, "corr_budget": 1}), ("flownet2", {}),
-            ("gmflow-refine", {})]
+            ("gmflow-refine", {}), ("neuflow2", {})]
     with device(args.emulator):
         for name, opts in runs:
             flow = cvflow.create(name, weights=random_weights(name), device="cuda", **opts).calc(f0, f1, None)

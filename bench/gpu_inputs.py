@@ -94,9 +94,9 @@ def _read_png(data):
 
 
 def golden_cases():
-    """[(family, case)] of every index in ../shared/golden (RAFT, FlowNet2, GMFlow)."""
+    """[(family, case)] of every index in ../shared/golden (RAFT, FlowNet2, GMFlow, NeuFlow v2)."""
     out = []
-    for family in ("raft", "flownet2", "gmflow"):
+    for family in ("raft", "flownet2", "gmflow", "neuflow2"):
         index = GOLDEN / family / f"index_{family}.json"
         if index.is_file():
             out += [(family, c) for c in json.loads(index.read_text())]

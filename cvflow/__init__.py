@@ -23,7 +23,7 @@ from cvflow.errors import (  # noqa: F401
     WeightsError,
 )
 
-__version__ = "0.1.0"
+from cvflow._version import __version__  # noqa: F401
 
 # public name -> module that defines it
 _LAZY = {

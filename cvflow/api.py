@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cvflow import backend
+from cvflow.arrays import get_xp
+from cvflow.backends import make_backend
 from cvflow.errors import CvflowTypeError, InputError, InputRangeWarning, ModelNotFoundError
 from cvflow.models.base import REGISTRY, ModelDef
 from cvflow.ops.pad import pad_replicate
@@ -69,7 +70,7 @@ def _check_frame(name: str, img) -> None:
     bad_shape = img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or 0 in img.shape
     if bad_shape or kind not in "uif" or (kind in "iu" and img.dtype != np.uint8):
         raise InputError(f"{what}, got {_describe(img)}")
-    if kind == "f" and not bool(backend.get_xp(img).isfinite(img).all()):
+    if kind == "f" and not bool(get_xp(img).isfinite(img).all()):
         raise InputError(f"`{name}` contains NaN or Inf ({_describe(img)})")
 
 
@@ -86,7 +87,7 @@ def _unit_range(img0, img1):
     """(lo, hi) when both frames are float with every value in 0..1, else None."""
     if img0.dtype.kind != "f" or img1.dtype.kind != "f":
         return None
-    xp = backend.get_xp(img0)
+    xp = get_xp(img0)
     lo = float(min(xp.min(img0), xp.min(img1)))
     hi = float(max(xp.max(img0), xp.max(img1)))
     return (lo, hi) if 0.0 <= lo and 0.0 < hi <= 1.0 else None
@@ -277,7 +278,7 @@ class OpticalFlow(AlgorithmSettings):
             return None
         if getattr(flow, "shape", None) != (h, w, 2) or getattr(flow, "dtype", None) != np.float32:
             raise InputError(f"initial `flow` must be a ({h}, {w}, 2) float32 array, got {_describe(flow)}")
-        if not bool(backend.get_xp(flow).isfinite(flow).all()):
+        if not bool(get_xp(flow).isfinite(flow).all()):
             raise InputError("initial `flow` contains NaN or Inf")
         return flow
 
@@ -321,7 +322,7 @@ class OpticalFlow(AlgorithmSettings):
             out = self._backend.to_host(out)
         out = out.astype(np.float32, copy=False)
         if flow is not None and getattr(flow, "shape", None) == out.shape and flow.dtype == np.float32 \
-                and backend.get_xp(flow) is backend.get_xp(out):
+                and get_xp(flow) is get_xp(out):
             flow[...] = out
             return flow
         return out
@@ -390,7 +391,7 @@ def create(name: str, *, weights=None, device: str = "auto", **options) -> Optic
     from cvflow.weights import load_model_weights
 
     model = get_model(name)
-    be = backend.make_backend(device, model.reuse_bytes)
+    be = make_backend(device, model.reuse_bytes)
     algo = OpticalFlow(model, {}, be, options)  # checks the options before any loading
     flat = load_model_weights(model, weights)
     algo._params = be.place(flat)

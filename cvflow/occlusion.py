@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from cvflow import backend
+from cvflow.arrays import get_xp
 from cvflow.errors import CvflowTypeError, InputError
 from cvflow.ops.sample import warp
 
@@ -29,7 +29,7 @@ def _check_flow(name, flow):
     if not hasattr(flow, "shape") or not hasattr(flow, "dtype") or flow.ndim != 3 or flow.shape[2] != 2 \
             or 0 in flow.shape or flow.dtype.kind != "f":
         raise InputError(f"`{name}` must be an (H, W, 2) float flow array, got {_describe(flow)}")
-    if not bool(backend.get_xp(flow).isfinite(flow).all()):
+    if not bool(get_xp(flow).isfinite(flow).all()):
         raise InputError(f"`{name}` contains NaN or Inf ({_describe(flow)})")
 
 
@@ -66,13 +66,13 @@ def occlusion_mask(fw, bw, a=0.01, b=0.5, out_of_frame=False):
     _check_flow("bw", bw)
     if fw.shape != bw.shape:
         raise InputError(f"`fw` and `bw` must have the same shape, got {_describe(fw)} and {_describe(bw)}")
-    if backend.get_xp(fw) is not backend.get_xp(bw):
+    if get_xp(fw) is not get_xp(bw):
         raise InputError("`fw` and `bw` must both be NumPy or both CuPy arrays")
     _check_threshold("a", a)
     _check_threshold("b", b)
     if not isinstance(out_of_frame, (bool, np.bool_)):
         raise CvflowTypeError(f"`out_of_frame` must be a bool, got {out_of_frame!r}")
-    xp = backend.get_xp(fw)
+    xp = get_xp(fw)
     fw = fw.astype(xp.float32, copy=False)
     back = warp(bw.astype(xp.float32, copy=False)[None], fw[None], padding="border")[0]
     mismatch = ((fw + back) ** 2).sum(axis=-1)
@@ -86,7 +86,7 @@ def occlusion_mask(fw, bw, a=0.01, b=0.5, out_of_frame=False):
 def leaves_frame(fw):
     """(H, W) bool: True where x + fw(x) lies in no pixel of the frame (outside [-0.5, W - 0.5] x
     [-0.5, H - 0.5], pixel centres at integers)."""
-    xp = backend.get_xp(fw)
+    xp = get_xp(fw)
     h, w = fw.shape[:2]
     tx = xp.arange(w, dtype=xp.float32)[None, :] + fw[..., 0]
     ty = xp.arange(h, dtype=xp.float32)[:, None] + fw[..., 1]

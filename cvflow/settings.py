@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from cvflow import backend
+from cvflow.arrays import to_numpy
 from cvflow.errors import CvflowTypeError, InputError, os_error
 
 __all__ = ["AlgorithmSettings", "save", "write", "read", "weights_sha256", "cached_weights_path"]
@@ -71,7 +71,7 @@ def weights_sha256(algo) -> str:
     path = algo._weights_path
     if path:
         return file_sha256(path)
-    return arrays_sha256({key: backend.to_numpy(value) for key, value in _flatten(algo._params)})
+    return arrays_sha256({key: to_numpy(value) for key, value in _flatten(algo._params)})
 
 
 def file_sha256(path) -> str:

@@ -7,7 +7,7 @@ nothing, a weights tag, a file path, or a mapping of arrays -- into a flat
 torchvision's files by tag (``weights="C_T_SKHT_V2"``); nothing passed means the
 model's default tag, else its release checkpoint. Tagged files are looked up in
 cvflow's cache and torch hub's, then downloaded (checked against the sha256 prefix
-in their name); release checkpoints in cvflow's cache. ``load_model_weights`` adds
+in their name, or git blob id); release checkpoints in cvflow's cache. ``load_model_weights`` adds
 the key layout (torchvision's RAFT keys renamed to the authors') and
 ``verify_weights``, the check of keys and shapes against the model definition.
 """
@@ -35,8 +35,8 @@ from cvflow.io import raft_layouts
 from cvflow.io.checkpoint import load_weights, normalize_state_dict
 
 __all__ = ["cache_dir", "hub_dir", "load_registry", "registry_entry", "model_tags", "tag_entry",
-           "default_tag", "converted_name", "cached_file", "download", "resolve_weights", "load_model_weights",
-           "adapt_layout", "verify_weights", "describe_weights"]
+           "default_tag", "converted_name", "cached_file", "download", "git_blob_id", "resolve_weights",
+           "load_model_weights", "adapt_layout", "verify_weights", "describe_weights"]
 
 _TIMEOUT_S = 30          # seconds without a byte from the server before giving up
 _CHUNK = 1 << 20
@@ -95,11 +95,13 @@ def converted_name(file: str) -> str:
 
 def download(url: str, dest, sha256: str | None = None, size: int | None = None,
              progress: bool | None = None, max_size: int | None = None,
-             timeout: float | None = None) -> Path:
-    """Download ``url`` to ``dest``, checking ``size`` and ``sha256`` when given.
+             timeout: float | None = None, git_blob: str | None = None) -> Path:
+    """Download ``url`` to ``dest``, checking ``size``, ``sha256`` and ``git_blob`` when given.
 
     ``sha256``: the file's full hex digest or a prefix of it (torch hub names files
-    ``<name>-<first 8 hex of sha256>.<ext>``). ``max_size``: bytes after which the
+    ``<name>-<first 8 hex of sha256>.<ext>``). ``git_blob``: the 40-hex git object id of
+    the file as committed, sha1 of b"blob <size>" + NUL + the bytes (release files kept
+    in a Git repository, fetched by raw URL at a commit). ``max_size``: bytes after which the
     transfer is abandoned. ``timeout``: seconds without progress (connect or read)
     before giving up (default 30). Data goes to a temporary file beside ``dest`` that is
     renamed into place only when complete and verified, so ``dest`` never holds a
@@ -112,6 +114,8 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
         raise DownloadError(f"only http(s) URLs can be downloaded, got {url!r}")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha256):  # "" would accept anything
         raise InputError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
+    if git_blob is not None and not re.fullmatch(r"[0-9a-fA-F]{40}", git_blob):
+        raise InputError(f"git_blob must be 40 hex digits, got {git_blob!r}")
     dest = Path(dest)
     # folders made for this file are removed again if it fails: an offline create() leaves no empty $CVFLOW_HOME
     made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
@@ -128,6 +132,9 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
             expected = sha256.lower() if len(sha256) == 64 else f"one starting with {sha256.lower()}"
             raise DownloadError(f"download of {url} has sha256 {digest}, expected {expected}; "
                                 "the file was discarded") from None
+        if git_blob is not None and (blob := git_blob_id(tmp)) != git_blob.lower():
+            raise DownloadError(f"download of {url} has git blob id {blob}, expected {git_blob.lower()}; "
+                                "the file was discarded") from None
         os.replace(tmp, dest)
         ok = True
     finally:
@@ -140,6 +147,15 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
                 except OSError:
                     break
     return dest
+
+
+def git_blob_id(path) -> str:
+    """Git's object id of the file at ``path``: sha1 of b"blob <size>" + NUL, then the bytes."""
+    digest = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fetch(url, out, size, max_size, progress, label, timeout) -> tuple[str, int]:
@@ -243,18 +259,25 @@ def _tagged_checkpoint(model_name: str, tag: str) -> Path:
         raise WeightsError(f"unknown weights tag {tag!r} for model {model_name!r}; its tags: {tags} "
                            "(or pass a path to a checkpoint, or a mapping of arrays)")
     file, dest = entry["file"], cache_dir() / entry["file"]
-    found = _cached(file, hub=True)
+    hub = _in_hub(entry)
+    found = _cached(file, hub=hub)
     if found:
         return found
     try:
         return download(entry["url"], dest, entry.get("sha256") or entry.get("sha256_prefix"),
-                        entry.get("size"), max_size=_size_limit(entry))
+                        entry.get("size"), max_size=_size_limit(entry), git_blob=entry.get("git_blob"))
     except DownloadError as e:
         if e.__cause__ is None:  # size/checksum mismatch: not an offline problem, report as is
             raise
-        where = f"{dest.parent} nor in torch hub's cache {hub_dir()}"
+        where = f"{dest.parent} nor in torch hub's cache {hub_dir()}" if hub else None
         why = f"the download failed ({e})"
         raise WeightsError(_missing_message(model_name, file, entry, dest, why, where=where)) from e
+
+
+def _in_hub(entry) -> bool:
+    """Whether torch hub's cache may hold a tagged file (torchvision's do; files from a
+    Git repository, checked by their blob id, do not)."""
+    return not entry.get("git_blob")
 
 
 def _cached(file: str, hub: bool) -> Path | None:
@@ -269,7 +292,7 @@ def cached_file(model_name: str, tag: str | None = None, checkpoint: str | None 
     tag = tag or default_tag(model_name)
     if tag:
         entry = tag_entry(model_name, tag)
-        return _cached(entry["file"], hub=True) if entry else None
+        return _cached(entry["file"], hub=_in_hub(entry)) if entry else None
     entry = registry_entry(checkpoint or model_name)
     file = checkpoint or (entry and entry["file"])
     return _cached(file, hub=False) if file else None
@@ -315,7 +338,7 @@ def _missing_message(model_name, file, entry, dest, why, where=None) -> str:
     if entry:
         lines += [f"  get it from: {entry['source']}", f"  licence: {entry['license']}"]
     lines.append(f"  put it at: {dest} (or set CVFLOW_HOME to the folder holding it)")
-    if entry and entry.get("tag"):
+    if entry and entry.get("tag") and _in_hub(entry):
         lines.append(f"  or at: {hub_dir() / file} (torch hub's cache, where torchvision keeps it)")
     lines.append("  or pass weights=<path to a .pth checkpoint or converted .npz>, or a mapping of arrays")
     return "\n".join(lines)

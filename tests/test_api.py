@@ -184,13 +184,14 @@ def _derived_keys(tree, path=""):
     return out
 
 
-@pytest.mark.parametrize("name", ["raft-small", "flownet2-s", "gmflow"])
+@pytest.mark.parametrize("name", ["raft-small", "flownet2-s", "gmflow", "neuflow2"])
 def test_create_prepares_every_layer(name):
     """The first calc derives nothing new: create() did it (on a blank pair)."""
     cvflow.list_models()  # registers the built-in models
     model = REGISTRY[name]
     rng = np.random.default_rng(0)
-    weights = {k: (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in model.param_shapes(model.config).items()}
+    weights = {k: np.asarray(0.05 * rng.standard_normal(s) + k.endswith("running_var"), np.float32)
+               for k, s in model.param_shapes(model.config).items()}  # 0-d arrays too; variances near 1
     algo = cvflow.create(name, weights=weights, device="cpu", **({"iters": 2} if "raft" in name else {}))
     before = algo._backend.prepared_count
     assert before

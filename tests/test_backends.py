@@ -7,7 +7,8 @@ import pytest
 from conftest import HAVE_GPU
 
 import cvflow
-from cvflow.backends.base import Backend, Params, backend_of
+from cvflow.backends import backend_of
+from cvflow.backends.base import Backend, Params
 from cvflow.backends.cpu import CPUBackend
 from cvflow.models.base import REGISTRY
 from cvflow.testing import cuda_emulator

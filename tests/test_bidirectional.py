@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cvflow
-from cvflow.backend import to_numpy
+from cvflow.arrays import to_numpy
 from cvflow.models.base import REGISTRY, ModelDef, register
 from conftest import GOLDEN, case_weights, golden_cases, load_frames, need_shared
 
@@ -27,11 +27,12 @@ _SOURCES = {
     "flownet2": ("flownet2", "flownet2", (64, 128), {}),
     "gmflow": ("gmflow", "gmflow", (60, 100), {}),
     "gmflow-refine": ("gmflow", "gmflow-refine", (60, 100), {}),
+    "neuflow2": ("neuflow2", "neuflow2", (60, 100), {}),
 }
 
 
 def test_every_model_is_covered():
-    builtin = {m for m in cvflow.list_models() if REGISTRY[m].family in ("raft", "flownet2", "gmflow")}
+    builtin = {m for m in cvflow.list_models() if REGISTRY[m].family in ("raft", "flownet2", "gmflow", "neuflow2")}
     assert builtin == set(_SOURCES)
 
 

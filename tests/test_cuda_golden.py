@@ -4,7 +4,7 @@ Every case runs `cvflow.create(name, weights=..., device="cuda")` on the CPU emu
 the kernels (`cvflow.testing.cuda_emulator()`); with `pytest --cuda-device` (as
 `bench/gpu_check.sh` runs it) on the real GPU instead. Same bar as the CPU backend
 (mean <= 1e-3 px, max <= 5e-2 px).
-The full-resolution RAFT-small cases (FlyingChairs 384x512 and Sintel 436x1024, 30 s to
+The full-resolution RAFT-small and NeuFlow v2 cases (FlyingChairs 384x512 and Sintel 436x1024, 30 s to
 minutes each on the emulator) are `slow`; every model has a case that runs by default.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cvflow.testing import cuda_emulator
 # Models with no golden case of their own: (model, the case whose frames and weights it takes).
 # The aliases are the same architectures with the same checkpoint layout.
 ALIASES = {"flownetc": "flownet2-c_synth11_sintel_crop", "flownets": "flownet2-s_synth12_sintel_crop"}
-SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_")
+SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_", "neuflow2_synth41_chairs", "neuflow2_synth41_sintel_full")
 
 
 def _executor(request):
@@ -44,6 +44,7 @@ def _run(request, family, case, model=None):
     need_shared()
     frame0, frame1 = load_frames(case)
     options = {"iters": case["iters"]} if "iters" in case else {}
+    options.update({k: case[k] for k in ("iters_s16", "iters_s8") if k in case})
     with _executor(request):
         of = cvflow.create(model or case["model"], weights=case_weights(family, case), device="cuda", **options)
         assert isinstance(of._backend, CudaBackend) and of.device == "cuda"
@@ -65,6 +66,11 @@ def test_flownet2_golden_on_cuda_backend(request, case):
 @pytest.mark.parametrize("case", _params("gmflow"))
 def test_gmflow_golden_on_cuda_backend(request, case):
     assert_parity(_run(request, "gmflow", case), golden_flow("gmflow", case))
+
+
+@pytest.mark.parametrize("case", _params("neuflow2"))
+def test_neuflow2_golden_on_cuda_backend(request, case):
+    assert_parity(_run(request, "neuflow2", case), golden_flow("neuflow2", case))
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))

@@ -126,7 +126,7 @@ def test_ctrl_c_keeps_every_complete_archive_in_the_table(setup, tmp_path, engin
 
 def test_complete_archives_carry_their_row_and_a_rerun_takes_them_back(setup, tmp_path):
     from cvflow.extraction import extract
-    from cvflow.extraction_io import archive_row
+    from cvflow.extraction.files import archive_row
 
     clips, weights = setup
     out = tmp_path / "out"
@@ -149,7 +149,7 @@ def test_complete_archives_carry_their_row_and_a_rerun_takes_them_back(setup, tm
 
 def test_rows_journalled_by_workers_are_taken_back(setup, tmp_path):
     from cvflow.extraction import extract
-    from cvflow.extraction_io import journal_worker_row
+    from cvflow.extraction.files import journal_worker_row
 
     clips, weights = setup
     out = tmp_path / "out"

@@ -18,7 +18,7 @@ import pytest
 
 import cvflow
 from cvflow.extraction import ExtractInterrupted, extract, make_settings
-from cvflow.extraction_io import COLUMNS, ScoreTable, find_clips
+from cvflow.extraction.files import COLUMNS, ScoreTable, find_clips
 from cvflow.models.base import REGISTRY, ModelDef, register
 from cvflow.settings import weights_sha256
 
@@ -300,7 +300,7 @@ def test_rows_journalled_by_a_killed_driver_are_kept(clips, tmp_path):
 
 
 def test_csv_table_without_pyarrow(clips, tmp_path, monkeypatch):
-    import cvflow.extraction_io as io
+    import cvflow.extraction.files as io
 
     monkeypatch.setattr(io, "_pyarrow_parquet", lambda: None)
     res = run(clips, tmp_path / "out")

@@ -160,7 +160,7 @@ def test_corrupt_file_is_an_error_row(clips, tmp_path, weights):
 
 def test_a_clip_whose_worker_keeps_dying_becomes_an_error_row(clips, tmp_path, weights):
     """Kill every attempt at one clip: after MAX_DEATHS deaths it is an error row, and the run ends."""
-    from cvflow.extraction_ray import MAX_DEATHS
+    from cvflow.extraction.ray_engine import MAX_DEATHS
 
     (tmp_path / "list.txt").write_text(f"{clips / 'long.mp4'}\n{clips / 'c0.mp4'}\n")
     out = tmp_path / "out"

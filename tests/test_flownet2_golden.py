@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import cvflow
-from cvflow.models.base import REGISTRY, nest
+from cvflow.backends.base import nest
+from cvflow.models.base import REGISTRY
 from cvflow.models.flownet2 import CONFIGS, chain_param_shapes, forward, normalize, resized_call
 from conftest import GOLDEN, assert_parity, case_ids, case_weights, golden_flow, load_frames, need_shared
 

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cvflow
-from cvflow.models.base import REGISTRY, nest
+from cvflow.backends.base import nest
+from cvflow.models.base import REGISTRY
 from cvflow.models.raft import forward
 from cvflow.ops.corr import build_corr, corr_lookup, corr_volume_bytes, pool_pyramid
 from cvflow.backends.cpu import CPUBackend

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cvflow
-import cvflow.cli
+import cvflow.cli.common
 from cvflow.io.checkpoint import save_converted
 from cvflow.outputs import check_output_dir, check_output_file
 from cvflow.video import RUN_FILES, check_earlier_run, run_video
@@ -26,7 +26,7 @@ def no_model(monkeypatch):
     def created(args):
         raise AssertionError("the model was created before the outputs were checked")
 
-    monkeypatch.setattr(cvflow.cli, "_create", created)
+    monkeypatch.setattr(cvflow.cli.common, "create", created)
 
 
 @pytest.fixture

@@ -252,7 +252,10 @@ def test_registry_entries():
         assert {"file", "models", "size", "sha256", "license", "source", "url"} <= set(e)
         assert e["sha256"] is None or (len(e["sha256"]) == 64 and int(e["sha256"], 16) >= 0)
         assert e["url"] is None or e["url"].startswith("https://")
-        if e.get("tag"):  # downloadable, checked against the sha256 prefix in the name, bounded in size
+        if e.get("tag") and e.get("git_blob"):  # a file in a Git repository: its blob id, bounded in size
+            assert len(e["git_blob"]) == 40 and int(e["git_blob"], 16) >= 0 and e["size_mb"] > 0
+            assert e["url"].startswith("https://raw.githubusercontent.com/") and e["url"].endswith(e["file"])
+        elif e.get("tag"):  # downloadable, checked against the sha256 prefix in the name, bounded in size
             assert e["url"] and e["file"].endswith(f"-{e['sha256_prefix']}.pth") and e["size_mb"] > 0
     fn2 = "FlowNet2{}_checkpoint.pth.tar".format
     expect = {"raft": "raft-things.pth", "raft-small": "raft-small.pth", "flownet2": fn2(""),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import nullcontext
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -22,7 +23,8 @@ from cvflow.ops import act, attention, corr, gru, matching, norm, sample, upsamp
 from cvflow.ops import conv as conv_ops
 from cvflow.ops import conv_transpose as tconv_ops
 from cvflow.ops import linear as linear_ops
-from cvflow.ops import posenc
+from cvflow.ops import pool, posenc
+from cvflow.ops.fold import fold_conv_bn
 
 
 class Params(dict):
@@ -31,18 +33,16 @@ class Params(dict):
     backend: "Backend"
 
 
-def backend_of(params) -> "Backend":
-    """The backend `params` were placed on (or `params` itself when it is a backend); a
-    fresh CPU backend for a plain dict or None (direct calls of a model's functions in
-    tests and scripts)."""
-    if isinstance(params, Backend):
-        return params
-    be = getattr(params, "backend", None)
-    if be is None:
-        from cvflow.backends.cpu import CPUBackend
-
-        be = CPUBackend()
-    return be
+def nest(flat: Mapping[str, Any]) -> dict:
+    """{"a.b.weight": w} -> {"a": {"b": {"weight": w}}}; numeric parts stay strings ("layer1" -> {"0": ...})."""
+    root: dict = {}
+    for key, value in flat.items():
+        node = root
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return root
 
 
 class Backend:
@@ -71,8 +71,6 @@ class Backend:
 
     def place(self, flat: dict) -> Params:
         """{"a.b.weight": host array} -> nested `Params` on this device."""
-        from cvflow.models.base import nest  # here: cvflow.models imports this module
-
         root = Params(nest({key: self.asarray(np.asarray(value, dtype=np.float32, order="C"))
                             for key, value in flat.items()}))
         root.backend = self
@@ -249,6 +247,24 @@ class Backend:
         split = p["conv1"]["weight"].shape[0]
         self.memo()[key] = (net, both[..., split:])
         return self.same_conv(self.relu_(both[..., :split]), p["conv2"])
+
+    # -- NeuFlow v2: folded conv + BatchNorm, pooling, clamping ---------------------------
+    def conv_bn(self, x, conv, bn, stride=1, padding=0, act=None, slope=0.1, eps=1e-5):
+        """conv2d(x, conv) then inference BatchNorm `bn`, as one convolution whose weights
+        fold the norm (`cvflow.ops.fold`): derived once per layer and held here, never
+        written into the weight dict. act as in `conv2d`, after the norm."""
+        def make():
+            w, b = fold_conv_bn(conv["weight"], conv.get("bias"), bn, eps)
+            return {"weight": self.asarray(w), "bias": self.asarray(b)}
+        return self.conv2d(x, self.prepared(conv, f"conv_bn{eps}", make), stride, padding, act=act, slope=slope)
+
+    def avg_pool2x2(self, x):
+        """2x2 average pooling, stride 2, (N, H, W, C) -> (N, H//2, W//2, C)."""
+        return pool.avg_pool2x2(x)
+
+    def hardtanh(self, x, lo, hi):
+        """min(max(x, lo), hi) as a new array (x may be a view)."""
+        return self.xp.clip(x, x.dtype.type(lo), x.dtype.type(hi))
 
 
 class _Pass:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from cvflow.backend import to_numpy
+from cvflow.arrays import to_numpy
 from cvflow.errors import CvflowError, CvflowFileNotFoundError, CvflowTypeError, WeightsError, os_error
 from cvflow.io.atomic import write_atomic
 from cvflow.io.npz import write_npz

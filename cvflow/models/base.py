@@ -51,15 +51,3 @@ def register(model: ModelDef) -> ModelDef:
     """Add a model to the registry under its public name."""
     REGISTRY[model.name] = model
     return model
-
-
-def nest(flat: Mapping[str, Any]) -> dict:
-    """{"a.b.weight": w} -> {"a": {"b": {"weight": w}}}; numeric parts stay strings ("layer1" -> {"0": ...})."""
-    root: dict = {}
-    for key, value in flat.items():
-        node = root
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return root

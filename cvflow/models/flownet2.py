@@ -11,8 +11,8 @@ back and rescaled per axis.
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
-from cvflow.backends.base import backend_of
+from cvflow.arrays import get_xp
+from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.flownet import FLOWNETC, FLOWNETS, FLOWNETSD, FUSION, flownet, param_shapes, stacked
 

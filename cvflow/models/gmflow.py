@@ -9,7 +9,7 @@ warping frame 1's features by the upsampled 1/8 flow.
 """
 from __future__ import annotations
 
-from cvflow.backends.base import backend_of
+from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.gmflow_transformer import feature_transformer, propagate_flow
 from cvflow.ops.pad import pad_to_multiple, unpad

@@ -12,7 +12,7 @@ FlyingChairs), `warm_start` (start from the caller's flow, see `calc`), `corr_bu
 """
 from __future__ import annotations
 
-from cvflow.backends.base import backend_of
+from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.ops.pad import pad_replicate, pad_to_multiple, unpad
 

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 from cvflow.ops.parallel import map_spans
 
 try:  # a runtime dependency; bench/gpu_check.sh may run where only NumPy and CuPy are

@@ -99,7 +99,7 @@ def empty(xp, shape, dtype):
 
 def concatenate(parts, axis=-1):
     """xp.concatenate(parts, axis) into an `empty` array (all parts of one dtype and module)."""
-    from cvflow.backend import get_xp
+    from cvflow.arrays import get_xp
 
     xp = get_xp(parts[0])
     shape = list(parts[0].shape)

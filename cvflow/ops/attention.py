@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 from cvflow.ops.corr import patch_correlation
 
 # Bytes of one block of attention scores: bounds memory on large frames, and stays

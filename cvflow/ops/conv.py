@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 from cvflow.ops import arena
 from cvflow.ops import conv_winograd as wino
 from cvflow.ops.act import leaky_relu_, relu_

@@ -8,7 +8,7 @@ image rows.
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 from cvflow.ops import arena
 from cvflow.ops.conv import _CHUNK_BYTES, _cached, _chunk_rows, _finish, _pair, _scratch, _span
 

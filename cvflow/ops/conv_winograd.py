@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 
 # G maps a 3-tap kernel to 4 points; A^T maps 4 products back to 2 outputs.
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])

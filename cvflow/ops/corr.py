@@ -5,7 +5,7 @@ and RAFT's all-pairs volume with its pooled pyramid and windowed lookup.
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp  # noqa: F401
+from cvflow.arrays import get_xp  # noqa: F401
 
 # --- RAFT: all-pairs correlation, pyramid, window lookup (owned by the RAFT work) ---
 # Level l of RAFT's pyramid is the all-pairs volume average-pooled l times over the

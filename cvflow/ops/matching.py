@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 from cvflow.ops.attention import attention, neighbourhood_scores, softmax
 from cvflow.ops.corr import patch_correlation
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 from cvflow.ops.act import relu_
 from cvflow.ops.parallel import map_spans
 

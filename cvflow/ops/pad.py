@@ -1,7 +1,7 @@
 """Replicate padding to a multiple of a stride, and its inverse."""
 from __future__ import annotations
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 
 
 def pad_amounts(h, w, multiple):

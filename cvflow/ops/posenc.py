@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 
 
 def sine_position(h, w, channels, temperature=10000.0, xp=np):

@@ -5,7 +5,7 @@ Coordinates are in pixels with 0 at the centre of the first pixel (PyTorch's
 """
 from __future__ import annotations
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 
 
 def bilinear_sample(img, x, y, padding="zeros"):

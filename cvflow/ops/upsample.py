@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 
 
 def interp_matrix(n_in, n_out, align_corners, scale=None):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvflow.backend import get_xp
+from cvflow.arrays import get_xp
 from cvflow.ops.attention import attention
 
 # Added to scores between tokens from different regions of a shifted window (GMFlow's value).

@@ -127,3 +127,8 @@ class CudaBackend(Backend):
 
     def local_matching(self, f0, f1, radius):
         return matching_ops.local_matching(f0, f1, radius, correlate=self.patch_correlation)
+
+    # -- NeuFlow v2 ----------------------------------------------------------------------
+    def avg_pool2x2(self, x):
+        """2x2 average pooling on the pyramid's pooling kernel (kernels/pool.cu)."""
+        return k_corr.pool_pyramid(self.ex, x, 2)[1]

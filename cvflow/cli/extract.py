@@ -1,8 +1,10 @@
-"""`cvflow extract`: the command line of `cvflow.extract` (registered by `cvflow.cli`)."""
+"""`cvflow extract`: the command line of `cvflow.extract` (`cvflow.extraction`)."""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from cvflow.cli import common
 
 DESCRIPTION = (
     "Compute the flow between consecutive frames of many clips and a motion score per clip. INPUT: a folder "
@@ -15,18 +17,16 @@ DESCRIPTION = (
     "2 a cvflow error stopped the run.")
 
 
-def add_parser(sub, model_args) -> argparse.ArgumentParser:
-    """Add the `extract` subcommand to the subparsers `sub`; `model_args(p)` adds -m/--weights/..."""
-    from cvflow.cli import _positive_int
-
+def register(sub) -> None:
+    """Add `cvflow extract` to the subcommands `sub`."""
     p = sub.add_parser("extract", help="flow and motion scores over many videos (locally or on Ray)",
                        description=DESCRIPTION)
     p.add_argument("input", metavar="INPUT", help="folder of videos / frame folders, or a manifest")
-    model_args(p)
+    common.add_model_args(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
-    p.add_argument("--every", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--every", type=common.positive_int, default=1, metavar="N",
                    help="use every N-th frame (pairs 0->N, N->2N, ...; default 1)")
-    p.add_argument("--max-side", type=_positive_int, default=None, metavar="S",
+    p.add_argument("--max-side", type=common.positive_int, default=None, metavar="S",
                    help="downsize frames so the longer side is <= S px; flow and scores are then at that size")
     p.add_argument("--save", choices=["score", "flow", "both"], default="score",
                    help="score: the table (default); flow: one .npz of flows per clip (no magnitude "
@@ -35,16 +35,16 @@ def add_parser(sub, model_args) -> argparse.ArgumentParser:
     p.add_argument("--no-warm-start", action="store_true",
                    help="RAFT family: do not start each pair from the previous pair's flow")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: this process (default); ray: Ray Data actors (pip install 'cvflow-of[ray]')")
+                   help="local: this process (default); ray: Ray Data actors (extra ray: pip install '.[ray]' "
+                        "in cvflow's repository)")
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start Ray here")
-    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--workers", type=common.positive_int, default=1, metavar="N",
                    help="Ray actors, each with its own model (default 1)")
     p.add_argument("--gpus-per-worker", type=_share, default=0.0, metavar="F",
                    help="GPU share of each Ray actor, e.g. 0.5 (default 0: CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_extract)
-    return p
 
 
 def _share(text: str) -> float:
@@ -58,11 +58,10 @@ def _share(text: str) -> float:
 
 
 def cmd_extract(args) -> int:
-    from cvflow.cli import model_options
     from cvflow.extraction import ExtractInterrupted, extract
     from cvflow.progress import plural
 
-    options = model_options(args)
+    options = common.model_options(args)
     try:
         res = extract(args.input, args.output, args.model, weights=args.weights, every=args.every,
                       max_side=args.max_side, save=args.save, fp16=args.fp16, engine=args.engine,

@@ -1,11 +1,9 @@
-"""Flow and motion scores over many clips: `cvflow.extract` (and `cvflow extract`).
+"""`cvflow.extract`: the run over many clips (checks, settings, what is already done, the
+engine, the table).
 
-One function, `process_clip`, turns one clip into a score row (and, when asked, a flow
-archive); two engines call it: `local` (this process, a progress bar) and `ray` (Ray
-Data, a pool of actors each holding one model; `cvflow.extraction_ray`, imported only
-for that engine). Results go to OUT (see `cvflow.extraction_io`): a rerun with the same
-settings skips the clips already done and redoes missing and failed ones; a run with
-other settings is refused rather than mixed with them.
+Results go to OUT (see `files`): a rerun with the same settings skips the clips already
+done and redoes missing and failed ones; a run with other settings is refused rather
+than mixed with them.
 """
 from __future__ import annotations
 
@@ -17,16 +15,12 @@ import sys
 import time
 from collections.abc import Mapping
 
-import numpy as np
-
-from cvflow.errors import CvflowError, CvflowTypeError, InputError
+from cvflow.errors import CvflowTypeError, InputError
+from cvflow.extraction.clip import run_local
+from cvflow.extraction.files import TMP, ScoreTable, find_clips, sweep_temporaries
 from cvflow.io.atomic import write_atomic
 from cvflow.outputs import check_output_dir
 from cvflow.progress import plural
-from cvflow.extraction_io import (COLUMNS, TMP, FlowArchive, ScoreTable, archive_name, find_clips,
-                                  folder_frames, sweep_temporaries)
-
-__all__ = ["extract", "process_clip", "make_settings", "ExtractInterrupted", "SAVE_MODES", "ENGINES"]
 
 SAVE_MODES = ("score", "flow", "both")
 ENGINES = ("local", "ray")
@@ -59,7 +53,7 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     `weights_sha256` is the sha256 of the file read, or for a mapping of arrays the one
     `cvflow.settings.weights_sha256` gives (sorted keys and float32 bytes).
     """
-    from cvflow import __version__
+    from cvflow._version import __version__
     from cvflow.api import check_options, get_model
     from cvflow.settings import arrays_sha256, cached_weights_path, file_sha256
     from cvflow.video import _check_int
@@ -84,109 +78,6 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     text = json.dumps({k: settings[k] for k in _FINGERPRINTED}, sort_keys=True, default=str)
     settings["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return settings, flat
-
-
-def create_algo(settings, weights, device=None):
-    """The settings' model, created once per process (engine worker)."""
-    import cvflow
-
-    return cvflow.create(settings["model"], weights=weights, device=device or settings["device"],
-                         **settings["options"])
-
-
-# -- one clip -------------------------------------------------------------------------------
-
-def _empty_row(clip, settings) -> dict:
-    row = {c: (math.nan if t is float else 0 if t is int else "") for c, t in COLUMNS.items()}
-    row.update(path=clip["path"], model=settings["model"], weights_sha256=settings["weights_sha256"],
-               cvflow_version=settings["cvflow_version"], fingerprint=settings["fingerprint"])
-    return row
-
-
-def error_row(clip, settings, message: str) -> dict:
-    """The row of a clip that failed outside `process_clip` (e.g. its worker kept dying)."""
-    return {**_empty_row(clip, settings), "status": "error", "error": message, "seconds": 0.0}
-
-
-def _pairs(clip, algo, settings):
-    from cvflow.video import iter_frames_flow, iter_video_flow
-
-    every, max_side, warm = settings["every"], settings["max_side"], settings["warm_start"]
-    if clip["kind"] == "frames":
-        frames = folder_frames(clip["source"], every, max_side)
-        return iter_frames_flow(frames, algo, f"frame folder {clip['source']}", every=every, warm_start=warm)
-    return iter_video_flow(clip["source"], algo, every=every, max_side=max_side, warm_start=warm)
-
-
-def process_clip(algo, clip: dict, settings: dict, out_dir) -> dict:
-    """Flow over one clip's consecutive kept frames -> its score row (and flow archive).
-
-    clip: {"path": key, "source": file or folder, "kind": "video" | "frames"} (from
-    `find_clips`). Scores (with save "score"/"both"): mean, median and 90th percentile
-    of the per-pixel flow magnitude |(dx, dy)| in px over every pair of the clip, and
-    the same divided by the processed frame's diagonal (so 0.01 = 1% of the diagonal
-    per pair). With save "flow"/"both" the flows go to OUT/`flow_file` (float16 with
-    fp16). A clip that cannot be read or computed gives a row with status "error" and
-    the reason; only KeyboardInterrupt (and process death) escapes.
-    """
-    start = time.perf_counter()
-    row = _empty_row(clip, settings)
-    want_scores = settings["save"] in ("score", "both")
-    archive = gen = None
-    mags = []
-    pairs = 0
-    try:
-        every = settings["every"]
-        gen = _pairs(clip, algo, settings)
-        for k, _, _, flow in gen:
-            if settings["save"] != "score":
-                if archive is None:
-                    archive = FlowArchive(out_dir, archive_name(clip["path"]),
-                                          np.float16 if settings["fp16"] else np.float32)
-                archive.add((k * every, (k + 1) * every), flow)
-            if want_scores:
-                mags.append(np.hypot(flow[..., 0], flow[..., 1]).ravel())
-            row["height"], row["width"] = flow.shape[:2]
-            pairs += 1
-        row["pairs"] = pairs
-        if want_scores:
-            row.update(_scores(np.concatenate(mags), row["height"], row["width"]))
-        row["status"] = "ok"
-        if archive is not None:  # last: a complete archive carries its clip's finished row
-            row["flow_file"] = archive_name(clip["path"])
-            archive.commit(clip["path"], settings["fingerprint"], row)
-            archive = None
-    except Exception as exc:  # the clip's failure, recorded; the run goes on
-        row = {**_empty_row(clip, settings), "status": "error", "error": _reason(exc)}
-    finally:
-        if gen is not None:
-            gen.close()  # releases the video, restores the model's flags
-        if archive is not None:
-            archive.discard()
-    row["seconds"] = round(time.perf_counter() - start, 4)
-    return row
-
-
-def _scores(mag, h, w) -> dict:
-    mean = float(np.mean(mag, dtype=np.float64))
-    median, p90 = (float(v) for v in np.percentile(mag, [50, 90]))
-    diag = math.hypot(h, w)
-    return {"mag_mean": mean, "mag_median": median, "mag_p90": p90,
-            "mag_mean_norm": mean / diag, "mag_median_norm": median / diag, "mag_p90_norm": p90 / diag}
-
-
-def _reason(exc) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, CvflowError) else f"{type(exc).__name__}: {text}"
-
-
-# -- engines and bookkeeping ----------------------------------------------------------------
-
-def run_local(todo, settings, weights):
-    """Engine `local`: yields each clip's row, computed in this process with one model."""
-    algo = create_algo(settings, weights)
-    for clip in todo:
-        yield process_clip(algo, clip, settings, settings["out_dir"])
 
 
 def extract(input, output, model, *, weights=None, every=1, max_side=None, save="score", fp16=False,
@@ -221,7 +112,7 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
         raise CvflowTypeError(f"`on_row` must be callable, got {type(on_row).__name__}")
     out = check_output_dir(output, "output")  # a bad OUT fails before any work
     if engine == "ray":
-        from cvflow.extraction_ray import require_ray
+        from cvflow.extraction.ray_engine import require_ray
 
         require_ray()  # a missing extra fails before any work
     clips = find_clips(input)
@@ -238,7 +129,7 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
     if engine == "local":
         rows = run_local(todo, settings, flat)
     else:
-        from cvflow.extraction_ray import run_ray
+        from cvflow.extraction.ray_engine import run_ray
 
         rows = run_ray(todo, settings, flat, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
     return _record(rows, table, settings["fingerprint"], len(clips), len(clips) - len(todo), engine, progress, on_row,

@@ -46,7 +46,7 @@ class ClipWorker:
 
         import ray
 
-        from cvflow.extraction import create_algo
+        from cvflow.extraction.clip import create_algo
 
         # Ray gives the actor OMP_NUM_THREADS = its CPUs (1); cvflow's own pool follows, unless set,
         # so N actors on N cores do not each run a pool of every core's threads.
@@ -69,8 +69,8 @@ class ClipWorker:
         import os
         from pathlib import Path
 
-        from cvflow.extraction import error_row, process_clip
-        from cvflow.extraction_io import journal_worker_row
+        from cvflow.extraction.clip import error_row, process_clip
+        from cvflow.extraction.files import journal_worker_row
 
         out = self.settings["out_dir"]
         marker = Path(out) / ATTEMPTS_DIR / hashlib.sha1(clip["path"].encode()).hexdigest()
@@ -102,8 +102,7 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     import shutil
     from pathlib import Path
 
-    import cvflow
-    from cvflow.extraction_io import _typed
+    from cvflow.extraction.files import _typed
 
     ray = require_ray()
     if not todo:
@@ -112,7 +111,8 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     shutil.rmtree(attempts, ignore_errors=True)  # deaths are counted per run
     started = not ray.is_initialized()
     if started:
-        env = {"py_modules": [str(Path(cvflow.__file__).parent)]} if address else None
+        package = Path(__file__).parent.parent  # this cvflow
+        env = {"py_modules": [str(package)]} if address else None
         restore = _quiet_ray()
         try:
             # "local": a new instance here even when RAY_ADDRESS or a running local cluster says otherwise

@@ -1,0 +1,74 @@
+"""What the commands share: argument types, the model arguments, creating the algorithm."""
+from __future__ import annotations
+
+import argparse
+
+from cvflow.errors import InputError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def add_model_args(p) -> None:
+    """-m/--model, --weights, --iters, --device, --opt: the model arguments of every command that runs one."""
+    p.add_argument("-m", "--model", required=True, help="model name (see `cvflow models`)")
+    p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz) or tag (see `cvflow models`); "
+                                      "default: the model's default weights")
+    p.add_argument("--iters", type=positive_int, default=None,
+                   help="update iterations (RAFT family; default 12)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
+
+
+def create(args):
+    """The algorithm named by the common model arguments (-m, --weights, --device, --iters, --opt)."""
+    import cvflow
+
+    return cvflow.create(args.model, weights=args.weights, device=args.device, **model_options(args))
+
+
+def model_options(args) -> dict:
+    """Model options from the common arguments: `--opt key=value` pairs, then `--iters`."""
+    opts = parse_options(args.opt)
+    if args.iters is not None:
+        opts["iters"] = args.iters
+    return opts
+
+
+def parse_options(pairs):
+    """`--opt key=value` pairs -> dict with ints/floats/bools parsed."""
+    out = {}
+    for item in pairs or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise InputError(f"--opt expects KEY=VALUE, got {item!r}")
+        low = raw.lower()
+        if low in ("true", "false"):
+            val = low == "true"
+        else:
+            try:
+                val = int(raw)
+            except ValueError:
+                try:
+                    val = float(raw)
+                except ValueError:
+                    val = raw
+        out[key.replace("-", "_")] = val
+    return out
