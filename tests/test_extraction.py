@@ -316,7 +316,8 @@ def test_csv_table_without_pyarrow(clips, tmp_path, monkeypatch):
 
 def test_engine_ray_without_ray_says_how_to_install(clips, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    with pytest.raises(cvflow.MissingDependencyError, match=r"pip install 'cvflow\[ray\]'"):
+    with pytest.raises(cvflow.MissingDependencyError,
+                       match=r"pip install 'ray\[data\]' pyarrow \(the extra `ray` of cvflow's distribution, cvflow-of\)"):
         run(clips, tmp_path / "out", engine="ray")
     assert not (tmp_path / "out").exists()
 
