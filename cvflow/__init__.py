@@ -6,10 +6,6 @@
 
 Importing cvflow never imports CuPy; names below load their module on first use.
 """
-from __future__ import annotations
-
-import importlib
-
 from cvflow.errors import (  # noqa: F401
     CvflowError,
     CvflowFileNotFoundError,
@@ -66,10 +62,13 @@ def __getattr__(name):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cvflow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module  # not a module global: dir(cvflow) lists the API only
+
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    # the public names only: not the submodules imported so far, nor this module's own helpers
+    return sorted(__all__)

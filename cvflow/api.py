@@ -139,7 +139,7 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         out, self._last_info = self._split_info(out, I0)
         return self._deliver(out, flow, I0)
 
-    def calcBidirectional(self, I0, I1, occlusion=False):
+    def calcBidirectional(self, I0, I1, occlusion=False, out_of_frame=False):
         """Flow both ways between I0 and I1 (frames as in `calc`), sharing work between the
         directions where the model allows (RAFT: the feature encoder's pass over both frames;
         FlowNet2 family: one batch of two; GMFlow: the features).
@@ -150,10 +150,16 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         bool masks from `cvflow.occlusion_mask` with its default thresholds: occ0 =
         occlusion_mask(fw, bw), True where a pixel of I0 has no match in I1 (covered), and
         occ1 = occlusion_mask(bw, fw), True where a pixel of I1 has none in I0 (uncovered).
-        No initial flow is used (OPTFLOW_USE_INITIAL_FLOW and `warm_start` are ignored).
+        out_of_frame=True also marks the pixels whose flow leaves the other frame (see
+        `occlusion_mask`). No initial flow is used (OPTFLOW_USE_INITIAL_FLOW and `warm_start`
+        are ignored).
         """
         if not isinstance(occlusion, (bool, np.bool_)):
             raise CvflowTypeError(f"`occlusion` must be a bool, got {occlusion!r}")
+        if not isinstance(out_of_frame, (bool, np.bool_)):
+            raise CvflowTypeError(f"`out_of_frame` must be a bool, got {out_of_frame!r}")
+        if out_of_frame and not occlusion:
+            raise InputError("`out_of_frame` is about the occlusion masks: pass occlusion=True with it")
         img0, img1 = self._frames(I0, I1)
         options = self._one_way_options()
         if self._model.forward_both is None:
@@ -167,7 +173,8 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
             return fw, bw
         from cvflow.occlusion import occlusion_mask
 
-        return fw, bw, occlusion_mask(fw, bw), occlusion_mask(bw, fw)
+        return fw, bw, occlusion_mask(fw, bw, out_of_frame=out_of_frame), \
+            occlusion_mask(bw, fw, out_of_frame=out_of_frame)
 
     def calc_batch(self, frames0, frames1, flows=None) -> list:
         """Flow for each pair (frames0[i], frames1[i]); `flows[i]`, when given, as in `calc`.

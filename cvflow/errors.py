@@ -91,7 +91,7 @@ class DeviceError(CvflowError, RuntimeError):
 
 
 class MissingDependencyError(CvflowError, ImportError):
-    """An optional dependency (an extra such as `cvflow[ray]`) is needed and not installed."""
+    """An optional dependency (an extra such as `cvflow-of[ray]`) is needed and not installed."""
 
 
 class InputRangeWarning(UserWarning):

@@ -23,7 +23,7 @@ import numpy as np
 from cvflow.errors import CvflowFileNotFoundError, InputError
 from cvflow.progress import plural
 
-__all__ = ["DATASETS", "Pair", "find_pairs", "evaluate", "format_table"]
+__all__ = ["DATASETS", "Pair", "find_pairs", "read_pairs", "evaluate", "format_table"]
 
 DATASETS = ("sintel", "kitti", "chairs", "middlebury")
 PASSES = ("clean", "final")
@@ -99,9 +99,30 @@ def _chairs(root: Path):
     return pairs, looked
 
 
+def _middlebury_flat(root: Path):
+    """One folder holding frames and ground truth: <name>.flo with <name>1.png, <name>2.png
+    (e.g. RubberWhale.flo, RubberWhale1.png, RubberWhale2.png), or flowNN.flo with frameNN.png
+    and frameMM.png (MM = NN + 1), Middlebury's own names."""
+    pairs = []
+    for gt in sorted(root.glob("*.flo")):
+        stem = gt.stem
+        num = stem[len("flow"):] if stem.startswith("flow") else ""
+        if num.isdigit():
+            f0, f1 = root / f"frame{num}.png", root / f"frame{int(num) + 1:0{len(num)}d}.png"
+        else:
+            f0, f1 = root / f"{stem}1.png", root / f"{stem}2.png"
+        if f0.is_file() and f1.is_file():
+            pairs.append(Pair(stem, str(f0), str(f1), str(gt), "flo"))
+    return pairs
+
+
 def _middlebury(root: Path):
     looked = (f"{root}/other-data/<sequence>/frameNN.png and frameMM.png (MM = NN + 1) with ground truth "
-              f"{root}/other-gt-flow/<sequence>/flowNN.flo")
+              f"{root}/other-gt-flow/<sequence>/flowNN.flo, or in {root} itself <name>1.png, <name>2.png and "
+              "<name>.flo (or frameNN.png, frameMM.png and flowNN.flo)")
+    flat = _middlebury_flat(root)
+    if flat:
+        return flat, looked
     pairs = []
     gt_root = root / "other-gt-flow"
     sequences = sorted(p for p in gt_root.iterdir() if p.is_dir()) if gt_root.is_dir() else []
@@ -152,6 +173,48 @@ def find_pairs(root, dataset: str, pass_name: str = "clean", limit: int | None =
         pairs, looked = _middlebury(base)
     if not pairs:
         raise InputError(f"no {dataset} pairs found under {base}: looked for {looked}")
+    return pairs[:limit] if limit is not None else pairs
+
+
+def read_pairs(path, limit: int | None = None) -> list[Pair]:
+    """Pairs listed in a text file: one `frame0 frame1 ground-truth` line each (shell quoting for
+    names with spaces; blank lines and `#` comments skipped; relative paths from the list's
+    folder). Ground truth: `.flo` (Middlebury's unknown values, |u| or |v| > 1e9, are not
+    scored) or a KITTI 16-bit `.png` (its valid bit). Pairs keep the file's order; `name` is
+    frame0 as written.
+
+    Raises CvflowFileNotFoundError (no list, or a listed file missing: line number and path)
+    or InputError (a line without three paths, an unknown ground-truth format, no pairs).
+    """
+    import shlex
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"`limit` must be an int >= 1 or None, got {limit!r}")
+    src = Path(os.fspath(path))
+    if not src.is_file():
+        raise CvflowFileNotFoundError(f"no such pairs list: {src}")
+    pairs = []
+    for number, line in enumerate(src.read_text().splitlines(), 1):
+        try:
+            fields = shlex.split(line, comments=True)
+        except ValueError as exc:
+            raise InputError(f"{src} line {number}: {exc}") from None
+        if not fields:
+            continue
+        if len(fields) != 3:
+            raise InputError(f"{src} line {number}: expected `frame0 frame1 ground-truth`, got {len(fields)} "
+                             f"field{'' if len(fields) == 1 else 's'}: {line.strip()!r}")
+        paths = [p if os.path.isabs(p) else str(src.parent / p) for p in fields]
+        for what, p in zip(("frame0", "frame1", "ground truth"), paths):
+            if not os.path.isfile(p):
+                raise CvflowFileNotFoundError(f"{src} line {number}: {what} {p} does not exist")
+        ext = Path(paths[2]).suffix.lower()
+        if ext not in (".flo", ".png"):
+            raise InputError(f"{src} line {number}: ground truth {paths[2]} must be a .flo file or a KITTI "
+                             f"16-bit .png, got {ext or 'no extension'}")
+        pairs.append(Pair(fields[0], paths[0], paths[1], paths[2], "flo" if ext == ".flo" else "kitti"))
+    if not pairs:
+        raise InputError(f"pairs list {src} lists no pairs (one `frame0 frame1 ground-truth` line each)")
     return pairs[:limit] if limit is not None else pairs
 
 

@@ -58,6 +58,9 @@ def open_video(path):
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise CvflowFileNotFoundError(f"no such video file: {p}")
+    # FFmpeg logs its own complaints ("moov atom not found") straight to stderr; cvflow raises a clear error
+    # instead. OpenCV reads this level once, when its FFmpeg backend first starts; a value the user set wins.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     cap = cv2.VideoCapture(p)
     if not cap.isOpened():
         cap.release()

@@ -117,8 +117,11 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
     if git_blob is not None and not re.fullmatch(r"[0-9a-fA-F]{40}", git_blob):
         raise InputError(f"git_blob must be 40 hex digits, got {git_blob!r}")
     dest = Path(dest)
+    # folders made for this file are removed again if it fails: an offline create() leaves no empty $CVFLOW_HOME
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    ok = False
     try:
         with os.fdopen(fd, "wb") as out:
             digest, got = _fetch(url, out, size, max_size, progress, dest.name,
@@ -133,9 +136,16 @@ def download(url: str, dest, sha256: str | None = None, size: int | None = None,
             raise DownloadError(f"download of {url} has git blob id {blob}, expected {git_blob.lower()}; "
                                 "the file was discarded") from None
         os.replace(tmp, dest)
+        ok = True
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if not ok:
+            for folder in made:  # innermost first; one another process filled meanwhile stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     return dest
 
 
@@ -346,15 +356,50 @@ def adapt_layout(flat: Mapping, model) -> Mapping:
     file's own keys), then renamed to the authors' layout the model uses.
     """
     expected = model.param_shapes(model.config)
+    hint = functools.partial(_other_model_hint, flat, model)
     if model.adapt_weights is not None:
         flat = model.adapt_weights(flat)
     if model.family == "raft" and raft_layouts.detect_layout(flat) == raft_layouts.TORCHVISION:
         tv_expected = raft_layouts.authors_to_torchvision(expected, check_aliases=False)
-        verify_weights(flat, tv_expected, model.name, layout="torchvision's RAFT key layout")
+        verify_weights(flat, tv_expected, model.name, layout="torchvision's RAFT key layout", hint=hint)
         return raft_layouts.torchvision_to_authors(flat)
     # The authors' duplicated shortcut norms are not compared here: the model reads
     # downsample.1 (as the authors' code does when the two differ, e.g. synthetic weights).
-    return verify_weights(flat, expected, model.name)
+    return verify_weights(flat, expected, model.name, hint=hint)
+
+
+def _match(flat: Mapping, expected: Mapping) -> float:
+    """Share of the union of keys present in both with the same shape (1.0: the same key set and shapes)."""
+    same = sum(1 for k, s in expected.items() if k in flat and tuple(np.shape(flat[k])) == tuple(s))
+    return same / len(set(flat) | set(expected)) if expected else 0.0
+
+
+def _other_model_hint(flat: Mapping, model) -> str | None:
+    """'they look like a checkpoint of model X' for the registered model whose keys and shapes match
+    `flat` best (at least half of them), or None."""
+    from cvflow.models.base import REGISTRY  # the model definitions (filled by cvflow.models)
+
+    try:  # compare in the authors' layout, as the definitions are written
+        authors = raft_layouts.torchvision_to_authors(flat) \
+            if raft_layouts.detect_layout(flat) == raft_layouts.TORCHVISION else flat
+    except Exception:  # a file too damaged to rename is compared as it is
+        authors = flat
+    best, score = None, 0.5
+    for other in REGISTRY.values():
+        if other.name == model.name:
+            continue
+        try:
+            shapes = other.param_shapes(other.config)
+        except Exception:  # a definition that cannot list its shapes is no candidate
+            continue
+        m = _match(authors, shapes)
+        if m > score:
+            best, score = other, m
+    if best is None:
+        return None
+    how = "every key and shape matches" if score == 1.0 else f"{100 * score:.0f}% of the keys and shapes match"
+    return (f"they look like a checkpoint of model {best.name!r} ({how}): create {best.name!r} instead "
+            f"(-m {best.name} on the command line)")
 
 
 def _as_float32(flat: Mapping, model_name: str) -> dict[str, np.ndarray]:
@@ -367,12 +412,16 @@ def _as_float32(flat: Mapping, model_name: str) -> dict[str, np.ndarray]:
     return out
 
 
+_LISTED = 4  # keys named per kind of problem; the rest are counted
+
+
 def verify_weights(weights: Mapping, expected_shapes: Mapping, model_name: str,
-                   layout: str | None = None) -> Mapping:
+                   layout: str | None = None, hint=None) -> Mapping:
     """Check that ``weights`` has exactly the keys and shapes of ``expected_shapes``.
 
-    Returns ``weights`` unchanged; raises one WeightsError listing every missing,
-    unexpected and mis-shaped key (``layout``: the key layout named in the message).
+    Returns ``weights`` unchanged; raises one WeightsError counting every missing,
+    unexpected and mis-shaped key and naming the first few of each (``layout``: the key
+    layout named in the message; ``hint()``: a line saying which model the weights fit, or None).
     """
     expected = {k: tuple(int(d) for d in s) for k, s in expected_shapes.items()}
     missing = [k for k in expected if k not in weights]
@@ -384,10 +433,14 @@ def verify_weights(weights: Mapping, expected_shapes: Mapping, model_name: str,
     where = f"{layout}, " if layout else ""
     lines = [f"weights do not match model {model_name!r} "
              f"({where}{len(expected)} tensors expected, {len(weights)} given):"]
+    other = hint() if hint is not None else None
+    if other:
+        lines.append(f"  {other}")
     for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
         if items:
-            lines.append(f"  {label} ({len(items)}): " + ", ".join(items))
-    if len(missing) == len(expected):
+            more = f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else ""
+            lines.append(f"  {label} ({len(items)}): " + ", ".join(items[:_LISTED]) + more)
+    if len(missing) == len(expected) and not other:
         lines.append("  no expected key is present: are these weights for another model?")
     raise WeightsError("\n".join(lines))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -315,7 +316,8 @@ def test_csv_table_without_pyarrow(clips, tmp_path, monkeypatch):
 
 def test_engine_ray_without_ray_says_how_to_install(clips, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    with pytest.raises(cvflow.MissingDependencyError, match=r"pip install 'cvflow\[ray\]'"):
+    with pytest.raises(cvflow.MissingDependencyError,
+                       match=r"pip install 'ray\[data\]' pyarrow \(the extra `ray` of cvflow's distribution, cvflow-of\)"):
         run(clips, tmp_path / "out", engine="ray")
     assert not (tmp_path / "out").exists()
 
@@ -347,9 +349,12 @@ def test_cli_extract(clips, tmp_path, capsys, monkeypatch):
     cvflow.save_converted(GAIN, tmp_path / "gain.npz")
     argv = ["extract", str(clips), "-o", str(tmp_path / "out"), "-m", "test-extract-const", "--weights",
             str(tmp_path / "gain.npz"), "--save", "both", "--fp16", "--every", "2", "--no-progress"]
-    assert main(argv) == 0
-    assert "5 clips: 5 computed, 0 already done, 1 with errors; wrote " in capsys.readouterr().out
-    assert main(argv) == 0
+    assert main(argv) == 1  # the table has an error row (the corrupt clip): exit status 1
+    out, err = capsys.readouterr()
+    assert "5 clips: 5 computed, 0 already done, 1 with errors; wrote " in out
+    assert re.search(r"cvflow extract: 1 clip failed \(status 'error' in .*scores\.\w+, reason in its `error` "
+                     r"column\); a rerun retries them", err)
+    assert main(argv) == 1
     assert "5 clips: 1 computed, 4 already done, 1 with errors" in capsys.readouterr().out
     assert main(argv[:-4] + ["--no-progress"]) == 2  # other settings: refused
     assert "holds results made with other settings" in capsys.readouterr().err

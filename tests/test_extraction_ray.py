@@ -88,11 +88,14 @@ def test_interrupted_then_rerun_does_each_clip_once(clips, tmp_path, weights):
     with pytest.raises(ExtractInterrupted):
         extract(clips, tmp_path / "out", "raft-small", on_row=stop_after_two, **kw)
     first = read_table(tmp_path / "out")
-    assert sorted(first) == sorted(r["path"] for r in done)
+    # the two rows handed over, and any clip finished meanwhile whose row had not reached the driver yet
+    assert {r["path"] for r in done} <= set(first)
+    n = len(first)
     res = extract(clips, tmp_path / "out", "raft-small", on_row=done.append, **kw)
     redone = sum(r["status"] == "error" for r in first.values())  # a failed clip is tried again
-    assert (res["computed"], res["skipped"]) == (6 - 2 + redone, 2 - redone)
-    counts = collections.Counter(r["path"] for r in done if r["status"] == "ok")
+    assert (res["computed"], res["skipped"]) == (6 - n + redone, n - redone)
+    recovered = [k for k, r in first.items() if r["status"] == "ok" and k not in {r["path"] for r in done[:2]}]
+    counts = collections.Counter(r["path"] for r in done if r["status"] == "ok") + collections.Counter(recovered)
     assert sorted(counts) == KEYS[1:] and set(counts.values()) == {1}  # no good clip computed twice
     final = read_table(tmp_path / "out")
     assert sorted(final) == KEYS

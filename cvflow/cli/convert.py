@@ -1,6 +1,7 @@
 """`cvflow convert`: a release checkpoint to cvflow's .npz."""
 from __future__ import annotations
 
+from cvflow.errors import OutputError
 from cvflow.outputs import check_output_file
 
 
@@ -12,6 +13,7 @@ def register(sub) -> None:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("-m", "--model", help="verify the keys and shapes against this model")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (without it, an error)")
     p.set_defaults(func=cmd_convert)
 
 
@@ -21,7 +23,9 @@ def cmd_convert(args) -> int:
     from cvflow.io.checkpoint import load_weights, save_converted
     from cvflow.weights import adapt_layout
 
-    check_output_file(args.dst, "DST", "npz")
+    dst = check_output_file(args.dst, "DST", "npz")
+    if dst.exists() and not args.overwrite:  # as `video` and `extract`: never replace a file silently
+        raise OutputError(f"DST {dst} exists; pass --overwrite to replace it")
     weights = load_weights(args.src)
     if args.model:  # checked in the file's own layout, written in the model's
         weights = adapt_layout(weights, get_model(args.model))

@@ -12,7 +12,9 @@ DESCRIPTION = (
     ".csv/.parquet with a `path` column). OUT receives scores.parquet (scores.csv without pyarrow): one row "
     "per clip with status, pairs, frame size and the mean/median/p90 flow magnitude (px, and over the frame "
     "diagonal); with --save flow|both, flow/<xx>/<name>-<hash>.npz per clip. A rerun with the same settings "
-    "skips the clips done and redoes missing or failed ones; Ctrl-C keeps every completed clip (exit 130).")
+    "skips the clips done and redoes missing or failed ones; Ctrl-C keeps every completed clip (exit 130). "
+    "Exit status: 0 every clip ok, 1 the table has error rows (the run finished; a rerun retries them), "
+    "2 a cvflow error stopped the run.")
 
 
 def register(sub) -> None:
@@ -33,7 +35,8 @@ def register(sub) -> None:
     p.add_argument("--no-warm-start", action="store_true",
                    help="RAFT family: do not start each pair from the previous pair's flow")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: this process (default); ray: Ray Data actors (pip install 'cvflow[ray]')")
+                   help="local: this process (default); ray: Ray Data actors (extra ray: pip install '.[ray]' "
+                        "in cvflow's repository)")
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start Ray here")
     p.add_argument("--workers", type=common.positive_int, default=1, metavar="N",
@@ -57,6 +60,7 @@ def _share(text: str) -> float:
 
 def cmd_extract(args) -> int:
     from cvflow.extraction import ExtractInterrupted, extract
+    from cvflow.progress import plural
 
     options = common.model_options(args)
     try:
@@ -67,9 +71,13 @@ def cmd_extract(args) -> int:
                       progress=not args.no_progress, threads=args.threads)
     except ExtractInterrupted as stop:
         res = stop.summary
-        print(f"cvflow extract: interrupted after {res['computed']} clips; {res['table']} holds every "
+        print(f"cvflow extract: interrupted after {plural(res['computed'], 'clip')}; {res['table']} holds every "
               "completed clip (rerun to finish)", file=sys.stderr)
         return 130
-    print(f"{res['clips']} clips: {res['computed']} computed, {res['skipped']} already done, "
+    print(f"{plural(res['clips'], 'clip')}: {res['computed']} computed, {res['skipped']} already done, "
           f"{res['errors']} with errors; wrote {res['table']} ({res['seconds']:.1f} s, {res['engine']})")
+    if res["errors"]:  # the run finished, but not every clip has scores: scripts must notice
+        print(f"cvflow extract: {plural(res['errors'], 'clip')} failed (status 'error' in {res['table']}, "
+              "reason in its `error` column); a rerun retries them", file=sys.stderr)
+        return 1
     return 0

@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--occlusion", metavar="MASK.png",
                    help="also write the occlusion mask of FRAME0 (255: no match in FRAME1; "
                         "forward-backward check) to this image")
+    p.add_argument("--occlusion-out-of-frame", action="store_true",
+                   help="the --occlusion mask also marks the pixels whose flow leaves FRAME1 (as MPI-Sintel's "
+                        "masks do); without it, only those failing the forward-backward check")
     p.set_defaults(func=cmd_flow)
 
 
@@ -43,10 +46,16 @@ def cmd_flow(args) -> int:
     if args.uncertainty is not None:
         check_output_file(args.uncertainty, "--uncertainty", "image")
         _check_uncertainty_model(args.model)
+    if args.occlusion_out_of_frame and args.occlusion is None:
+        raise InputError("--occlusion-out-of-frame changes the --occlusion mask: give --occlusion MASK.png with it")
     img0, img1 = read_image(args.frame0), read_image(args.frame1)
+    if img0.shape[:2] != img1.shape[:2]:  # before the model is loaded (seconds), not after
+        raise InputError(f"FRAME0 {args.frame0} is {img0.shape[1]}x{img0.shape[0]} but FRAME1 {args.frame1} is "
+                         f"{img1.shape[1]}x{img1.shape[0]}; the frames must have the same size")
     algo = common.create(args)
     if both:
-        flow, back, occ, _ = algo.calcBidirectional(img0, img1, occlusion=True)
+        flow, back, occ, _ = algo.calcBidirectional(img0, img1, occlusion=True,
+                                                    out_of_frame=args.occlusion_out_of_frame)
     else:
         flow = algo.calc(img0, img1, None)
     cvflow.writeOpticalFlow(args.output, flow)

@@ -76,16 +76,16 @@ def process_clip(algo, clip: dict, settings: dict, out_dir) -> dict:
                 mags.append(np.hypot(flow[..., 0], flow[..., 1]).ravel())
             row["height"], row["width"] = flow.shape[:2]
             pairs += 1
-        if archive is not None:
-            archive.commit(clip["path"], settings["fingerprint"])
-            row["flow_file"] = archive_name(clip["path"])
-            archive = None
         row["pairs"] = pairs
         if want_scores:
             row.update(_scores(np.concatenate(mags), row["height"], row["width"]))
         row["status"] = "ok"
+        if archive is not None:  # last: a complete archive carries its clip's finished row
+            row["flow_file"] = archive_name(clip["path"])
+            archive.commit(clip["path"], settings["fingerprint"], row)
+            archive = None
     except Exception as exc:  # the clip's failure, recorded; the run goes on
-        row.update(status="error", error=_reason(exc), pairs=0, height=0, width=0)
+        row = {**_empty_row(clip, settings), "status": "error", "error": _reason(exc)}
     finally:
         if gen is not None:
             gen.close()  # releases the video, restores the model's flags

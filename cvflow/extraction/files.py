@@ -7,6 +7,13 @@ reader (or a rerun after a crash) never sees half a file: the table as
 `OUT/flow/<xx>/<name>-<hash>.npz`. Rows finished since the table was last written are
 kept in the journal `OUT/.scores.jsonl` (one JSON line per clip, appended as each
 clip ends) until the table is rewritten, so even a killed driver loses no clip.
+
+Two more records make "every finished clip is in the table" hold when a run is
+stopped (Ctrl-C, a killed driver) between a clip's end and its row reaching the
+driver: each Ray worker appends its rows to its own journal `OUT/.rows/<host>-<pid>.jsonl`
+(a Ray run stopped drops the rows of tasks finished but not yet handed to the driver),
+and each archive carries its clip's row (`row`, JSON), so an archive renamed into
+place is a finished clip even when its row never reached any journal.
 """
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ import json
 import math
 import os
 import re
+import socket
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +107,7 @@ def _read_manifest(path: Path) -> list[str]:
     pq = _pyarrow_parquet()
     if pq is None:
         raise InputError(f"reading the Parquet manifest {path} needs pyarrow (pip install pyarrow, "
-                         "or cvflow[ray]); or give a .txt or .csv manifest")
+                         "the extra ray of cvflow-of); or give a .txt or .csv manifest")
     table = pq.read_table(path)
     if "path" not in table.column_names:
         raise InputError(f"manifest {path} has no `path` column (columns: {table.column_names})")
@@ -147,14 +156,40 @@ class FlowArchive:
     def add(self, source_pair, flow):
         self._stack.add(source_pair, flow)
 
-    def commit(self, key: str, fingerprint: str) -> None:
+    def commit(self, key: str, fingerprint: str, row: dict) -> None:
+        """Write the archive with the clip's score `row` (without `seconds`, so that the same
+        clip gives the same bytes in every engine) and rename it into place."""
+        text = json.dumps({k: v for k, v in row.items() if k != "seconds"})
         write_atomic(self.final, lambda tmp: self._stack.write_npz(tmp, path=np.array(key),
-                                                                   fingerprint=np.array(fingerprint)), self._tmp)
+                                                                   fingerprint=np.array(fingerprint),
+                                                                   row=np.array(text)), self._tmp)
         self._stack.discard()
 
     def discard(self) -> None:
         self._stack.discard()
         self._tmp.unlink(missing_ok=True)
+
+
+def archive_row(path) -> dict | None:
+    """The score row stored in a complete archive (`seconds` NaN: not stored), or None
+    when the file has none or cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "row" not in data.files:
+                return None
+            return _typed(json.loads(str(data["row"])))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def complete_archives(out_dir):
+    """Yield the path (relative to OUT, posix) of every archive renamed into place under OUT/flow."""
+    out_dir = Path(out_dir)
+    for folder, dirs, files in os.walk(out_dir / "flow"):
+        dirs.sort()
+        for f in sorted(files):
+            if f.endswith(".npz") and not f.startswith(TMP):
+                yield (Path(folder) / f).relative_to(out_dir).as_posix()
 
 
 def sweep_temporaries(out_dir) -> int:
@@ -178,8 +213,33 @@ def _pyarrow_parquet():
     return pq
 
 
+WORKER_JOURNALS = ".rows"  # in OUT: one journal per engine worker process
+
+
+def journal_worker_row(out_dir, row: dict) -> None:
+    """Append `row` to this worker process's journal in OUT (called by engine workers as each
+    clip ends, before the row travels to the driver)."""
+    folder = Path(out_dir) / WORKER_JOURNALS
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{socket.gethostname()}-{os.getpid()}.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _read_journal(path: Path):
+    try:
+        with open(path) as f:
+            lines = f.readlines()
+    except OSError:  # removed meanwhile
+        return
+    for line in lines:
+        try:
+            yield _typed(json.loads(line))
+        except (ValueError, KeyError):  # a line cut short by a killed process: that clip is redone
+            continue
+
+
 class ScoreTable:
-    """The rows of OUT (key -> row), read from the table and the journal; rows added are
+    """The rows of OUT (key -> row), read from the table and the journals; rows added are
     journalled at once and land in the table at `write()`."""
 
     def __init__(self, out_dir):
@@ -191,19 +251,48 @@ class ScoreTable:
         self._journal_file = None
 
     def load(self) -> dict[str, dict]:
+        """Rows of the table, then of the workers' journals (oldest first), then of the driver's journal."""
         for name in ("scores.csv", "scores.parquet"):  # parquet last: it wins when both exist
             path = self.dir / name
             if path.is_file():
                 self.rows.update((r["path"], r) for r in self._read(path))
-        if self.journal.is_file():
-            with open(self.journal) as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except ValueError:  # a line cut short by a killed driver: that clip is redone
-                        continue
-                    self.rows[row["path"]] = _typed(row)
+        for path in self._worker_journals():
+            self.rows.update((r["path"], r) for r in _read_journal(path))
+        self.rows.update((r["path"], r) for r in _read_journal(self.journal))
         return self.rows
+
+    def _worker_journals(self) -> list[Path]:
+        folder = self.dir / WORKER_JOURNALS
+        files = []
+        for p in (folder.glob("*.jsonl") if folder.is_dir() else ()):
+            try:
+                files.append((p.stat().st_mtime_ns, p.name, p))
+            except OSError:
+                continue
+        return [p for *_, p in sorted(files)]
+
+    def recover(self, fingerprint: str) -> list[str]:
+        """Add (and journal) the rows finished with `fingerprint` that the table lacks: those in
+        the workers' journals, and those of complete archives on disk whose clip has no "ok" row
+        naming that archive. Call when no worker is running, or at a run's start. Returns their keys."""
+        found = []
+        for path in self._worker_journals():
+            for row in _read_journal(path):
+                old = self.rows.get(row["path"])
+                if row["fingerprint"] == fingerprint and \
+                        (old is None or old["status"] != "ok" and row["status"] == "ok"):
+                    self.add(row)
+                    found.append(row["path"])
+        known = {r["flow_file"] for r in self.rows.values() if r["status"] == "ok" and r["flow_file"]}
+        for name in complete_archives(self.dir):
+            if name in known:
+                continue
+            row = archive_row(self.dir / name)
+            if row is not None and row["fingerprint"] == fingerprint and row["status"] == "ok" \
+                    and row["flow_file"] == name:
+                self.add(row)
+                found.append(row["path"])
+        return found
 
     def _read(self, path: Path) -> list[dict]:
         if path.suffix == ".parquet":
@@ -221,8 +310,9 @@ class ScoreTable:
         self._journal_file.flush()
         self.rows[row["path"]] = row
 
-    def write(self) -> Path:
-        """Write every row (sorted by path) to the table, atomically; then empty the journal."""
+    def write(self, workers_done: bool = False) -> Path:
+        """Write every row (sorted by path) to the table, atomically; then empty the journal (and,
+        with `workers_done`, once no engine worker runs any more, the workers' journals)."""
         rows = [self.rows[k] for k in sorted(self.rows)]
         write_atomic(self.path, lambda tmp: self._write_rows(rows, tmp),
                      self.path.with_name(f"{TMP}{os.getpid()}-{self.path.name}"))
@@ -230,6 +320,13 @@ class ScoreTable:
         other.unlink(missing_ok=True)  # its rows are in the new table
         self.close()
         self.journal.unlink(missing_ok=True)
+        if workers_done:
+            for path in self._worker_journals():
+                path.unlink(missing_ok=True)
+            try:
+                (self.dir / WORKER_JOURNALS).rmdir()
+            except OSError:  # absent, or a worker of another run wrote meanwhile
+                pass
         return self.path
 
     def _write_rows(self, rows, path) -> None:

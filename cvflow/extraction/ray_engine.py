@@ -11,6 +11,9 @@ this module imports Ray.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from cvflow.errors import CvflowError, MissingDependencyError
 
 __all__ = ["require_ray", "run_ray", "MAX_DEATHS"]
@@ -30,7 +33,8 @@ def require_ray():
     except ImportError as exc:
         raise MissingDependencyError(
             f"engine 'ray' needs Ray Data, which is not installed ({exc}); install it with "
-            "pip install 'cvflow[ray]' (ray[data] and pyarrow), or use engine 'local'") from None
+            "pip install 'ray[data]' pyarrow (the extra `ray` of cvflow's distribution, cvflow-of), "
+            "or use engine 'local'") from None
     return ray
 
 
@@ -62,6 +66,7 @@ class ClipWorker:
         from pathlib import Path
 
         from cvflow.extraction.clip import error_row, process_clip
+        from cvflow.extraction.files import journal_worker_row
 
         out = self.settings["out_dir"]
         marker = Path(out) / ATTEMPTS_DIR / hashlib.sha1(clip["path"].encode()).hexdigest()
@@ -74,6 +79,9 @@ class ClipWorker:
         with open(marker, "a") as f:
             f.write(f"{os.getpid()}\n")
         row = process_clip(self.algo, clip, self.settings, out)
+        # journalled here, before the row travels to the driver: a run stopped now (Ctrl-C) drops
+        # the results of finished tasks not yet handed over, and the driver reads them back from here
+        journal_worker_row(out, row)
         marker.unlink(missing_ok=True)
         return row
 
@@ -101,11 +109,18 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     if started:
         package = Path(__file__).parent.parent  # this cvflow
         env = {"py_modules": [str(package)]} if address else None
+        restore = _quiet_ray()
         try:
             # "local": a new instance here even when RAY_ADDRESS or a running local cluster says otherwise
-            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, runtime_env=env)
+            with _stderr_without(rb"logging\.cc:\d+: Set ray log level from environment variable"):
+                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                         runtime_env=env, logging_level=logging.WARNING)
         except (ConnectionError, ValueError) as exc:
+            _restore(restore)
             raise CvflowError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}") from None
+        except BaseException:
+            _restore(restore)
+            raise
     try:
         settings = {**settings, "gpus_per_worker": gpus_per_worker}
         seen = set()
@@ -118,6 +133,69 @@ def run_ray(todo, settings, weights, *, address=None, workers=1, gpus_per_worker
     finally:
         if started:
             ray.shutdown()
+            _restore(restore)
+
+
+def _quiet_ray() -> list:
+    """Ray's lines that say nothing to a cvflow user, silenced when cvflow starts Ray itself
+    (each setting the user made wins):
+
+    - the C++ core worker's `core_worker.cc ... the actor restart will fail` error: Ray Data
+      itself passes its actors' constructor arguments through the object store, and cvflow
+      does not lose them. Ray's C++ log level (`RAY_BACKEND_LOG_LEVEL`, default `info`) is
+      `fatal` for this instance; failures that matter reach cvflow as exceptions or rows;
+    - the notice that token authentication is on (it stays on: only the notice goes);
+    - Ray Data's console lines below ERROR (dataset start and end, "progress bars disabled"):
+      cvflow shows its own progress; Ray Data's log file keeps them.
+
+    Returns [(logger or handler, level)] to restore when the run ends.
+    """
+    import os
+
+    import ray.data  # noqa: F401  (configures the `ray.data` logger, whose console handler is raised here)
+
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    restore = []
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if auth.level == logging.NOTSET:
+        restore.append((auth, auth.level))
+        auth.setLevel(logging.ERROR)
+    for handler in logging.getLogger("ray.data").handlers:  # the console one; its log file keeps everything
+        if type(handler).__name__ == "PlainRayHandler" and handler.level < logging.ERROR:
+            restore.append((handler, handler.level))
+            handler.setLevel(logging.ERROR)
+    return restore
+
+
+def _restore(items) -> None:
+    for item, level in items:
+        item.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stderr_without(pattern: bytes):
+    """Standard error (the file descriptor: Ray's C++ code writes there) with the lines matching
+    `pattern` left out: the rest is written to it when the block ends. With
+    RAY_BACKEND_LOG_LEVEL set, Ray's core worker announces the level on stderr at start."""
+    import os
+    import re
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = b"".join(line for line in tmp if not re.search(pattern, line))
+            if kept:
+                os.write(2, kept)
 
 
 def _rows(ray, todo, settings, weights, workers, gpus_per_worker):

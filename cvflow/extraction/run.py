@@ -22,6 +22,7 @@ from cvflow.extraction.files import TMP, ScoreTable, find_clips, sweep_temporari
 from cvflow.io.atomic import write_atomic
 from cvflow.ops import parallel
 from cvflow.outputs import check_output_dir
+from cvflow.progress import plural
 
 SAVE_MODES = ("score", "flow", "both")
 ENGINES = ("local", "ray")
@@ -38,7 +39,7 @@ class ExtractInterrupted(KeyboardInterrupt):
     """
 
     def __init__(self, summary: dict):
-        super().__init__(f"interrupted after {summary['computed']} clips")
+        super().__init__(f"interrupted after {plural(summary['computed'], 'clip')}")
         self.summary = summary
 
 
@@ -108,7 +109,7 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
     {"iters": 12}), device: as for `cvflow.create`; every, max_side, warm_start: as for
     `cvflow.video.iter_video_flow`. save: "score" (the table only), "flow" (archives;
     the table's magnitude columns are then NaN), "both". fp16: archives in float16.
-    engine: "local" or "ray" (needs `pip install cvflow[ray]`); address: a Ray cluster
+    engine: "local" or "ray" (needs `pip install cvflow-of[ray]`); address: a Ray cluster
     to join (default: start Ray here); workers: actors in the pool; gpus_per_worker:
     each actor's GPU share (0: CPU). threads: CPU threads of each worker (None: the local
     engine uses every core of this process; a Ray started here gives each actor
@@ -142,6 +143,9 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
                                    warm_start=warm_start, device=device, options=options)
     table = ScoreTable(out)
     done = _done(table.load(), settings, out)
+    # clips finished by a run stopped before their rows reached its table (archives on disk, workers' journals)
+    table.recover(settings["fingerprint"])
+    done = _done(table.rows, settings, out)
     todo = [c for c in clips if c["path"] not in done]
     _write_settings(out, settings)
     settings["out_dir"] = str(out.absolute())
@@ -152,7 +156,8 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
         from cvflow.extraction.ray_engine import run_ray
 
         rows = run_ray(todo, settings, flat, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
-    return _record(rows, table, len(clips), len(clips) - len(todo), engine, progress, on_row, flush_seconds)
+    return _record(rows, table, settings["fingerprint"], len(clips), len(clips) - len(todo), engine, progress, on_row,
+                   flush_seconds)
 
 
 def _done(rows, settings, out) -> set:
@@ -182,7 +187,7 @@ def _write_settings(out, settings) -> None:
     write_atomic(out / SETTINGS_FILE, lambda tmp: tmp.write_text(text), out / f"{TMP}{os.getpid()}-{SETTINGS_FILE}")
 
 
-def _record(rows, table, total, skipped, engine, progress, on_row, flush_seconds) -> dict:
+def _record(rows, table, fingerprint, total, skipped, engine, progress, on_row, flush_seconds) -> dict:
     """Journal each row as it arrives, rewrite the table now and then and at the end (also on Ctrl-C)."""
     start = last_flush = time.perf_counter()
     bar = _bar(total - skipped, progress)
@@ -204,16 +209,21 @@ def _record(rows, table, total, skipped, engine, progress, on_row, flush_seconds
             if time.perf_counter() - last_flush > flush_seconds:
                 table.write()
                 last_flush = time.perf_counter()
-    except KeyboardInterrupt:
+    except BaseException as exc:  # Ctrl-C, or a failure of the engine itself
         rows.close()  # stops the engine (Ray: its actors) before the table is written
-        table.write()
-        raise ExtractInterrupted(summary()) from None
+        # Clips that finished but never reached this loop: a Ray task done but not yet handed over (its
+        # worker journalled the row), or an archive renamed into place just before the signal.
+        computed += len(table.recover(fingerprint))
+        table.write(workers_done=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise ExtractInterrupted(summary()) from None
+        raise
     finally:
         if bar is not None:
             bar.close()
         table.close()
     rows.close()
-    table.write()
+    table.write(workers_done=True)
     sweep_temporaries(table.dir)
     return summary()
 

@@ -165,10 +165,11 @@ def _one_at_a_time(frames):
 
 
 def _encode(be, frames, p, config, norm):
-    """`encoder` over a batch of frames; large frames one at a time (the same numbers, as
-    every layer works per sample, with a fraction of the peak memory). Smaller batches go
-    in one pass, whose activations the CPU backend's arena keeps between calls."""
-    if len(frames) > 1 and _one_at_a_time(frames):
+    """`encoder` over frames (N, H, W, 3), one frame at a time: a frame's features are then
+    the same numbers whichever frames share the call (in one batch, float32 rounding depends
+    on the batch: ~3e-6 in the features, ~2e-4 px in the flow after 12 updates), so
+    calcBidirectional's directions equal calc's; and the peak memory is one frame's."""
+    if len(frames) > 1:
         return be.concat([encoder(be, frames[i:i + 1], p, config, norm) for i in range(len(frames))], axis=0)
     return encoder(be, frames, p, config, norm)
 
@@ -219,7 +220,7 @@ def forward_both(params, img0, img1, config, options):
     xp = be.xp
     frames, pads = _prepare(be, img0, img1, config["stride"])
     fmaps = _encode(be, frames, params["fnet"], config, "instance")
-    ctx = _encode(be, frames, params["cnet"], config, config["context_norm"])
+    ctx = _encode(be, frames, params["cnet"], config, config["context_norm"])  # per frame, as `forward`
     if be.batch_passes and not _one_at_a_time(frames):
         up = _refine(be, params, fmaps, xp.ascontiguousarray(fmaps[::-1]), ctx, config, options)
         fw, bw = up[:1], up[1:]

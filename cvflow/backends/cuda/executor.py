@@ -324,7 +324,8 @@ def _make_cupy(device_id):
     try:
         import cupy
     except Exception as e:  # any import failure means "no usable CuPy"
-        raise DeviceError("device='cuda' needs CuPy (pip install cvflow[cuda12] or cvflow[cuda13]): "
+        raise DeviceError("device='cuda' needs CuPy (pip install cupy-cuda12x or cupy-cuda13x, the extras "
+                          "cuda12 / cuda13 of cvflow-of): "
                           f"importing cupy failed ({e})") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
