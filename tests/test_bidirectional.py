@@ -80,6 +80,14 @@ def test_backward_equals_forward_of_swapped_pair_on_the_gpu(name):
 def test_raft_directions_as_one_batch_agree(name):
     """The batch-of-two refinement (a GPU backend's choice, `batch_passes`) on the CPU."""
     algo, f0, f1 = _setup(name)
+    if name == "raft":
+        # RAFT's synthetic weights are chaotic: float32 rounding grows ~3x per update. A batch
+        # of two runs its products at other shapes, and OpenBLAS rounds by shape (and thread
+        # count): measured on a 2-core AMD EPYC, batched vs one after the other 1.8e-5 / 7e-5 /
+        # 1.5e-4 px after 1 / 2 / 3 updates, while the same sequential pass on 1 vs 2 BLAS
+        # threads moves 5e-5 / 1.1e-4 / 3.7e-4 px. One update runs every batched step (a mixed-up
+        # batch entry moves the flow by pixels) with the rounding still below the bar.
+        algo.set("iters", 1)
     assert algo._backend.batch_passes is False       # the CPU runs one direction after the other
     fw, bw = algo.calcBidirectional(f0, f1)
     algo._backend.batch_passes = True
