@@ -32,6 +32,7 @@ PACK_LIMIT = 40 << 20
 sys.path.insert(0, str(ROOT))
 
 from cvflow.models.base import REGISTRY  # noqa: E402
+from cvflow.profiling import random_weights  # noqa: E402,F401  (one recipe for every bench)
 
 
 def read_image(path) -> np.ndarray:
@@ -216,21 +217,6 @@ def case_inputs(case, pack_dir=PACK):
     else:
         weights = str(pack_dir / weights)
     return f0, f1, weights, np.load(pack_dir / case["output"])
-
-
-def random_weights(name, seed=0):
-    """Fan-in scaled uniform weights of the model's checkpoint shapes (every bench uses these)."""
-    model = REGISTRY[name]
-    rng = np.random.default_rng(seed)
-    out = {}
-    for key, shape in model.param_shapes(model.config).items():
-        if key.endswith("running_var"):
-            out[key] = np.ones(shape, np.float32)
-            continue
-        fan = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        scale = np.sqrt(3.0 / fan) if len(shape) > 1 else 0.05
-        out[key] = np.asarray(scale * (2 * rng.random(shape, dtype=np.float32) - 1), np.float32)
-    return out
 
 
 def frame_pair(h, w, pack_dir=PACK):
