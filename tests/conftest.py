@@ -104,6 +104,15 @@ def golden_cases(family: str) -> list[dict]:
     return json.loads(index.read_text())
 
 
+def golden_case(family: str, name: str) -> dict:
+    """The golden case `name` of `family`; skips the test when ../shared or the case is absent."""
+    need_shared()
+    for case in golden_cases(family):
+        if case["name"] == name:
+            return case
+    pytest.skip(f"golden case {name} not in index_{family}.json")
+
+
 def case_ids(family: str):
     cases = golden_cases(family)
     return cases or [pytest.param(None, marks=pytest.mark.skip(reason=f"no golden data at {GOLDEN}"))]

@@ -15,7 +15,7 @@ import cvflow
 from cvflow.io.checkpoint import load_checkpoint
 from cvflow.models.base import REGISTRY
 from cvflow.models.raft import CONFIGS, param_shapes
-from conftest import (GOLDEN, ROOT, SHARED, assert_parity, case_ids, case_weights, golden_cases,
+from conftest import (golden_case, GOLDEN, ROOT, SHARED, assert_parity, case_ids, case_weights, golden_cases,
                       golden_flow, load_frames, need_shared)
 
 FAMILY = "raft"
@@ -23,11 +23,7 @@ CHAIRS_MEAN_EPE = 1.473  # reference, RAFT-small, 12 updates, the five pairs
 
 
 def _case(name):
-    need_shared()
-    for case in golden_cases(FAMILY):
-        if case["name"] == name:
-            return case
-    pytest.skip(f"golden case {name} not in index_{FAMILY}.json")
+    return golden_case(FAMILY, name)
 
 
 @lru_cache(maxsize=None)

@@ -12,7 +12,7 @@ import pytest
 import cvflow
 from cvflow.models.base import REGISTRY
 from cvflow.models.searaft import CONFIGS, param_shapes
-from conftest import (GOLDEN, SHARED, assert_parity, case_ids, case_weights, golden_cases, golden_flow,
+from conftest import (golden_case, GOLDEN, SHARED, assert_parity, case_ids, case_weights, golden_cases, golden_flow,
                       load_frames, need_shared)
 
 FAMILY = "searaft"
@@ -20,11 +20,7 @@ MEAN_TOL, MAX_TOL = 1e-4, 1e-2  # issue 23's bar: 10x tighter than the usual, to
 
 
 def _case(name):
-    need_shared()
-    for case in golden_cases(FAMILY):
-        if case["name"] == name:
-            return case
-    pytest.skip(f"golden case {name} not in index_{FAMILY}.json")
+    return golden_case(FAMILY, name)
 
 
 @lru_cache(maxsize=None)

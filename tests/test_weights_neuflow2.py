@@ -105,7 +105,7 @@ def test_download_wrong_blob_is_refused_and_nothing_is_kept(home, server, monkey
     with pytest.raises(DownloadError, match=f"has git blob id {blob_id(data)}, expected {wrong}; "
                                             "the file was discarded"):
         cw.resolve_weights("tiny")
-    assert os.listdir(home) == []
+    assert not home.exists()  # nothing left, not even the folder made for it
     with pytest.raises(InputError, match="git_blob must be 40 hex digits, got 'abc'"):
         cw.download(f"{url}/t.npz", home / "t.npz", git_blob="abc")
 
@@ -114,7 +114,7 @@ def test_download_truncated_is_an_offline_error(home, rogue, monkeypatch):  # no
     entry = use_neuflow_like(monkeypatch, f"{rogue}/truncated", "1" * 40)
     with pytest.raises(WeightsError, match="the transfer ended after 400 of 1000 bytes"):
         cw.resolve_weights("tiny")
-    assert os.listdir(home) == [] and entry["file"]
+    assert not home.exists() and entry["file"]  # nothing left, not even the folder
 
 
 def test_download_stall_times_out(home, rogue, monkeypatch):  # noqa: F811
@@ -122,14 +122,14 @@ def test_download_stall_times_out(home, rogue, monkeypatch):  # noqa: F811
     use_neuflow_like(monkeypatch, f"{rogue}/stall", "1" * 40)
     with pytest.raises(WeightsError, match="no data for 0.2 s"):
         cw.resolve_weights("tiny")
-    assert os.listdir(home) == []
+    assert not home.exists()  # nothing left, not even the folder made for it
 
 
 def test_download_over_the_size_limit(home, rogue, monkeypatch):  # noqa: F811
     use_neuflow_like(monkeypatch, f"{rogue}/big", "1" * 40, size=2000)
     with pytest.raises(DownloadError, match="announces 3000 bytes, more than the 2000 allowed"):
         cw.resolve_weights("tiny")
-    assert os.listdir(home) == []
+    assert not home.exists()  # nothing left, not even the folder made for it
 
 
 def test_offline_message_names_url_and_path(home, monkeypatch):  # noqa: F811
