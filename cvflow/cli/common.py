@@ -41,6 +41,15 @@ def add_model_args(p) -> None:
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
 
 
+def add_frame_args(p, sized: str) -> None:
+    """--every and --max-side, the frame selection of the commands that read clips; `sized`
+    names what comes out at the downsized resolution (e.g. "the flow")."""
+    p.add_argument("--every", type=positive_int, default=1, metavar="N",
+                   help="use every N-th frame (pairs 0->N, N->2N, ...; default 1)")
+    p.add_argument("--max-side", type=positive_int, default=None, metavar="S",
+                   help=f"downsize frames so the longer side is <= S px; {sized} then at that size")
+
+
 def create(args):
     """The algorithm named by the common model arguments (-m, --weights, --device, --threads, --iters, --opt)."""
     import cvflow

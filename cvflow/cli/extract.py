@@ -24,10 +24,7 @@ def register(sub) -> None:
     p.add_argument("input", metavar="INPUT", help="folder of videos / frame folders, or a manifest")
     common.add_model_args(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
-    p.add_argument("--every", type=common.positive_int, default=1, metavar="N",
-                   help="use every N-th frame (pairs 0->N, N->2N, ...; default 1)")
-    p.add_argument("--max-side", type=common.positive_int, default=None, metavar="S",
-                   help="downsize frames so the longer side is <= S px; flow and scores are then at that size")
+    common.add_frame_args(p, "flow and scores are")
     p.add_argument("--save", choices=["score", "flow", "both"], default="score",
                    help="score: the table (default); flow: one .npz of flows per clip (no magnitude "
                         "columns); both")

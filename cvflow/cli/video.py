@@ -20,10 +20,7 @@ def register(sub) -> None:
     p.add_argument("input", metavar="IN", help="video file (anything OpenCV decodes: .mp4, .avi, ...)")
     common.add_model_args(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory (created if needed)")
-    p.add_argument("--every", type=common.positive_int, default=1, metavar="N",
-                   help="use every N-th frame (pairs 0->N, N->2N, ...; default 1)")
-    p.add_argument("--max-side", type=common.positive_int, default=None, metavar="S",
-                   help="downsize frames so the longer side is <= S px; the flow is then at that size")
+    common.add_frame_args(p, "the flow is")
     p.add_argument("--npz", action="store_true", help="write one flow.npz instead of .flo files")
     p.add_argument("--no-mp4", action="store_true", help="do not write flow.mp4")
     p.add_argument("--no-warm-start", action="store_true",
