@@ -19,8 +19,8 @@ import warnings
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_gru, k_norm, k_patch_corr, k_upsample,
-                                  k_warp)
+from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_copy, k_corr, k_frames, k_gru, k_norm,
+                                  k_patch_corr, k_upsample, k_warp)
 from cvflow.ops import attention as attention_ops
 from cvflow.ops import gru as gru_ops
 from cvflow.ops import matching as matching_ops
@@ -53,6 +53,14 @@ class CudaBackend(Backend):
 
     def release(self) -> None:
         self.ex.free_all()
+
+    def concat(self, parts, axis=-1):
+        """Copy kernels (channel slices read in place); xp.concatenate where they do not apply."""
+        out = k_copy.concat(self.ex, parts, axis)
+        return self.xp.concatenate(parts, axis=axis) if out is None else out
+
+    def scale(self, x, s, divide=False):
+        return k_copy.scale(self.ex, x, s, divide)
 
     def synchronize(self) -> None:
         self.ex.synchronize()
@@ -90,15 +98,38 @@ class CudaBackend(Backend):
         return out
 
     # -- convolutions (im2col kernel + product + fused bias/activation) ------------------
+    def _held_once(self, p, layer):
+        """Each weight once on the device: the placed weight (O, I, kh, kw) (or (I, O, kh,
+        kw) transposed) becomes a view of the prepared matrix, which holds the same numbers
+        in im2col's order, and the prepared bias is the placed one. Only for placed float32
+        device weights of the matrix's exact size; otherwise both copies stay."""
+        w, b, m = p.get("weight"), p.get("bias"), layer.mat
+        xp = self.xp
+        if not (isinstance(w, xp.ndarray) and isinstance(m, xp.ndarray) and w.dtype == m.dtype == np.float32
+                and w.flags.c_contiguous and m.flags.c_contiguous and w.size == m.size):
+            return layer
+        i, o, kh, kw = layer.in_channels, layer.out_channels, layer.kh, layer.kw
+        if layer.transposed:  # mat (I, kh*kw*O) = w.transpose(0, 2, 3, 1)
+            view = m.reshape(i, kh, kw, o).transpose(0, 3, 1, 2)
+        else:                 # mat (kh*kw*I, O) = w.transpose(2, 3, 1, 0)
+            view = m.reshape(kh, kw, i, o).transpose(3, 2, 0, 1)
+        if view.shape != w.shape:
+            return layer
+        p["weight"] = view
+        if isinstance(b, xp.ndarray) and b.dtype == np.float32 and b.flags.c_contiguous and b.shape == (o,):
+            layer.bias = b
+        return layer
+
     def _conv_layer(self, p):
-        return self.prepared(p, "cuda_conv", lambda: k_conv.prepare_conv(self.ex, p["weight"], p.get("bias")))
+        return self.prepared(p, "cuda_conv", lambda: self._held_once(
+            p, k_conv.prepare_conv(self.ex, p["weight"], p.get("bias"))))
 
     def conv2d(self, x, p, stride=1, padding=0, dilation=1, act=None, slope=0.1):
         return k_conv.conv2d(self.ex, x, self._conv_layer(p), stride, padding, dilation, act=act, slope=slope)
 
     def conv_transpose2d(self, x, p, stride=1, padding=0, act=None, slope=0.1):
-        layer = self.prepared(p, "cuda_tconv",
-                              lambda: k_conv.prepare_conv_transpose(self.ex, p["weight"], p.get("bias")))
+        layer = self.prepared(p, "cuda_tconv", lambda: self._held_once(
+            p, k_conv.prepare_conv_transpose(self.ex, p["weight"], p.get("bias"))))
         return k_conv.conv_transpose2d(self.ex, x, layer, stride, padding, act=act, slope=slope)
 
     def depthwise_conv2d(self, x, p, padding=0):
@@ -149,6 +180,12 @@ class CudaBackend(Backend):
     def channel_norm(self, x):
         return k_norm.channel_norm(self.ex, x)
 
+    def brightness_error(self, img0, warped):
+        return k_norm.channel_norm_diff(self.ex, img0, warped)
+
+    def mean_free_pair(self, img0, img1, rgb_max=255.0):
+        return k_frames.mean_free_pair(self.ex, img0, img1, rgb_max)
+
     # -- RAFT's recurrent unit: the gate arithmetic in two kernels per cell ------------------
     def _gru_step(self, xp, h, g, c, hzr, conv_q):
         return k_gru.gru_step(self.ex, h, g, c, hzr, conv_q)
@@ -168,6 +205,9 @@ class CudaBackend(Backend):
     def resize_bilinear(self, x, out_h, out_w, align_corners):
         """Interpolation tables are constants of the shapes: uploaded once per backend."""
         return k_upsample.resize_bilinear(self.ex, x, out_h, out_w, align_corners, self._interp_table)
+
+    def upsample_nearest(self, x, factor):
+        return k_upsample.upsample_nearest(self.ex, x, factor)
 
     def convex_upsample(self, flow, mask, factor):
         return k_upsample.convex_upsample(self.ex, flow, mask, factor)

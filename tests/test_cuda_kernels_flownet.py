@@ -1,0 +1,134 @@
+"""Kernels of the FlowNet pass - concatenation (channel slices read in place), scaling,
+FlowNet2's input normalisation, nearest upsampling, the brightness error and warps of
+channel slices - on the CPU emulator against the NumPy ops."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import randn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cvflow.backends.cuda import k_copy, k_frames, k_norm, k_upsample, k_warp
+from cvflow.errors import InputError
+from cvflow.ops import frames, norm, sample, upsample
+
+seeds = st.integers(0, 2**31 - 1)
+sizes = st.integers(1, 7)
+
+
+def _slices(ex, rng, lead, widths):
+    """Parts of the given widths: whole device maps, or channel slices of a wider one."""
+    parts = []
+    for c in widths:
+        wide = ex.asarray(randn(rng, *lead, c + 3))
+        a = int(rng.integers(0, 4))
+        parts.append(wide[..., a:a + c] if rng.random() < 0.5 else ex.asarray(randn(rng, *lead, c)))
+    return parts
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 2), h=sizes, w=sizes, k=st.integers(1, 7), axis=st.sampled_from([-1, 0]), seed=seeds)
+def test_concat_matches_numpy(ex, n, h, w, k, axis, seed):
+    rng = np.random.default_rng(seed)
+    if axis == -1:
+        parts = _slices(ex, rng, (n, h, w), rng.integers(1, 5, k))
+    else:
+        c = int(rng.integers(1, 5))
+        parts = [p[:, :, :, :c] for p in _slices(ex, rng, (n, h, w), [c] * k)]
+    want = np.concatenate([np.asarray(p) for p in parts], axis=axis)
+    with ex.tracer.record() as rec:
+        got = k_copy.concat(ex, parts, axis)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert rec.other_ops == 0 and rec.launches["concat:concat4"] == -(-k // 4)  # slices read in place
+
+
+def test_concat_falls_back_or_refuses(ex):
+    rng = np.random.default_rng(1)
+    x = ex.asarray(randn(rng, 2, 3, 4, 5))
+    assert k_copy.concat(ex, [x, x], axis=1) is None  # other axes: the caller's xp.concatenate
+    assert k_copy.concat(ex, [x.astype(np.float64)], axis=-1) is None
+    sub = x[:, 1:][..., 2:]  # a slice not covering its base's rows: copied, still right
+    np.testing.assert_array_equal(np.asarray(k_copy.concat(ex, [sub, sub])),
+                                  np.concatenate([np.asarray(sub)] * 2, -1))
+    with pytest.raises(InputError, match="concat: parts differ outside the last axis"):
+        k_copy.concat(ex, [x, x[:1]])
+    with pytest.raises(InputError, match="concat: parts differ outside axis 0"):
+        k_copy.concat(ex, [x, x[..., :2]], axis=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 2), h=sizes, w=sizes, c=st.integers(1, 4), s=st.floats(-100, 100, width=32),
+       divide=st.booleans(), seed=seeds)
+def test_scale_matches_numpy(ex, n, h, w, c, s, divide, seed):
+    x = randn(np.random.default_rng(seed), n, h, w, c) * np.float32(30)
+    if divide and s == 0:
+        s = 20.0
+    want = x / np.float32(s) if divide else x * np.float32(s)
+    np.testing.assert_array_equal(np.asarray(k_copy.scale(ex, x, s, divide)), want)
+    if c == 2:
+        f = np.asarray([0.7, 1.3], np.float32)
+        np.testing.assert_array_equal(np.asarray(k_copy.scale(ex, x, (0.7, 1.3))), x * f)
+
+
+def test_scale_per_axis_needs_a_flow(ex):
+    with pytest.raises(InputError, match=r"per-axis factors need a \(\.\.\., 2\) map, got \(1, 2, 2, 3\)"):
+        k_copy.scale(ex, np.zeros((1, 2, 2, 3), np.float32), (1, 2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), integral=st.booleans(), seed=seeds)
+def test_mean_free_pair_matches_numpy(ex, h, w, integral, seed):
+    rng = np.random.default_rng(seed)
+    a, b = (rng.uniform(0, 255, (h, w, 3)).astype(np.float32) for _ in range(2))
+    if integral:  # uint8 frames as float32: the sums are exact, so are the means
+        a, b = np.floor(a), np.floor(b)
+    want = frames.mean_free_pair(a, b)
+    got = np.asarray(k_frames.mean_free_pair(ex, a, b))
+    assert got.shape == (1, h, w, 6)
+    if integral:
+        np.testing.assert_array_equal(got, want)
+    else:  # float64 sums in another order: the mean may round one float32 ulp apart
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_mean_free_pair_checks_its_frames(ex):
+    with pytest.raises(InputError, match=r"img0 and img1 must be \(H, W, 3\) of one shape"):
+        k_frames.mean_free_pair(ex, np.zeros((4, 4, 3), np.float32), np.zeros((4, 5, 3), np.float32))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 2), h=sizes, w=sizes, c=st.integers(1, 4), f=st.integers(1, 4), seed=seeds)
+def test_upsample_nearest_matches_numpy(ex, n, h, w, c, f, seed):
+    x = randn(np.random.default_rng(seed), n, h, w, c)
+    np.testing.assert_array_equal(np.asarray(k_upsample.upsample_nearest(ex, x, f)), upsample.upsample_nearest(x, f))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 2), h=sizes, w=sizes, c=st.integers(1, 4), seed=seeds)
+def test_brightness_error_of_channel_slices_matches_numpy(ex, n, h, w, c, seed):
+    rng = np.random.default_rng(seed)
+    wide = ex.asarray(randn(rng, n, h, w, 2 * c + 1))
+    a, b = wide[..., 1:c + 1], wide[..., c + 1:]
+    want = norm.channel_norm(np.asarray(a) - np.asarray(b))
+    with ex.tracer.record() as rec:
+        got = k_norm.channel_norm_diff(ex, a, b)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert rec.other_ops == 0
+    np.testing.assert_array_equal(np.asarray(k_norm.channel_norm_diff(ex, np.asarray(b), np.asarray(a))), want)
+    with pytest.raises(InputError, match="a and b must have one shape"):
+        k_norm.channel_norm_diff(ex, a, b[..., :1] if c > 1 else wide)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 2), h=sizes, w=sizes, c=st.integers(1, 3), seed=seeds)
+def test_warp_of_a_channel_slice_matches_numpy(ex, n, h, w, c, seed):
+    rng = np.random.default_rng(seed)
+    wide = ex.asarray(randn(rng, n, h, w, c + 3))
+    img = wide[..., 3:]
+    flow = rng.uniform(-3, 3, (n, h, w, 2)).astype(np.float32)
+    want = sample.warp(np.asarray(img), flow, "border")
+    with ex.tracer.record() as rec:
+        got = k_warp.resample2d(ex, img, ex.asarray(flow))
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert rec.other_ops == 0
