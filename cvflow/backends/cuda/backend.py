@@ -19,12 +19,13 @@ import warnings
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_gru, k_norm, k_patch_corr, k_upsample,
-                                  k_warp)
+from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_glue, k_gru, k_norm, k_patch_corr,
+                                  k_upsample, k_warp)
 from cvflow.ops import attention as attention_ops
 from cvflow.ops import gru as gru_ops
 from cvflow.ops import matching as matching_ops
 from cvflow.ops.corr import corr_volume_bytes
+from cvflow.ops.pad import pad_amounts, unpad
 
 
 class GraphWarning(RuntimeWarning):
@@ -59,35 +60,92 @@ class CudaBackend(Backend):
 
     # -- graphs ----------------------------------------------------------------------------
     def graphed(self, key, fn, *inputs):
-        """fn(*inputs) -> device array, as a replayed graph: captured once per `key` (the
-        caller's: input shapes and options) on static copies of the inputs, then each call
-        copies its inputs into those buffers and replays. Returns the graph's static
-        output: valid until the next call with the same key. Where the capture fails (the
-        pass breaks a graph's rules), one warning, and fn runs eagerly from then on."""
+        """fn(*inputs) -> device array(s), as a replayed graph: captured once per `key` (the
+        caller's: input shapes, dtypes and options) on static copies of the inputs (host or
+        device arrays: each call copies them in, a host array straight to the device),
+        then replayed. The first call of a key runs fn eagerly on those copies (constants,
+        prepared layers and compiled kernels then exist, as a capture needs) and captures
+        it; later calls replay. Returns fn's (static) output: valid until the next call with
+        the same key. Where the capture fails (the pass breaks a graph's rules), one
+        warning, and fn runs eagerly from then on."""
         graphs = self.__dict__.setdefault("_graphs", {})
-        entry = graphs.get(key)
+        entry = graphs.get(key, False)
         if entry is None:
+            return fn(*inputs)
+        if entry is False:
             static = tuple(self.ex.empty(x.shape, x.dtype) for x in inputs)
-            for dst, src in zip(static, inputs):
-                dst[...] = src
+            self._copy_in(static, inputs)
+            out = fn(*static)  # the warm-up pass, on the static inputs: its result is this call's
             try:
                 with self.ex.capture() as held:
-                    out = fn(*static)
-                entry = graphs[key] = (held.graph, static, out)
+                    captured = fn(*static)
+                graphs[key] = (held.graph, static, captured)
             except Exception as e:  # any capture failure: eager, said once
-                entry = graphs[key] = None
+                graphs[key] = None
                 if not self.__dict__.get("_graph_warned"):
                     self._graph_warned = True
                     warnings.warn(f"CUDA graph capture failed, running eagerly ({type(e).__name__}: {e})",
                                   GraphWarning, stacklevel=2)
-        if entry is None:
-            return fn(*inputs)
+            return out
         graph, static, out = entry
-        for dst, src in zip(static, inputs):
-            if src is not dst:
-                dst[...] = src
+        self._copy_in(static, inputs)
         graph.replay()
         return out
+
+    def _copy_in(self, static, inputs):
+        for dst, src in zip(static, inputs):
+            if src is dst:
+                continue
+            if isinstance(src, np.ndarray) and not isinstance(src, self.xp.ndarray) and hasattr(dst, "set"):
+                dst.set(np.ascontiguousarray(src))  # CuPy: host -> device into the buffer
+            else:
+                dst[...] = src
+
+    # -- glue as kernels (k_glue.py): frames in, views, concatenation, arithmetic ----------
+    def frames(self, img0, img1, multiple=1, norm="signed", mean=None, std=None):
+        """The frames as uploaded (uint8 or float32, BGR or gray) -> (2, H', W', 3) float32,
+        pads: one kernel (pads, normalisation as `Backend.frames`)."""
+        pads = pad_amounts(img0.shape[0], img0.shape[1], multiple)
+        key = ("mean_std", tuple(mean or (0.0,) * 3), tuple(std or (1.0,) * 3))
+        ms = self.const(key, lambda: self.asarray(np.asarray(key[1] + key[2], np.float32)))
+        mode = "mean_std" if norm not in ("signed", "unit") else norm
+        return k_glue.frames(self.ex, img0, img1, pads, mode, ms), pads
+
+    def crop(self, x, pads):
+        return k_glue.copy(self.ex, unpad(x, pads)[0])
+
+    def contiguous(self, x):
+        return x if x.flags.c_contiguous else k_glue.copy(self.ex, x)
+
+    def concat(self, parts, axis=-1):
+        if any(p.dtype != np.float32 for p in parts):
+            return self.xp.concatenate(parts, axis=axis)
+        return k_glue.concat(self.ex, parts, axis)
+
+    def add(self, a, b):
+        return k_glue.binary(self.ex, a, b, "add")
+
+    def sub(self, a, b):
+        return k_glue.binary(self.ex, a, b, "sub")
+
+    def scale(self, x, s):
+        return k_glue.scale(self.ex, x, s)
+
+    def add_scaled(self, x, g, y):
+        return k_glue.add_scaled(self.ex, x, g, y)
+
+    def add_bias_(self, x, b):
+        return k_act.bias_act_(self.ex, x, b)
+
+    def coords_grid(self, n, h, w):
+        """A constant of the shape, uploaded once."""
+        def make():
+            ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+            return self.asarray(np.broadcast_to(np.stack([xs, ys], axis=-1), (n, h, w, 2)))
+        return self.const(("coords_grid", n, h, w), make)
+
+    def tanh(self, x):
+        return k_glue.copy(self.ex, x, act="tanh")
 
     # -- convolutions (im2col kernel + product + fused bias/activation) ------------------
     def _conv_layer(self, p):
@@ -117,7 +175,7 @@ class CudaBackend(Backend):
         return k_convnext.layer_norm(self.ex, x, p["weight"], p["bias"], eps)
 
     def relu(self, x):
-        return k_act.relu_(self.ex, self.xp.array(x, order="C"))
+        return k_glue.copy(self.ex, x, act="relu")
 
     def relu_(self, x):
         if not x.flags.c_contiguous:  # a view (RAFT's split head): glue, in place
@@ -159,6 +217,19 @@ class CudaBackend(Backend):
     def sep_conv_gru(self, h, x, p):
         return gru_ops.gru_cell(self, gru_ops.gru_cell(self, h, x, p, "1", self._gru_step), x, p, "2",
                                 self._gru_step)
+
+    def flow_head(self, net, p):
+        """`Backend.flow_head`, with RAFT-small's split of the fused convolution copied by
+        kernels (ReLU on the head's share) instead of array ops on views."""
+        last = self.memo().get("gru_out")
+        fused = gru_ops.head_with_h_share(self, p["conv1"], last) if last is not None and last[0] is net else None
+        if fused is None:
+            return super().flow_head(net, p)
+        both_params, key = fused
+        both = self.same_conv(net, both_params)
+        split = p["conv1"]["weight"].shape[0]
+        self.memo()[key] = (net, k_glue.copy(self.ex, both[..., split:]))
+        return self.same_conv(k_glue.copy(self.ex, both[..., :split], act="relu"), p["conv2"])
 
     # -- resampling ----------------------------------------------------------------------
     def _interp_table(self, n_in, n_out, align_corners):

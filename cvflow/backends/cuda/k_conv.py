@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cvflow.backends.cuda import k_glue
 from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
 from cvflow.backends.cuda.k_act import act_code, bias_act_
 from cvflow.errors import InputError
@@ -101,7 +102,7 @@ def conv2d(ex, x, layer, stride=1, padding=0, dilation=1, act=None, slope=0.1, o
     out = _destination(ex, out, (n, ho, wo, o))
     res = out.reshape(-1, o)
     if kh == kw == 1 and ph == pw == 0:  # 1x1: the (strided) input is the matrix
-        xs = x if sh == sw == 1 else contiguous(ex, x[:, ::sh, ::sw])
+        xs = x if sh == sw == 1 else k_glue.copy(ex, x[:, ::sh, ::sw])
         ex.matmul(xs.reshape(-1, c), layer.mat, out=res)
     elif res.shape[0]:
         k = kh * kw * c
