@@ -100,7 +100,7 @@ def _as_uploaded(img):
     upload is a quarter of float32's), other dtypes become float32; gray stays (H, W)."""
     if img.dtype == np.uint8 or img.dtype == np.float32:
         return img
-    return img.astype(np.float32)
+    return img.astype(np.float32)  # float64 / int frames: converted where they are
 
 
 def _to_bgr_float(img, be):
@@ -289,8 +289,11 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
                           "cvflow expects uint8 or float in 0..255 (as cv2.imread gives), so the flow will "
                           "be poor: multiply the frames by 255", InputRangeWarning, stacklevel=3)
         be = self._backend
-        if self._graphs_on() and self._model.device_frames:
-            return _as_uploaded(I0), _as_uploaded(I1)
+        if hasattr(be, "graphed") and self._model.device_frames:  # the graph's inputs: host arrays
+            img0, img1 = _as_uploaded(I0), _as_uploaded(I1)
+            if self._graphs_on():
+                return img0, img1
+            return be.asarray(img0, dtype=img0.dtype), be.asarray(img1, dtype=img1.dtype)
         return _to_bgr_float(I0, be), _to_bgr_float(I1, be)
 
     def _wants_initial_flow(self) -> bool:

@@ -143,6 +143,11 @@ class Backend:
         x += b
         return x
 
+    def fused(self):
+        """Context of a block whose convolutions may hand their bias and ReLU to the next
+        convolution (the CUDA backend's gathers); here: nothing changes."""
+        return nullcontext()
+
     def coords_grid(self, n, h, w):
         """(n, h, w, 2) float32 pixel positions (x, y); never written by its users."""
         xp = self.xp

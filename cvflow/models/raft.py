@@ -117,9 +117,10 @@ def motion_encoder(be, flow, corr, p, config):
 def update(be, net, inp, corr, flow, p, config):
     """One refinement (the reference's update block): (hidden state, context, correlation
     window, flow) -> (new state, flow delta). The GRU's input is [context, motion]."""
-    motion = motion_encoder(be, flow, corr, p["encoder"], config)
     gru = be.sep_conv_gru if config["gru"] == "separable" else be.conv_gru
-    net = gru(net, [inp, motion], p["gru"])
+    with be.fused():  # the backend may run biases, ReLUs and concatenations in the next conv's gather
+        motion = motion_encoder(be, flow, corr, p["encoder"], config)
+        net = gru(net, [inp, motion], p["gru"])
     return net, be.flow_head(net, p["flow_head"])
 
 

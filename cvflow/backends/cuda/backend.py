@@ -14,7 +14,9 @@ device and held here, never in the weight dict; `release` frees the executor's p
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -118,6 +120,9 @@ class CudaBackend(Backend):
         return x if x.flags.c_contiguous else k_glue.copy(self.ex, x)
 
     def concat(self, parts, axis=-1):
+        if self._fusing() and axis in (-1, 3) and all(isinstance(p, (list, k_conv.Pending)) or p.ndim == 4
+                                                      for p in parts):
+            return [q for p in parts for q in (p if isinstance(p, list) else [p])]  # built by its consumer
         if any(p.dtype != np.float32 for p in parts):
             return self.xp.concatenate(parts, axis=axis)
         return k_glue.concat(self.ex, parts, axis)
@@ -152,7 +157,36 @@ class CudaBackend(Backend):
         return self.prepared(p, "cuda_conv", lambda: k_conv.prepare_conv(self.ex, p["weight"], p.get("bias")))
 
     def conv2d(self, x, p, stride=1, padding=0, dilation=1, act=None, slope=0.1):
-        return k_conv.conv2d(self.ex, x, self._conv_layer(p), stride, padding, dilation, act=act, slope=slope)
+        """x: an array, a Pending output, or a list of them (their channel concatenation,
+        never built). Inside `fused()`, a bias and ReLU are left pending for the consumer."""
+        layer = self._conv_layer(p)
+        parts = x if isinstance(x, list) else [x]
+        plain = len(parts) == 1 and not isinstance(parts[0], k_conv.Pending)
+        defer = self._fusing() and act in (None, "relu") and (layer.bias is not None or act)
+        if plain and not defer and (parts[0].flags.c_contiguous or parts[0].ndim != 4):
+            return k_conv.conv2d(self.ex, parts[0], layer, stride, padding, dilation, act=act, slope=slope)
+        if plain and parts[0].flags.c_contiguous:  # keeps the 1x1 straight-to-product path
+            raw = k_conv.conv2d(self.ex, parts[0], replace(layer, bias=None), stride, padding, dilation)
+        else:
+            raw = k_conv.conv2d_parts(self.ex, parts, layer, stride, padding, dilation)
+        if defer:
+            return k_conv.Pending(raw, layer.bias, act)
+        return k_act.bias_act_(self.ex, raw, layer.bias, act, slope)
+
+    @contextlib.contextmanager
+    def fused(self):
+        """Inside, convolutions with a bias and/or ReLU return `k_conv.Pending` and `concat`
+        a list of parts: the epilogues and concatenations happen in the consuming
+        convolution's gather (RAFT's update: no bias/ReLU pass, no concatenation)."""
+        was = self._fusing()
+        self._local.fusing = True
+        try:
+            yield
+        finally:
+            self._local.fusing = was
+
+    def _fusing(self):
+        return getattr(self._local, "fusing", False)
 
     def conv_transpose2d(self, x, p, stride=1, padding=0, act=None, slope=0.1):
         layer = self.prepared(p, "cuda_tconv",
@@ -212,24 +246,75 @@ class CudaBackend(Backend):
         return k_gru.gru_step(self.ex, h, g, c, hzr, conv_q)
 
     def conv_gru(self, h, x, p):
-        return gru_ops.gru_cell(self, h, x, p, "", self._gru_step)
+        return self._gru_cell(h, x, p, "")
 
     def sep_conv_gru(self, h, x, p):
-        return gru_ops.gru_cell(self, gru_ops.gru_cell(self, h, x, p, "1", self._gru_step), x, p, "2",
-                                self._gru_step)
+        return self._gru_cell(self._gru_cell(h, x, p, "1"), x, p, "2")
 
     def flow_head(self, net, p):
-        """`Backend.flow_head`, with RAFT-small's split of the fused convolution copied by
-        kernels (ReLU on the head's share) instead of array ops on views."""
+        """`Backend.flow_head` with conv1's bias and ReLU applied in conv2's gather; for
+        RAFT-small, conv1 fused with the next GRU step's h share (`gru.head_with_h_share`),
+        the split read through views (no copies)."""
         last = self.memo().get("gru_out")
         fused = gru_ops.head_with_h_share(self, p["conv1"], last) if last is not None and last[0] is net else None
+        l1, l2 = self._conv_layer(p["conv1"]), self._conv_layer(p["conv2"])
         if fused is None:
-            return super().flow_head(net, p)
-        both_params, key = fused
-        both = self.same_conv(net, both_params)
-        split = p["conv1"]["weight"].shape[0]
-        self.memo()[key] = (net, k_glue.copy(self.ex, both[..., split:]))
-        return self.same_conv(k_glue.copy(self.ex, both[..., :split], act="relu"), p["conv2"])
+            hidden = k_conv.Pending(self._raw_same_conv(net, l1), l1.bias, "relu")
+        else:
+            both_params, key = fused
+            both = self._raw_same_conv(net, self._conv_layer(both_params))  # the h share's bias is 0
+            split = l1.out_channels
+            self.memo()[key] = (net, both[..., split:])
+            hidden = k_conv.Pending(both[..., :split], l1.bias, "relu")
+        raw = k_conv.conv2d_parts(self.ex, [hidden], l2, padding=(l2.kh // 2, l2.kw // 2))
+        return k_act.bias_act_(self.ex, raw, l2.bias)
+
+    def _raw_same_conv(self, x, layer):
+        return k_conv.conv2d(self.ex, x, replace(layer, bias=None), padding=(layer.kh // 2, layer.kw // 2))
+
+    def _gru_cell(self, h, x, p, sfx):
+        """`gru.gru_cell` on this backend: the input x = [context, motion] with motion an
+        array, Pending or a list of parts; the state's z, r share and the motion's share of
+        z, r, q are one product of [h, motion] (gather of the parts, epilogues applied),
+        unless the flow head already gave the h share (RAFT-small)."""
+        ch = h.shape[-1]
+        cc = x[0].shape[-1] if len(x) > 1 else 0
+        parts = gru_ops.cell_parts(self, p, sfx, ch, cc)
+        memo = self.memo()
+        if cc:
+            key = ("gru_c", sfx, id(parts))
+            hit = memo.get(key)
+            if hit is None or hit[0] is not x[0]:
+                const = self.add_bias_(self.same_conv(x[0], parts["c"]), parts["bias"])
+                hit = memo[key] = (x[0], const.reshape(-1, 3 * ch))
+            c = hit[1]
+        else:
+            c = parts["bias"][None]
+        m = x[-1] if isinstance(x[-1], list) else [x[-1]]
+        hit = memo.pop(("h_zr", sfx, id(parts)), None)
+        lx = self._conv_layer(parts["x"])
+        pad = (lx.kh // 2, lx.kw // 2)
+        if hit is not None and hit[0] is h:
+            g = k_conv.conv2d_parts(self.ex, m, lx, padding=pad)
+            hzr = hit[1].reshape(-1, 2 * ch)
+        else:
+            hx = self.prepared(parts["x"], "cuda_gru_hx", lambda: self._hx_layer(parts, ch))
+            g = k_conv.conv2d_parts(self.ex, [h, *m], hx, padding=pad)
+            hzr = None
+        lq = self._conv_layer(parts["h_q"])
+        out = k_gru.gru_step(self.ex, h, g.reshape(-1, 3 * ch), c, hzr,
+                             lambda rh: self._raw_same_conv(rh, lq).reshape(-1, ch))
+        memo["gru_out"] = (out, p, sfx, ch, cc)
+        return out
+
+    def _hx_layer(self, parts, ch):
+        """The [h, motion] -> (z, r, q) convolution: h's z, r rows, zeros for q."""
+        wh = np.asarray(self.to_host(parts["h_zr"]["weight"]), np.float32)
+        wx = np.asarray(self.to_host(parts["x"]["weight"]), np.float32)
+        w = np.zeros((3 * ch, ch + wx.shape[1]) + wx.shape[2:], np.float32)
+        w[:2 * ch, :ch] = wh
+        w[:, ch:] = wx
+        return k_conv.prepare_conv(self.ex, w)
 
     # -- resampling ----------------------------------------------------------------------
     def _interp_table(self, n_in, n_out, align_corners):

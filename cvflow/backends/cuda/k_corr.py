@@ -69,6 +69,11 @@ def corr_lookup(ex, pyramid, coords, radius):
     pts = contiguous(ex, coords)
     k = 2 * radius + 1
     out = ex.empty(tuple(coords.shape[:-1]) + (len(pyramid) * k * k,))
+    if len(pyramid) == 4:  # RAFT's four levels: one launch
+        vols = [contiguous(ex, v) for v in pyramid]
+        dims = [i32(d) for v in vols for d in v.shape[1:]]
+        launch_1d(ex, "corr_lookup:raft_corr_lookup4", p * 4 * k * k, *vols, pts, out, i32(p), *dims, i32(radius))
+        return out
     for lvl, vol in enumerate(pyramid):
         hl, wl = vol.shape[1:]
         launch_1d(ex, "corr_lookup:raft_corr_lookup", p * k * k, contiguous(ex, vol), pts, out, i32(p),
