@@ -72,8 +72,8 @@ class CudaBackend(Backend):
         warning, and fn runs eagerly from then on."""
         graphs = self.__dict__.setdefault("_graphs", {})
         entry = graphs.get(key, False)
-        if entry is None:
-            return fn(*inputs)
+        if entry is None:  # eager: host inputs uploaded as they are
+            return fn(*(self.ex.asarray(x, x.dtype) if self._on_host(x) else x for x in inputs))
         if entry is False:
             static = tuple(self.ex.empty(x.shape, x.dtype) for x in inputs)
             self._copy_in(static, inputs)
@@ -94,11 +94,14 @@ class CudaBackend(Backend):
         graph.replay()
         return out
 
+    def _on_host(self, x):
+        return isinstance(x, np.ndarray) and not isinstance(x, self.xp.ndarray)
+
     def _copy_in(self, static, inputs):
         for dst, src in zip(static, inputs):
             if src is dst:
                 continue
-            if isinstance(src, np.ndarray) and not isinstance(src, self.xp.ndarray) and hasattr(dst, "set"):
+            if self._on_host(src) and hasattr(dst, "set"):
                 dst.set(np.ascontiguousarray(src))  # CuPy: host -> device into the buffer
             else:
                 dst[...] = src
@@ -172,6 +175,12 @@ class CudaBackend(Backend):
         if defer:
             return k_conv.Pending(raw, layer.bias, act)
         return k_act.bias_act_(self.ex, raw, layer.bias, act, slope)
+
+    def conv2d_(self, x, p, padding=0, act=None):
+        """`Backend.conv2d_`: the output over x's buffer (`k_conv.conv2d_`)."""
+        if not (x.flags.c_contiguous and x.ndim == 4) or self._fusing():
+            return self.conv2d(x, p, padding=padding, act=act)
+        return k_conv.conv2d_(self.ex, x, self._conv_layer(p), padding, act=act)
 
     @contextlib.contextmanager
     def fused(self):

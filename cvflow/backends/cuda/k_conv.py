@@ -117,6 +117,37 @@ def conv2d(ex, x, layer, stride=1, padding=0, dilation=1, act=None, slope=0.1, o
     return bias_act_(ex, out, layer.bias, act, slope)
 
 
+def conv2d_(ex, x, layer, padding=0, act=None, slope=0.1):
+    """:func:`conv2d` (stride 1, 'same' size, as many outputs as inputs) written over x:
+    chunk k's output is held in one chunk buffer until chunk k+1's columns are gathered
+    (they read up to `lag` pixels back into chunk k), then copied into x. The full-size
+    output buffer is never made (RAFT at 4K: 506 MiB per residual block). Same numbers as
+    conv2d; where the shapes do not allow it, conv2d. Returns the output."""
+    x = _input(ex, x, layer, "conv2d_")
+    n, h, w, c = x.shape
+    (ph, pw) = _pair(padding)
+    kh, kw, o = layer.kh, layer.kw, layer.out_channels
+    k = kh * kw * c
+    total = n * h * w
+    rows = max(1, min(total, COL_BYTES // (4 * k)))
+    lag = (kh // 2) * w + kw // 2 + 1
+    if o != c or 2 * ph != kh - 1 or 2 * pw != kw - 1 or kh == kw == 1 or rows >= total or rows <= lag:
+        return conv2d(ex, x, layer, padding=padding, act=act, slope=slope)
+    flat = x.reshape(-1, c)
+    cols, buf = ex.empty((rows, k)), ex.empty((rows, o))
+    held = None
+    for p0 in range(0, total, rows):
+        m = min(rows, total - p0)
+        launch_1d(ex, "im2col:im2col", m * k, x, cols[:m], i32(p0), i32(m), i32(h), i32(w), i32(c),
+                  i32(h), i32(w), i32(kh), i32(kw), i32(1), i32(1), i32(ph), i32(pw), i32(1), i32(1))
+        if held is not None:
+            k_glue.copy(ex, buf[:held[1]], flat[held[0]:held[0] + held[1]])
+        ex.matmul(cols[:m], layer.mat, out=buf[:m])
+        held = (p0, m)
+    k_glue.copy(ex, buf[:held[1]], flat[held[0]:held[0] + held[1]])
+    return bias_act_(ex, x, layer.bias, act, slope)
+
+
 def conv_transpose2d(ex, x, layer, stride=1, padding=0, output_padding=0, act=None, slope=0.1, out=None):
     """Transposed convolution (PyTorch ConvTranspose2d, groups=1, dilation=1).
 
