@@ -1,6 +1,6 @@
-"""Kernels of the FlowNet pass - concatenation (channel slices read in place), scaling,
-FlowNet2's input normalisation, nearest upsampling, the brightness error and warps of
-channel slices - on the CPU emulator against the NumPy ops."""
+"""Kernels of the FlowNet pass - flow scaling (true division, per-axis factors), FlowNet2's
+input normalisation, nearest upsampling, the brightness error and warps of channel slices
+(read in place) - on the CPU emulator against the NumPy ops."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,52 +9,12 @@ from conftest import randn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvflow.backends.cuda import k_copy, k_frames, k_norm, k_upsample, k_warp
+from cvflow.backends.cuda import k_frames, k_glue, k_norm, k_upsample, k_warp
 from cvflow.errors import InputError
 from cvflow.ops import frames, norm, sample, upsample
 
 seeds = st.integers(0, 2**31 - 1)
 sizes = st.integers(1, 7)
-
-
-def _slices(ex, rng, lead, widths):
-    """Parts of the given widths: whole device maps, or channel slices of a wider one."""
-    parts = []
-    for c in widths:
-        wide = ex.asarray(randn(rng, *lead, c + 3))
-        a = int(rng.integers(0, 4))
-        parts.append(wide[..., a:a + c] if rng.random() < 0.5 else ex.asarray(randn(rng, *lead, c)))
-    return parts
-
-
-@settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 2), h=sizes, w=sizes, k=st.integers(1, 7), axis=st.sampled_from([-1, 0]), seed=seeds)
-def test_concat_matches_numpy(ex, n, h, w, k, axis, seed):
-    rng = np.random.default_rng(seed)
-    if axis == -1:
-        parts = _slices(ex, rng, (n, h, w), rng.integers(1, 5, k))
-    else:
-        c = int(rng.integers(1, 5))
-        parts = [p[:, :, :, :c] for p in _slices(ex, rng, (n, h, w), [c] * k)]
-    want = np.concatenate([np.asarray(p) for p in parts], axis=axis)
-    with ex.tracer.record() as rec:
-        got = k_copy.concat(ex, parts, axis)
-    np.testing.assert_array_equal(np.asarray(got), want)
-    assert rec.other_ops == 0 and rec.launches["concat:concat4"] == -(-k // 4)  # slices read in place
-
-
-def test_concat_falls_back_or_refuses(ex):
-    rng = np.random.default_rng(1)
-    x = ex.asarray(randn(rng, 2, 3, 4, 5))
-    assert k_copy.concat(ex, [x, x], axis=1) is None  # other axes: the caller's xp.concatenate
-    assert k_copy.concat(ex, [x.astype(np.float64)], axis=-1) is None
-    sub = x[:, 1:][..., 2:]  # a slice not covering its base's rows: copied, still right
-    np.testing.assert_array_equal(np.asarray(k_copy.concat(ex, [sub, sub])),
-                                  np.concatenate([np.asarray(sub)] * 2, -1))
-    with pytest.raises(InputError, match="concat: parts differ outside the last axis"):
-        k_copy.concat(ex, [x, x[:1]])
-    with pytest.raises(InputError, match="concat: parts differ outside axis 0"):
-        k_copy.concat(ex, [x, x[..., :2]], axis=0)
 
 
 @settings(max_examples=30, deadline=None)
@@ -65,15 +25,15 @@ def test_scale_matches_numpy(ex, n, h, w, c, s, divide, seed):
     if divide and s == 0:
         s = 20.0
     want = x / np.float32(s) if divide else x * np.float32(s)
-    np.testing.assert_array_equal(np.asarray(k_copy.scale(ex, x, s, divide)), want)
+    np.testing.assert_array_equal(np.asarray(k_glue.scale(ex, x, s, divide)), want)
     if c == 2:
         f = np.asarray([0.7, 1.3], np.float32)
-        np.testing.assert_array_equal(np.asarray(k_copy.scale(ex, x, (0.7, 1.3))), x * f)
+        np.testing.assert_array_equal(np.asarray(k_glue.scale(ex, x, (0.7, 1.3))), x * f)
 
 
 def test_scale_per_axis_needs_a_flow(ex):
     with pytest.raises(InputError, match=r"per-axis factors need a \(\.\.\., 2\) map, got \(1, 2, 2, 3\)"):
-        k_copy.scale(ex, np.zeros((1, 2, 2, 3), np.float32), (1, 2))
+        k_glue.scale(ex, np.zeros((1, 2, 2, 3), np.float32), (1, 2))
 
 
 @settings(max_examples=30, deadline=None)

@@ -93,7 +93,8 @@ def _fuse(be, params, x, flow_css, fusion):
     """FlowNet2's last stage: FlowNet-SD on the frames, then the fusion net over both flows."""
     sd_prefix, sd_net = fusion["sd"]
     # The reference divides (not multiplies) SD's output by div_flow here; kept for parity.
-    flow_sd = be.upsample_nearest(be.scale(flownet(be, _sub(params, sd_prefix), x, sd_net), DIV_FLOW, divide=True), 4)
+    flow_sd = flownet(be, _sub(params, sd_prefix), x, sd_net)
+    flow_sd = be.upsample_nearest(be.scale(flow_sd, DIV_FLOW, divide=True), 4)
     _, err_sd = _error(be, x, flow_sd)
     _, err_css = _error(be, x, flow_css)
     inp = be.concat([x[..., :3], flow_sd, flow_css, be.channel_norm(flow_sd), be.channel_norm(flow_css),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cvflow.backends.cuda.executor import contiguous, f64, i32, launch_1d
-from cvflow.backends.cuda.k_copy import rows_view
+from cvflow.backends.cuda.k_glue import rows
 from cvflow.errors import InputError
 
 _CHUNK = 256  # pixels per partial sum of instance norm's statistics
@@ -67,7 +67,7 @@ def channel_norm_diff(ex, a, b):
     as channel_norm(a - b). Channel slices of wider maps are read in place."""
     if tuple(a.shape) != tuple(b.shape):
         raise InputError(f"a and b must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    (ba, sa, oa), (bb, sb, ob) = rows_view(ex, a), rows_view(ex, b)
+    (ba, sa, oa), (bb, sb, ob) = rows(ex, a), rows(ex, b)
     out = ex.empty(tuple(a.shape[:-1]) + (1,))
     launch_1d(ex, "norm:channel_norm_diff", out.size, ba, bb, out, i32(out.size), i32(a.shape[-1]), i32(sa), i32(oa),
               i32(sb), i32(ob))

@@ -3,7 +3,7 @@ cvflow/ops/sample.py (pixel coordinates, 0 at the centre of the first pixel)."""
 from __future__ import annotations
 
 from cvflow.backends.cuda.executor import contiguous, i32, launch_1d
-from cvflow.backends.cuda.k_copy import rows_view
+from cvflow.backends.cuda.k_glue import rows
 from cvflow.errors import InputError
 
 _PADDING = {"zeros": 0, "border": 1}
@@ -14,7 +14,7 @@ def _sample(ex, img, pos, padding, is_flow):
         raise InputError(f"padding must be 'zeros' or 'border', got {padding!r}")
     pos = contiguous(ex, pos)
     n, hh, ww, c = img.shape
-    base, stride, offset = rows_view(ex, img)  # a channel slice is read in place
+    base, stride, offset = rows(ex, img)  # a channel slice is read in place
     if pos.ndim != 4 or pos.shape[0] != n or pos.shape[-1] != 2:
         raise InputError(f"coordinates must be (N, h, w, 2) with N = {n}, got {tuple(pos.shape)}")
     _, h, w, _ = pos.shape
