@@ -15,8 +15,8 @@ from cvflow.testing import cuda_emulator
 
 NAMES = ("flownets", "flownetc", "flownet2", "flownet2-c", "flownet2-cs", "flownet2-css", "flownet2-s", "flownet2-sd")
 # Executor calls (kernel launches + products) of one flownet2 pass at 64x128, the budget the
-# dispatch profile must stay within (measured 354: 240 launches, 114 products).
-FLOWNET2_CALLS = 360
+# dispatch profile must stay within (measured 403: 289 launches, 114 products).
+FLOWNET2_CALLS = 410
 
 
 def _setup(ex, name):
@@ -72,9 +72,8 @@ def test_pass_has_no_array_op_copy_or_sync(name, h, w):
 def test_calc_profile_uploads_the_frames_only():
     p = cvflow.testing.dispatch_profile("flownet2-c", 64, 64)
     t = p.total
-    assert t.h2d == 2 and t.syncs == t.d2h == 1  # the frames in, the flow out
-    # the API's conversion of the uploaded frames to float32 (cvflow/api.py) is all that is left
-    assert set(t.ops) <= {"asarray"} and t.other_ops <= 2, dict(t.ops)
+    assert t.h2d == 2 and t.h2d_bytes == 2 * 64 * 64 * 3  # the uint8 frames, normalised by the first kernels
+    assert t.syncs == t.d2h == 1 and dict(t.ops) == {}  # the flow out; no array op
 
 
 def test_each_weight_is_held_once_on_the_device():

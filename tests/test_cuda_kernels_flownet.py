@@ -25,36 +25,45 @@ def test_scale_matches_numpy(ex, n, h, w, c, s, divide, seed):
     if divide and s == 0:
         s = 20.0
     want = x / np.float32(s) if divide else x * np.float32(s)
-    np.testing.assert_array_equal(np.asarray(k_glue.scale(ex, x, s, divide)), want)
+    np.testing.assert_array_equal(np.asarray(k_glue.scale(ex, ex.asarray(x), s, divide)), want)
     if c == 2:
         f = np.asarray([0.7, 1.3], np.float32)
-        np.testing.assert_array_equal(np.asarray(k_glue.scale(ex, x, (0.7, 1.3))), x * f)
+        np.testing.assert_array_equal(np.asarray(k_glue.scale(ex, ex.asarray(x), (0.7, 1.3))), x * f)
 
 
 def test_scale_per_axis_needs_a_flow(ex):
     with pytest.raises(InputError, match=r"per-axis factors need a \(\.\.\., 2\) map, got \(1, 2, 2, 3\)"):
-        k_glue.scale(ex, np.zeros((1, 2, 2, 3), np.float32), (1, 2))
+        k_glue.scale(ex, ex.zeros((1, 2, 2, 3)), (1, 2))
 
 
 @settings(max_examples=30, deadline=None)
-@given(h=st.integers(1, 40), w=st.integers(1, 40), integral=st.booleans(), seed=seeds)
-def test_mean_free_pair_matches_numpy(ex, h, w, integral, seed):
+@given(h=st.integers(1, 40), w=st.integers(1, 40), kind=st.sampled_from(["uint8", "integral", "float"]),
+       gray=st.booleans(), seed=seeds)
+def test_mean_free_pair_matches_numpy(ex, h, w, kind, gray, seed):
     rng = np.random.default_rng(seed)
-    a, b = (rng.uniform(0, 255, (h, w, 3)).astype(np.float32) for _ in range(2))
-    if integral:  # uint8 frames as float32: the sums are exact, so are the means
+    shape = (h, w) if gray else (h, w, 3)
+    a, b = (rng.uniform(0, 255, shape).astype(np.float32) for _ in range(2))
+    if kind != "float":  # uint8 frames (or their float32 values): exact sums, exact means
         a, b = np.floor(a), np.floor(b)
     want = frames.mean_free_pair(a, b)
-    got = np.asarray(k_frames.mean_free_pair(ex, a, b))
+    if kind == "uint8":
+        a, b = a.astype(np.uint8), b.astype(np.uint8)
+    got = np.asarray(k_frames.mean_free_pair(ex, ex.asarray(a, a.dtype), b))  # a device frame and a host one
     assert got.shape == (1, h, w, 6)
-    if integral:
+    if kind != "float":
         np.testing.assert_array_equal(got, want)
     else:  # float64 sums in another order: the mean may round one float32 ulp apart
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 def test_mean_free_pair_checks_its_frames(ex):
-    with pytest.raises(InputError, match=r"img0 and img1 must be \(H, W, 3\) of one shape"):
+    match = r"img0 and img1 must be \(H, W, 3\) or \(H, W\) uint8 or float32 frames of one shape and dtype"
+    with pytest.raises(InputError, match=match):
         k_frames.mean_free_pair(ex, np.zeros((4, 4, 3), np.float32), np.zeros((4, 5, 3), np.float32))
+    with pytest.raises(InputError, match=match):
+        k_frames.mean_free_pair(ex, np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(InputError, match=match):
+        k_frames.mean_free_pair(ex, np.zeros((4, 4, 2), np.float64), np.zeros((4, 4, 2), np.float64))
 
 
 @settings(max_examples=25, deadline=None)

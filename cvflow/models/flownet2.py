@@ -56,7 +56,8 @@ def chain_param_shapes(config):
 
 def normalize(img0, img1, be=None):
     """BGR (H, W, 3) frames in 0..255 -> (1, H, W, 6) float32: RGB0, RGB1, mean-free, /255
-    (on backend `be`; a CPU one when None)."""
+    (on backend `be`; a CPU one when None). On the CUDA backend the frames come as `calc`
+    uploaded them (uint8 or float32, BGR or gray: `ModelDef.device_frames`)."""
     return backend_of(be).mean_free_pair(img0, img1, RGB_MAX)
 
 
@@ -129,7 +130,8 @@ def resized_call(fn, x, multiple=MULTIPLE, be=None):
 
 
 def forward(params, img0, img1, config, options, init_flow=None):
-    """(H, W, 3) BGR float32 frames in 0..255 -> (H, W, 2) float32 flow in px."""
+    """(H, W, 3) BGR frames in 0..255 (float32; on the CUDA backend also uint8 or gray, as
+    uploaded) -> (H, W, 2) float32 flow in px."""
     be = backend_of(params)
     x = normalize(img0, img1, be)
     flow = resized_call(lambda t: predict(be, params, t, config), x, be=be)
@@ -164,4 +166,4 @@ for _name in (*_RELEASES, *_ALIASES):
     register(ModelDef(name=_name, family="flownet2", config=CONFIGS[_ALIASES.get(_name, _name)],
                       param_shapes=chain_param_shapes, forward=forward, checkpoint=_ckpt,
                       description=_desc + " (research use only)", reuse_bytes=1 << 20,
-                      prepare_size=MULTIPLE, forward_both=forward_both))
+                      prepare_size=MULTIPLE, forward_both=forward_both, device_frames=True))
