@@ -22,7 +22,10 @@ from gpu_inputs import frame_pair, random_weights
 REQUIRED = ("flownets", "flownetc", "flownet2", "flownet2-c", "flownet2-cs", "flownet2-css", "flownet2-s",
             "flownet2-sd")
 OTHERS = ("raft-small", "raft", "gmflow", "neuflow2", "searaft-s")
-SIZE, EMU_SIZE = (128, 256), (64, 128)
+# The emulator (a smoke test of this step) runs three of the eight at 64x64: the test suite
+# replays all eight bit for bit (tests/test_cuda_flownet_pass.py).
+EMU_NAMES = ("flownets", "flownet2-c", "flownet2-sd")
+SIZE, EMU_SIZE = (128, 256), (64, 64)
 TOL = 1e-4
 
 
@@ -74,7 +77,7 @@ def check(name, h, w, emulator, repeat):
 
 def graphs(args, device):
     h, w = EMU_SIZE if args.emulator else SIZE
-    names = REQUIRED if args.emulator else REQUIRED + OTHERS
+    names = EMU_NAMES if args.emulator else REQUIRED + OTHERS
     failed = 0
     print(f"graph capture and replay at {h}x{w} (frames A captured, frames B replayed)")
     for name in names:
