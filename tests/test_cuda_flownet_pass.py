@@ -91,3 +91,20 @@ def test_each_weight_is_held_once_on_the_device():
         np.testing.assert_array_equal(np.asarray(w), weights[f"{key}.weight"])
     total = sum(v.nbytes for v in weights.values())
     assert total <= held < 1.1 * total, (held, total)
+
+
+def test_calc_through_graphs_equals_eager_for_uint8_gray_and_both_directions():
+    name = "flownet2-c"
+    weights = random_weights(name)
+    with cuda_emulator(), warnings.catch_warnings():
+        warnings.simplefilter("error", GraphWarning)
+        graphed = cvflow.create(name, weights=weights, device="cuda")
+        eager = cvflow.create(name, weights=weights, device="cuda")
+        eager.use_graphs = False
+        for seed in (1, 2):
+            a, b = frames(64, 128, seed)
+            np.testing.assert_array_equal(graphed.calc(a, b, None), eager.calc(a, b, None))
+        ga, gb = a[..., 0].copy(), b[..., 0].copy()
+        np.testing.assert_array_equal(graphed.calc(ga, gb, None), eager.calc(ga, gb, None))
+        for got, want in zip(graphed.calcBidirectional(a, b)[:2], eager.calcBidirectional(a, b)[:2]):
+            np.testing.assert_array_equal(got, want)
