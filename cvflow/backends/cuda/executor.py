@@ -15,6 +15,7 @@ else the (cached) CuPy executor of the device.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 
 import numpy as np
@@ -31,6 +32,18 @@ class Executor:
 
     name = "base"
     xp = np
+    math = "fp32"  # the products' mode: "fp32", or "tf32" (operands rounded to TF32); see with_math
+
+    def with_math(self, math: str) -> "Executor":
+        """This executor (same device, kernels, pools, tracer) with its products in mode
+        `math` ("fp32"; "tf32": TF32 tensor cores; "fp16"/"bf16": fp32 products of half
+        storage, which the kernels handle). A backend holds the view of its own precision,
+        so objects of different precisions share one device."""
+        if math == self.math:
+            return self
+        view = copy.copy(self)  # shallow: shares the compiled kernels, handles and tracer
+        view.math = math
+        return view
 
     def empty(self, shape, dtype=np.float32):
         return self.xp.empty(shape, dtype)
@@ -141,9 +154,9 @@ class EmulatorExecutor(Executor):
         self.tracer.matmul(trace._matmul_flops(pa, pb), True)
         rec = self.tracer.recorder
         if rec is not None:
-            rec.append(("matmul", a, b, out))
+            rec.append(("matmul", a, b, out, self.math))
         elif not self.tracer.dry:
-            np.matmul(pa, pb, out=po)
+            _emulated_matmul(pa, pb, po, self.math)
         return out
 
     def synchronize(self):
@@ -165,6 +178,25 @@ class EmulatorExecutor(Executor):
             held.graph = EmulatorGraph(self, tr.recorder, pool)
         finally:
             tr.recorder, tr.capturing, tr.replayed = None, False, False
+
+
+def round_tf32(x: np.ndarray) -> np.ndarray:
+    """float32 `x` rounded to TF32 (10 explicit mantissa bits, round to nearest, ties to
+    even), as float32: what a tensor core reads of an fp32 operand. Inf and NaN pass;
+    values within half a TF32 step of the float32 maximum round to inf, as on the device."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    r = (u + np.uint32(0x0FFF) + ((u >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+    finite = (u & np.uint32(0x7F800000)) != np.uint32(0x7F800000)
+    return np.where(finite, r, u).view(np.float32)
+
+
+def _emulated_matmul(a, b, out, math):
+    """cuBLAS's product on the emulator: FP32 SGEMM, or under "tf32" the FP32 product of
+    operands rounded to TF32 (a tensor core's multiply is exact on 11-bit significands
+    and accumulates in fp32)."""
+    if math == "tf32":
+        a, b = round_tf32(a), round_tf32(b)
+    np.matmul(a, b, out=out)
 
 
 class EmulatorGraph:
@@ -189,8 +221,8 @@ class EmulatorGraph:
                 stem, func = _split(kernel)
                 emulator.library(stem).launch(func, grid, block, args, dry=dry)
             elif not dry:
-                _, a, b, out = call
-                np.matmul(a.view(np.ndarray), b.view(np.ndarray), out=out.view(np.ndarray))
+                _, a, b, out, math = call
+                _emulated_matmul(a.view(np.ndarray), b.view(np.ndarray), out.view(np.ndarray), math)
 
 
 class CupyExecutor(Executor):
@@ -206,6 +238,7 @@ class CupyExecutor(Executor):
         self.device = cupy.cuda.Device(device_id)
         self._functions = {}
         self._modules = {}
+        self._cublas = {}  # math mode -> this executor's own cuBLAS handle (cublas_tf32)
 
     def asarray(self, host, dtype=np.float32):
         with self.device:
@@ -241,7 +274,11 @@ class CupyExecutor(Executor):
 
     def matmul(self, a, b, out=None):
         with self.device:
-            return self.xp.matmul(a, b, out=out)
+            if self.math != "tf32":
+                return self.xp.matmul(a, b, out=out)
+            from cvflow.backends.cuda import cublas_tf32
+
+            return cublas_tf32.matmul(self, a, b, out)
 
     def synchronize(self):
         self.device.synchronize()
