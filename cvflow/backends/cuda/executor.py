@@ -258,12 +258,12 @@ class CupyExecutor(Executor):
     def _function(self, kernel):
         fn = self._functions.get(kernel)
         if fn is None:
-            from cvflow.backends.cuda.emulator import kernel_dir
+            from cvflow.backends.cuda.emulator import kernel_source
 
             stem, func = _split(kernel)
             mod = self._modules.get(stem)
             if mod is None:  # NVRTC compiles lazily, at the first get_function
-                source = (kernel_dir() / f"{stem}.cu").read_text()
+                source = kernel_source(stem)
                 mod = self._modules[stem] = self.xp.RawModule(code=source, options=("--std=c++17",))
             fn = self._functions[kernel] = mod.get_function(func)
         return fn

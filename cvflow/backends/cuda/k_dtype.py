@@ -1,0 +1,81 @@
+"""Half-precision storage on the CUDA backend (issue 20): kernels/dtype.h's types as arrays,
+the conversion kernels (kernels/convert.cu) and the entry-point suffix of a typed kernel.
+
+Storage dtypes: float32 ("fp32", "tf32"), float16 ("fp16": binary16), and uint16 holding
+bfloat16 bit patterns ("bf16": neither NumPy nor CuPy has a bfloat16 dtype). A typed
+kernel `file:name` has the entry points `name` (float32), `name_f16` and `name_bf16`;
+`kernel(name, x)` picks the one of x's dtype. Conversions to half round to nearest even,
+as the device's cvt.rn; back to float32 they are exact.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cvflow.backends.cuda.executor import contiguous, i32, launch_1d
+from cvflow.errors import DeviceError
+
+STORAGE = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16, "bf16": np.uint16}
+_SUFFIX = {np.dtype(np.float32): "", np.dtype(np.float16): "_f16", np.dtype(np.uint16): "_bf16"}
+_NAME = {"": "f32", "_f16": "f16", "_bf16": "bf16"}
+
+
+def suffix(x) -> str:
+    """The entry-point suffix of an array's storage dtype ("", "_f16", "_bf16")."""
+    s = _SUFFIX.get(np.dtype(x.dtype))
+    if s is None:
+        raise DeviceError(f"no kernel storage type for dtype {x.dtype} (float32, float16, or uint16 bfloat16 bits)")
+    return s
+
+
+def kernel(name: str, x) -> str:
+    """`name` ("file:function") typed for x's storage dtype."""
+    return name + suffix(x)
+
+
+def to_storage(ex, x, precision: str):
+    """float32 x (device) -> a C-contiguous array of `precision`'s storage dtype (x itself
+    when it already is one)."""
+    want = np.dtype(STORAGE[precision])
+    x = contiguous(ex, x, x.dtype)
+    if x.dtype == want:
+        return x
+    if x.dtype != np.float32:
+        x = to_float(ex, x)
+    out = ex.empty(x.shape, want)
+    launch_1d(ex, f"convert:f32_to_{_NAME[_SUFFIX[want]]}", x.size, x, out, i32(x.size))
+    return out
+
+
+def to_float(ex, x):
+    """Half storage (device) -> float32, exactly; float32 passes unchanged."""
+    s = suffix(x)
+    if not s:
+        return x
+    x = contiguous(ex, x, x.dtype)
+    out = ex.empty(x.shape, np.float32)
+    launch_1d(ex, f"convert:{_NAME[s]}_to_f32", x.size, x, out, i32(x.size))
+    return out
+
+
+def avg_pool2x2(ex, x):
+    """2x2 average pooling (kernels/pool.cu) of (N, H, W, C) in x's storage dtype."""
+    x = contiguous(ex, x, x.dtype)
+    n, h, w, c = x.shape
+    y = ex.empty((n, h // 2, w // 2, c), x.dtype)
+    launch_1d(ex, kernel("pool:avg_pool2x2", x), y.size, x, y, i32(n), i32(h), i32(w), i32(c))
+    return y
+
+
+# -- host side (weights, tests): bfloat16 bit patterns in NumPy ----------------------------
+
+def bf16_bits(x) -> np.ndarray:
+    """float32 -> uint16 bfloat16 bits, rounded to nearest even (NaN kept quiet)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    r = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.where(nan, ((u >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16), r)
+
+
+def bf16_float(bits) -> np.ndarray:
+    """uint16 bfloat16 bits -> float32 (exact)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
