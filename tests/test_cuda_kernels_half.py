@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cvflow.backends.cuda import k_dtype, k_norm
+from cvflow.backends.cuda import k_convnext, k_dtype, k_norm
 from cvflow.backends.cuda.executor import i32, launch_1d
-from cvflow.ops import norm, pool
+from cvflow.ops import depthwise, norm, pool
 from cvflow.testing import cuda_emulator
 
 MODES = ("fp16", "bf16")
@@ -142,6 +142,44 @@ def test_avg_pool_half(shape, mode, seed):
         got = ex.to_host(k_dtype.avg_pool2x2(ex, ex.asarray(stored, stored.dtype)))
     assert got.dtype == stored.dtype and got.shape == want.shape
     np.testing.assert_array_equal(host_float(got), rounded(want, mode))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 8), st.integers(1, 8), st.integers(1, 6), st.sampled_from([1, 3, 7]),
+       st.booleans(), st.sampled_from(MODES), st.integers(0, 2**31))
+def test_depthwise_half(n, h, w, c, k, bias, mode, seed):
+    """Weights stored in the same half type; 1-pixel maps with 7x7 taps (all but one tap
+    outside the map)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    p = {"weight": rng.standard_normal((c, 1, k, k)).astype(np.float32)}
+    if bias:
+        p["bias"] = rng.standard_normal(c).astype(np.float32)
+    pr = {key: rounded(v, mode) for key, v in p.items()}
+    want = depthwise.depthwise_conv2d(rounded(x, mode), pr, k // 2)
+    stored = host_storage(x, mode)
+    with cuda_emulator() as ex:
+        layer = k_convnext.prepare_depthwise(ex, pr["weight"], pr.get("bias"))
+        got = ex.to_host(k_convnext.depthwise_conv2d(ex, ex.asarray(stored, stored.dtype), layer, p, k // 2))
+    assert got.dtype == stored.dtype and got.shape == want.shape
+    got = host_float(got)
+    assert np.all(np.abs(got - want) <= half_ulp(want, mode) + 1e-5 * (1 + np.abs(want)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 20), st.integers(1, 200), st.floats(-20, 20), st.sampled_from(MODES), st.integers(0, 2**31))
+def test_layer_norm_half(rows, c, shift, mode, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, c)) + shift).astype(np.float32)
+    p = {"weight": rounded(rng.standard_normal(c), mode), "bias": rounded(rng.standard_normal(c), mode)}
+    want = norm.layer_norm(rounded(x, mode), p, 1e-6)
+    stored = host_storage(x, mode)
+    with cuda_emulator() as ex:
+        got = ex.to_host(k_convnext.layer_norm(ex, ex.asarray(stored, stored.dtype), ex.asarray(p["weight"]),
+                                               ex.asarray(p["bias"]), 1e-6))
+    assert got.dtype == stored.dtype
+    got = host_float(got)
+    assert np.all(np.abs(got - want) <= half_ulp(want, mode) + 1e-4 * (1 + np.abs(want)))
 
 
 def test_typed_entry_points_check_their_storage_type():

@@ -27,6 +27,12 @@ def suffix(x) -> str:
     return s
 
 
+def storage(x):
+    """The storage dtype a kernel reads x as: x's own when it is half storage, else float32
+    (other dtypes are converted, as the float32 wrappers always did)."""
+    return x.dtype if np.dtype(x.dtype) in (np.float16, np.uint16) else np.dtype(np.float32)
+
+
 def kernel(name: str, x) -> str:
     """`name` ("file:function") typed for x's storage dtype."""
     return name + suffix(x)
@@ -57,9 +63,19 @@ def to_float(ex, x):
     return out
 
 
+_MODE = {"": "fp32", "_f16": "fp16", "_bf16": "bf16"}
+
+
+def like(ex, a, x):
+    """Device array `a` in the storage dtype of `x` (a itself when it already is)."""
+    if a.dtype == x.dtype:
+        return a
+    return to_storage(ex, to_float(ex, a), _MODE[suffix(x)])
+
+
 def avg_pool2x2(ex, x):
     """2x2 average pooling (kernels/pool.cu) of (N, H, W, C) in x's storage dtype."""
-    x = contiguous(ex, x, x.dtype)
+    x = contiguous(ex, x, storage(x))
     n, h, w, c = x.shape
     y = ex.empty((n, h // 2, w // 2, c), x.dtype)
     launch_1d(ex, kernel("pool:avg_pool2x2", x), y.size, x, y, i32(n), i32(h), i32(w), i32(c))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cvflow.backends.cuda.executor import contiguous, f64, i32, launch_1d
-from cvflow.backends.cuda.k_dtype import kernel
+from cvflow.backends.cuda.k_dtype import kernel, storage
 
 _CHUNK = 256  # pixels per partial sum of instance norm's statistics
 
@@ -22,7 +22,7 @@ def instance_norm(ex, x, eps=1e-5, relu=False, inplace=False):
     x must be C-contiguous). Returns (N, H, W, C).
     """
     if not inplace:
-        x = contiguous(ex, x, x.dtype)
+        x = contiguous(ex, x, storage(x))
     n, h, w, c = x.shape
     m = h * w
     chunks = max(1, -(-m // _CHUNK))
@@ -56,7 +56,7 @@ def batch_norm_(ex, x, scale, shift, relu=False):
 
 def channel_norm(ex, x):
     """FlowNet2's ChannelNorm: (N, H, W, C) -> (N, H, W, 1), the L2 norm over channels."""
-    x = contiguous(ex, x, x.dtype)
+    x = contiguous(ex, x, storage(x))
     out = ex.empty(x.shape[:-1] + (1,), x.dtype)
     launch_1d(ex, kernel("norm:channel_norm", x), out.size, x, out, i32(out.size), i32(x.shape[-1]))
     return out
