@@ -192,4 +192,7 @@ def test_typed_entry_points_check_their_storage_type():
             ex.launch("pool:avg_pool2x2_bf16", (1,), (32,), (x, x, i32(1), i32(2), i32(2), i32(1)))
         with pytest.raises(DeviceError, match=r"no kernel storage type for dtype float64"):
             k_dtype.suffix(ex.zeros((2,), np.float64))
+        with pytest.raises(DeviceError, match=r"matmul's operands must share one storage type, got float16 and "
+                                              r"float32"):
+            ex.matmul(ex.zeros((2, 2), np.float16), ex.zeros((2, 2)))
         launch_1d(ex, "convert:f32_to_f16", 0, ex.zeros((0,)), ex.zeros((0,), np.float16), i32(0))

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 import cvflow
 from cvflow.backends import GPU_DEFAULT_PRECISION, PRECISIONS, make_backend
-from cvflow.backends.cuda import cublas_tf32, executor
-from cvflow.backends.cuda.executor import round_tf32
+from cvflow.backends.cuda import gemm, executor
+from cvflow.backends.cuda.executor import bf16_bits, bf16_float, round_tf32
 from cvflow.cli import main
-from cvflow.errors import InputError
+from cvflow.errors import DeviceError, InputError
 from cvflow.models.base import REGISTRY, ModelDef, register
 from cvflow.testing import cuda_emulator
 
@@ -212,11 +212,28 @@ class _FakeCublas(types.ModuleType):
         x = np.lib.stride_tricks.as_strided(buf, (nb, r, c), (stride * 4, 4, ld * 4))
         return x.transpose(0, 2, 1) if trans else x
 
+    def gemmEx(self, h, ta, tb, m, n, k, alpha, A, atype, lda, B, btype, ldb, beta, C, ctype, ldc, compute, algo):
+        assert atype == btype == ctype and compute == gemm.COMPUTE_32F and self.modes[h] == 0
+        self.calls.append(("gemmEx", ta, tb, m, n, k, lda, ldb, ldc, atype))
+        dt = np.float16 if atype == gemm.R_16F else np.uint16
+
+        def mat(ptr, trans, rows, cols, ld):
+            r, c = (cols, rows) if trans else (rows, cols)
+            buf = np.ctypeslib.as_array((ctypes.c_uint16 * ((c - 1) * ld + r)).from_address(ptr)).view(dt)
+            x = np.lib.stride_tricks.as_strided(buf, (r, c), (2, ld * 2))
+            return x.T if trans else x
+
+        wide = [x.astype(np.float32) if dt == np.float16 else bf16_float(x)
+                for x in (mat(A, ta, m, k, lda), mat(B, tb, k, n, ldb))]
+        res = np.ctypeslib.as_array(ctypes.c_float.from_address(alpha), ()) * np.matmul(*wide)
+        c = mat(C, 0, m, n, ldc)
+        c[...] = res.astype(np.float16) if dt == np.float16 else bf16_bits(res)
+
     def sgemmStridedBatched(self, h, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, nb):
         self.calls.append((ta, tb, m, n, k, lda, sa, ldb, sb, ldc, sc, nb))
         a = self._mat(A, ta, m, k, lda, sa, nb).copy()
         b = self._mat(B, tb, k, n, ldb, sb, nb).copy()
-        if self.modes[h] == cublas_tf32.TF32_TENSOR_OP_MATH:
+        if self.modes[h] == gemm.TF32_TENSOR_OP_MATH:
             a, b = round_tf32(a), round_tf32(b)
         c = self._mat(C, 0, m, n, ldc, sc, nb)
         c[...] = alpha * np.matmul(a, b)
@@ -244,8 +261,8 @@ def fake_cublas(monkeypatch):
                                     get_current_stream=lambda: types.SimpleNamespace(ptr=77))
     monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setattr(executor, "_CUPY", {})
-    monkeypatch.setattr(cublas_tf32, "_cublas", lambda: lib)
-    monkeypatch.setattr(cublas_tf32, "_ptr", lambda x: x.ctypes.data)
+    monkeypatch.setattr(gemm, "_cublas", lambda: lib)
+    monkeypatch.setattr(gemm, "_ptr", lambda x: x.ctypes.data)
     return lib
 
 
@@ -286,9 +303,51 @@ def test_cupy_tf32_products_on_the_executors_own_handle(fake_cublas, shapes):
     assert ex.math == "fp32" and tf._cublas is ex._cublas
 
 
-def test_cupy_tf32_product_errors(fake_cublas):
-    from cvflow.errors import DeviceError
+def _half(x, dt):
+    return x.astype(np.float16) if dt == np.float16 else bf16_bits(x)
 
+
+def _wide(x):
+    return x.astype(np.float32) if x.dtype == np.float16 else bf16_float(x)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 7), st.integers(1, 30), st.integers(1, 7),
+       st.sampled_from([np.float16, np.uint16]), st.booleans(), st.integers(0, 2**31))
+def test_half_products_accumulate_in_fp32(nb, m, k, n, dt, transposed, seed):
+    """Half storage (float16; uint16 bfloat16 bits): the emulator's product is the fp32
+    product of the stored values, rounded once; the CuPy executor's GemmEx gives the same."""
+    rng = np.random.default_rng(seed)
+    a = _half(rng.standard_normal((nb, m, k)).astype(np.float32), dt)
+    b = _half(rng.standard_normal((nb, k, n)).astype(np.float32), dt)
+    if transposed:
+        b = np.ascontiguousarray(b.swapaxes(-1, -2)).swapaxes(-1, -2)
+    want = _half(np.matmul(_wide(a), _wide(b)), dt)
+    with cuda_emulator() as emu:
+        for math in ("fp32", "tf32"):  # TF32 is about float32 operands: half products are the same
+            got = emu.to_host(emu.with_math(math).matmul(emu.asarray(a, dt), emu.asarray(b, dt)))
+            assert got.dtype == dt
+            np.testing.assert_array_equal(got, want)
+    assert want.dtype == dt
+
+
+def test_cupy_half_products_on_gemm_ex(fake_cublas):
+    rng = np.random.default_rng(5)
+    ex = executor.get_executor(0)
+    for dt in (np.float16, np.uint16):
+        a = _half(rng.standard_normal((2, 6, 9)).astype(np.float32), dt)
+        b = np.ascontiguousarray(_half(rng.standard_normal((2, 4, 9)).astype(np.float32), dt)).swapaxes(-1, -2)
+        got = ex.matmul(a, b)
+        assert got.dtype == dt
+        np.testing.assert_array_equal(got, _half(np.matmul(_wide(a), _wide(b)), dt))
+    calls = [c for c in fake_cublas.calls if c[0] == "gemmEx"]
+    assert len(calls) == 4 and {c[-1] for c in calls} == {gemm.R_16F, gemm.R_16BF}
+    with pytest.raises(DeviceError, match=r"matmul's operands must share one storage type, got float16 and "
+                                          r"float32"):
+        ex.matmul(np.ones((2, 2), np.float16), np.ones((2, 2), np.float32))
+
+
+def test_cupy_tf32_product_errors(fake_cublas):
     tf = executor.get_executor(0).with_math("tf32")
     a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
     with pytest.raises(DeviceError, match=r"matmul: `out` must be C-contiguous float32 \(3, 2\), got \(2, 3\)"):

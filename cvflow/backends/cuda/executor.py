@@ -147,6 +147,8 @@ class EmulatorExecutor(Executor):
     def matmul(self, a, b, out=None):
         trace = self._trace
         pa, pb = self._device(a, "matmul's a"), self._device(b, "matmul's b")
+        if pa.dtype != pb.dtype and {pa.dtype, pb.dtype} & _HALF:
+            raise DeviceError(f"matmul's operands must share one storage type, got {pa.dtype} and {pb.dtype}")
         if out is None:
             shape = np.broadcast_shapes(pa.shape[:-2], pb.shape[:-2]) + (pa.shape[-2], pb.shape[-1])
             out = self.empty(shape, np.result_type(pa, pb))
@@ -190,10 +192,35 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
     return np.where(finite, r, u).view(np.float32)
 
 
+_HALF = {np.dtype(np.float16), np.dtype(np.uint16)}  # half storage: binary16, bfloat16 bits
+
+
+def bf16_bits(x) -> np.ndarray:
+    """float32 -> uint16 bfloat16 bits, rounded to nearest even (NaN kept quiet), as the
+    device's cvt.rn.bf16.f32."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    r = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.where(nan, ((u >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16), r)
+
+
+def bf16_float(bits) -> np.ndarray:
+    """uint16 bfloat16 bits -> float32 (exact)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
 def _emulated_matmul(a, b, out, math):
     """cuBLAS's product on the emulator: FP32 SGEMM, or under "tf32" the FP32 product of
     operands rounded to TF32 (a tensor core's multiply is exact on 11-bit significands
-    and accumulates in fp32)."""
+    and accumulates in fp32). Half storage (float16, or uint16 bfloat16 bits): the fp32
+    product of the exact float values (cublasGemmEx, CUBLAS_COMPUTE_32F), rounded once
+    to the output's storage type."""
+    if a.dtype in (np.float16, np.uint16):
+        wide = [x.astype(np.float32) if x.dtype == np.float16 else bf16_float(x) for x in (a, b)]
+        res = np.matmul(*wide)
+        with np.errstate(over="ignore"):
+            out[...] = res.astype(np.float16) if out.dtype == np.float16 else bf16_bits(res)
+        return
     if math == "tf32":
         a, b = round_tf32(a), round_tf32(b)
     np.matmul(a, b, out=out)
@@ -238,7 +265,7 @@ class CupyExecutor(Executor):
         self.device = cupy.cuda.Device(device_id)
         self._functions = {}
         self._modules = {}
-        self._cublas = {}  # math mode -> this executor's own cuBLAS handle (cublas_tf32)
+        self._cublas = {}  # math mode -> this executor's own cuBLAS handle (gemm)
 
     def asarray(self, host, dtype=np.float32):
         with self.device:
@@ -274,11 +301,11 @@ class CupyExecutor(Executor):
 
     def matmul(self, a, b, out=None):
         with self.device:
-            if self.math != "tf32":
+            if self.math != "tf32" and a.dtype not in _HALF:  # fp32: CuPy's own matmul
                 return self.xp.matmul(a, b, out=out)
-            from cvflow.backends.cuda import cublas_tf32
+            from cvflow.backends.cuda import gemm
 
-            return cublas_tf32.matmul(self, a, b, out)
+            return gemm.matmul(self, a, b, out)
 
     def synchronize(self):
         self.device.synchronize()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvflow.backends.cuda.executor import contiguous, i32, launch_1d
+from cvflow.backends.cuda.executor import bf16_bits, bf16_float, contiguous, i32, launch_1d  # noqa: F401
 from cvflow.errors import DeviceError
 
 STORAGE = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16, "bf16": np.uint16}
@@ -80,18 +80,3 @@ def avg_pool2x2(ex, x):
     y = ex.empty((n, h // 2, w // 2, c), x.dtype)
     launch_1d(ex, kernel("pool:avg_pool2x2", x), y.size, x, y, i32(n), i32(h), i32(w), i32(c))
     return y
-
-
-# -- host side (weights, tests): bfloat16 bit patterns in NumPy ----------------------------
-
-def bf16_bits(x) -> np.ndarray:
-    """float32 -> uint16 bfloat16 bits, rounded to nearest even (NaN kept quiet)."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    r = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
-    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-    return np.where(nan, ((u >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16), r)
-
-
-def bf16_float(bits) -> np.ndarray:
-    """uint16 bfloat16 bits -> float32 (exact)."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
