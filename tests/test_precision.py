@@ -359,16 +359,24 @@ def test_cupy_tf32_product_errors(fake_cublas):
 
 # -- golden parity in TF32 on the emulator ---------------------------------------------------
 
-@pytest.mark.parametrize("family,name", [("raft", "raft-small_sintel_crop_0018_it4")])
+# One case per family (the fp32 suite, tests/test_cuda_golden.py, runs every case); the
+# README's table has every crop case in both modes (bench/precision_accuracy.py).
+TF32_CASES = [("raft", "raft-small_sintel_crop_0018_it4"), ("raft", "raft_synth1_sintel_crop_0016_it6"),
+              ("flownet2", "flownet2-s_synth12_sintel_crop"), ("gmflow", "gmflow_synth21_sintel_crop"),
+              ("searaft", "searaft-s_synth31_sintel_crop"), ("neuflow2", "neuflow2_synth41_sintel_crop")]
+
+
+@pytest.mark.parametrize("family,name", TF32_CASES, ids=[n for _, n in TF32_CASES])
 def test_tf32_golden_parity_on_the_emulator(family, name):
     """TF32 moves the flow by rounding only: within the TF32 bar of the golden output,
     and different from the fp32 pass (the products really ran in TF32)."""
     need_shared()
     case = golden_case(family, name)
     frame0, frame1 = load_frames(case)
+    options = {k: case[k] for k in ("iters", "iters_s16", "iters_s8") if k in case}
     with cuda_emulator():
-        of = cvflow.create(case["model"], weights=case_weights(family, case), device="cuda", iters=case["iters"],
-                           precision="tf32")
+        of = cvflow.create(case["model"], weights=case_weights(family, case), device="cuda", precision="tf32",
+                           **options)
         flow = of.calc(frame0, frame1, None)
     want = golden_flow(family, case)
     assert_parity(flow, want, TF32_MEAN, TF32_MAX)
