@@ -181,7 +181,8 @@ def table(rows, modes):
         if r["kind"] != "golden":
             continue
         ok[r["mode"]] &= r["d_ref_mean"] < RULE_GOLDEN_MEAN
-        lines.append(f"| {r['model']} (synthetic) | {r['case']} | {r['mode']} | - | - | "
+        weights = "synthetic" if "_synth" in r["case"] else "release"
+        lines.append(f"| {r['model']} ({weights}) | {r['case']} | {r['mode']} | - | - | "
                      f"{r['d_ref_mean']:.2e} / {r['d_ref_max']:.2e} | {r['d_golden_mean']:.2e} / "
                      f"{r['d_golden_max']:.2e} |")
     return "\n".join(lines), [m for m in modes if ok[m]]

@@ -52,7 +52,8 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
 
     The fingerprint (16 hex) is a hash of everything that decides the results: model,
     its options, the weights' sha256, every, max_side, warm_start, save, fp16, the
-    cvflow version and `precision` when given (None, the device's default, adds nothing). `weights` as for `cvflow.create` (path, tag, None, mapping);
+    cvflow version and `precision` when given (None, the device's default, adds nothing).
+    `weights` as for `cvflow.create` (path, tag, None, mapping);
     `weights_sha256` is the sha256 of the file read, or for a mapping of arrays the one
     `cvflow.settings.weights_sha256` gives (sorted keys and float32 bytes).
     """

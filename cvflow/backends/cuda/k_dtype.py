@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvflow.backends.cuda.executor import bf16_bits, bf16_float, contiguous, i32, launch_1d  # noqa: F401
+from cvflow.backends.cuda.executor import contiguous, i32, launch_1d
+from cvflow.backends.cuda.rounding import bf16_bits, bf16_float  # noqa: F401  (host side, for tests and weights)
 from cvflow.errors import DeviceError
 
 STORAGE = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16, "bf16": np.uint16}
