@@ -75,6 +75,13 @@ def test_gpu_default_and_cuda_modes(toy):
         assert of._backend.ex.tracer is emu.tracer
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_backend_refuses_half_until_its_model_path_exists(toy, precision):
+    with cuda_emulator(), pytest.raises(InputError, match=rf"`precision` '{precision}' is not available on the CUDA "
+                                                          r"backend yet \(available: 'fp32', 'tf32'\)"):
+        cvflow.create("test-precision", weights=toy, device="cuda", precision=precision)
+
+
 def test_precision_on_the_command_line(tmp_path, toy, capsys, monkeypatch):
     frames = []
     for name in ("a.png", "b.png"):
