@@ -15,7 +15,6 @@ else the (cached) CuPy executor of the device.
 from __future__ import annotations
 
 import contextlib
-import copy
 import threading
 
 import numpy as np
@@ -37,14 +36,19 @@ class Executor:
     math = "fp32"  # the products' mode: "fp32", or "tf32" (operands rounded to TF32); see with_math
 
     def with_math(self, math: str) -> "Executor":
-        """This executor (same device, kernels, pools, tracer) with its products in mode
-        `math` ("fp32"; "tf32": TF32 tensor cores; "fp16"/"bf16": fp32 products of half
-        storage, which the kernels handle). A backend holds the view of its own precision,
-        so objects of different precisions share one device."""
+        """This executor with its products in mode `math` ("fp32"; "tf32": TF32 tensor
+        cores; "fp16"/"bf16": fp32 products of half storage, which the kernels handle). A
+        backend holds the view of its own precision, so objects of different precisions
+        share one device. The view shares the executor's state (one instance dictionary:
+        compiled kernels, cuBLAS handles, capture buffers, tracer); only `math` differs."""
         if math == self.math:
             return self
-        view = copy.copy(self)  # shallow: shares the compiled kernels, handles and tracer
-        view.math = math
+        key = (type(self), math)
+        cls = _VIEW_CLASSES.get(key)
+        if cls is None:
+            cls = _VIEW_CLASSES[key] = type(f"{type(self).__name__}[{math}]", (type(self),), {"math": math})
+        view = object.__new__(cls)
+        view.__dict__ = self.__dict__
         return view
 
     def empty(self, shape, dtype=np.float32):
@@ -91,6 +95,9 @@ class Captured:
     """What ``ex.capture()`` yields; `graph` is set when the block ends without error."""
 
     graph = None
+
+
+_VIEW_CLASSES: dict = {}  # (executor class, math) -> the class of with_math's views
 
 
 def _split(kernel):
@@ -229,13 +236,22 @@ class CupyExecutor(Executor):
         with self.device:
             return self.xp.ascontiguousarray(self.xp.asarray(host, dtype=dtype))
 
+    _held = None  # while capturing: the buffers made, kept alive with the graph
+
     def empty(self, shape, dtype=np.float32):
         with self.device:
-            return self.xp.empty(shape, dtype)
+            return self._hold(self.xp.empty(shape, dtype))
 
     def zeros(self, shape, dtype=np.float32):
         with self.device:
-            return self.xp.zeros(shape, dtype)
+            return self._hold(self.xp.zeros(shape, dtype))
+
+    def _hold(self, a):
+        # A buffer made during a capture is the graph's: were it returned to the pool when
+        # Python drops it, a later allocation could share memory with the graph's nodes.
+        if self._held is not None:
+            self._held.append(a)
+        return a
 
     def to_host(self, x):
         return self.xp.asnumpy(x) if isinstance(x, self.xp.ndarray) else np.asarray(x)
@@ -260,10 +276,10 @@ class CupyExecutor(Executor):
     def matmul(self, a, b, out=None):
         with self.device:
             if self.math != "tf32" and a.dtype not in _HALF:  # fp32: CuPy's own matmul
-                return self.xp.matmul(a, b, out=out)
+                return self._hold(self.xp.matmul(a, b, out=out))
             from cvflow.backends.cuda import gemm
 
-            return gemm.matmul(self, a, b, out)
+            return self._hold(gemm.matmul(self, a, b, out))
 
     def synchronize(self):
         self.device.synchronize()
@@ -274,15 +290,20 @@ class CupyExecutor(Executor):
         what CUDA refuses inside a capture raises)."""
         pool = GraphPool() if pool is None else pool
         held = Captured()
-        with self.device:
-            stream = self.xp.cuda.Stream(non_blocking=True)
-            with stream:
-                stream.begin_capture()
-                try:
-                    yield held
-                finally:
-                    graph = stream.end_capture()
-            held.graph = CupyGraph(self, graph, stream, pool)
+        buffers = self._held = []
+        try:
+            with self.device:
+                stream = self.xp.cuda.Stream(non_blocking=True)
+                with stream:
+                    stream.begin_capture()
+                    try:
+                        yield held
+                    finally:
+                        graph = stream.end_capture()
+                held.graph = CupyGraph(self, graph, stream, pool)
+                held.graph.buffers = buffers
+        finally:
+            self._held = None
 
     def free_all(self):
         with self.device:
