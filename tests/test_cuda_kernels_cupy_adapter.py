@@ -42,11 +42,11 @@ def _fake_cupy(log):
     cp.asnumpy = np.asarray
     cp.cuda = types.SimpleNamespace(Device=_Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
     cp.get_default_memory_pool = cp.get_default_pinned_memory_pool = _Pool
-    stems = {p.read_text(): p.stem for p in emulator.kernel_dir().glob("*.cu")}
+    stems = {emulator.kernel_source(p.stem): p.stem for p in emulator.kernel_dir().glob("*.cu")}
 
     class RawModule:
         def __init__(self, code, options=()):
-            self.stem = stems[code]  # the module is built from a kernels/*.cu source, verbatim
+            self.stem = stems[code]  # the module is built from a kernels/*.cu source, verbatim (after dtype.h)
             log.append(("module", self.stem, tuple(options)))
 
         def get_function(self, name):
