@@ -26,6 +26,7 @@ from cvflow.ops import conv_transpose as tconv_ops
 from cvflow.ops import linear as linear_ops
 from cvflow.ops import pool, posenc
 from cvflow.ops.fold import fold_conv_bn
+from cvflow.ops.pad import pad_to_multiple, unpad
 
 
 class Params(dict):
@@ -93,6 +94,36 @@ class Backend:
 
     def concat(self, parts, axis=-1):
         return self.xp.concatenate(parts, axis=axis)
+
+    # -- array glue the Transformer models call through the backend (kernels on CUDA) ----
+    # Tokens per block of a feed-forward network: its 4x-wide hidden layer then stays in
+    # the CPU's cache (GELU several times faster); None: every token at once.
+    token_rows = 512
+
+    def add(self, a, b):
+        """a + b (b broadcast over a's leading axes)."""
+        return a + b
+
+    def scale(self, a, alpha):
+        """a * alpha in a's dtype."""
+        return a * a.dtype.type(alpha)
+
+    def channels(self, x, start, stop):
+        """x[..., start:stop] (a view here; contiguous on the CUDA backend)."""
+        return x[..., start:stop]
+
+    def normalize_frames(self, frames, multiple, mean=None, std=None):
+        """BGR (H, W, 3) float32 0..255 frames -> ((len, H', W', 3) RGB x / 255, then
+        (x - mean) / std when given, edge-replicated to multiples of `multiple`; pads)."""
+        xp = self.xp
+        x = xp.stack(frames)[..., ::-1] / xp.float32(255)
+        if mean is not None:
+            x = (x - xp.asarray(mean, dtype=xp.float32)) / xp.asarray(std, dtype=xp.float32)
+        return pad_to_multiple(xp.ascontiguousarray(x, dtype=xp.float32), multiple)
+
+    def crop(self, x, pads):
+        """(N, H, W, C) without what `normalize_frames` padded (a view here)."""
+        return unpad(x, pads)
 
     # -- memoisation ---------------------------------------------------------------------
     def prepared(self, layer: dict, kind: str, make):
@@ -168,6 +199,10 @@ class Backend:
 
     def gelu(self, x):
         return act.gelu(x)
+
+    def gelu_(self, x):
+        """GELU of an array the caller no longer needs (may be written in place)."""
+        return self.gelu(x)
 
     def instance_norm(self, x, relu=False, inplace=False, eps=1e-5):
         return norm.instance_norm(x, eps, relu=relu, inplace=inplace)

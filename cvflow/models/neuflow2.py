@@ -22,7 +22,6 @@ import numpy as np
 from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.gmflow_transformer import attention_layer
-from cvflow.ops.pad import pad_to_multiple, unpad
 
 CONFIG = {
     "context_dim_s16": 64, "context_dim_s8": 64, "feature_dim_s1": 128, "feature_dim_s16": 128,
@@ -79,7 +78,7 @@ def cross_attention(be, p, feats):
 
 def merge(be, p, x):
     """merge_s8 / context_merge_s8: 3x3 conv, GELU, 3x3 conv folded with its BatchNorm."""
-    x = be.gelu(be.conv2d(x, p["0"], padding=1))
+    x = be.gelu_(be.conv2d(x, p["0"], padding=1))
     return be.conv_bn(x, p["2"], p["3"], padding=1)
 
 
@@ -94,7 +93,9 @@ def refine(be, p, corr, context, iter_context, flow):
     for i in range(len(p["conv_layers"])):
         x = be.conv2d(x, p["conv_layers"][str(i)]["conv"], padding=1, act="leaky", slope=SLOPE)
     x = be.conv2d(x, p["conv3"], padding=1)
-    return be.hardtanh(x[..., 2:], -HIDDEN_CLAMP, HIDDEN_CLAMP), be.xp.ascontiguousarray(x[..., :2])
+    c = x.shape[-1]
+    return (be.hardtanh(be.channels(x, 2, c), -HIDDEN_CLAMP, HIDDEN_CLAMP),
+            be.xp.ascontiguousarray(be.channels(x, 0, 2)))
 
 
 def iterate(be, p, f0, f1, context, flow, iters, config, budget=1 << 30):
@@ -107,9 +108,9 @@ def iterate(be, p, f0, f1, context, flow, iters, config, budget=1 << 30):
     grid = be.const(("neuflow2_grid", n, h, w), lambda: be.asarray(_coords_grid(n, h, w)))
     iter_context = be.const(("neuflow2_zeros", n, h, w, d), lambda: be.asarray(np.zeros((n, h, w, d))))
     for _ in range(iters):
-        corr = be.corr_lookup(state, grid + flow, config["corr_radius"])
+        corr = be.corr_lookup(state, be.add(grid, flow), config["corr_radius"])
         iter_context, delta = refine(be, p, corr, context, iter_context, flow)
-        flow = flow + delta
+        flow = be.add(flow, delta)
     return flow
 
 
@@ -132,9 +133,7 @@ def upsample(be, p, frame0, flow, factor):
 def _prepare(be, img0, img1, factor):
     """Two (H, W, 3) BGR 0..255 frames -> ((2, H', W', 3) RGB in 0..1 replicate-padded to a
     multiple of `factor`, pads)."""
-    xp = be.xp
-    frames = xp.stack([img0, img1])[..., ::-1] / xp.float32(255)
-    return pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), factor)
+    return be.normalize_frames([img0, img1], factor)
 
 
 def _features(be, params, frames, config):
@@ -144,7 +143,9 @@ def _features(be, params, frames, config):
     c16, c8 = config["context_dim_s16"], config["context_dim_s8"]
     x16, x8 = backbone(be, params["backbone"], frames)
     x16 = cross_attention(be, params["cross_attn_s16"], x16)
-    f8 = merge(be, params["merge_s8"], be.concat([x8[..., c8:], be.upsample_nearest(x16[..., c16:], 2)]))
+    c8_all, c16_all = x8.shape[-1], x16.shape[-1]
+    f8 = merge(be, params["merge_s8"], be.concat([be.channels(x8, c8, c8_all),
+                                                  be.upsample_nearest(be.channels(x16, c16, c16_all), 2)]))
     return x16, x8, f8
 
 
@@ -154,13 +155,15 @@ def _direction(be, params, frames, shared, i, config, options):
     x16, x8, f8 = shared
     a, b = slice(i, i + 1), slice(1 - i, 2 - i)
     c16, c8 = config["context_dim_s16"], config["context_dim_s8"]
-    ctx16 = be.relu(x16[a, ..., :c16])
-    f0, f1 = xp.ascontiguousarray(x16[a, ..., c16:]), xp.ascontiguousarray(x16[b, ..., c16:])
+    c = x16.shape[-1]
+    ctx16 = be.relu(be.channels(x16[a], 0, c16))
+    f0, f1 = (xp.ascontiguousarray(be.channels(x16[s], c16, c)) for s in (a, b))
     budget = options.get("corr_budget", 1 << 30)
     flow = iterate(be, params["refine_s16"], f0, f1, ctx16, be.global_matching(f0, f1),
                    options.get("iters_s16", 1), config, budget)
-    flow = be.upsample_nearest(flow, 2) * flow.dtype.type(2)
-    ctx8 = merge(be, params["context_merge_s8"], be.concat([be.relu(x8[a, ..., :c8]), be.upsample_nearest(ctx16, 2)]))
+    flow = be.scale(be.upsample_nearest(flow, 2), 2)
+    ctx8 = merge(be, params["context_merge_s8"],
+                 be.concat([be.relu(be.channels(x8[a], 0, c8)), be.upsample_nearest(ctx16, 2)]))
     flow = iterate(be, params["refine_s8"], f8[a], f8[b], ctx8, flow, options.get("iters_s8", 8), config, budget)
     return upsample(be, params, frames[a], flow, config["upsample_factor"])
 
@@ -171,7 +174,7 @@ def forward(params, img0, img1, config, options, init_flow=None):
     be = backend_of(params)
     frames, pads = _prepare(be, img0, img1, config["padding_factor"])
     up = _direction(be, params, frames, _features(be, params, frames, config), 0, config, options)
-    return be.xp.ascontiguousarray(unpad(up, pads)[0])
+    return be.xp.ascontiguousarray(be.crop(up, pads)[0])
 
 
 def forward_both(params, img0, img1, config, options):
@@ -183,7 +186,7 @@ def forward_both(params, img0, img1, config, options):
     shared = _features(be, params, frames, config)
     fw = _direction(be, params, frames, shared, 0, config, options)
     bw = _direction(be, params, frames, shared, 1, config, options)
-    return xp.ascontiguousarray(unpad(fw, pads)[0]), xp.ascontiguousarray(unpad(bw, pads)[0])
+    return xp.ascontiguousarray(be.crop(fw, pads)[0]), xp.ascontiguousarray(be.crop(bw, pads)[0])
 
 
 # -- checkpoint layout -------------------------------------------------------------------

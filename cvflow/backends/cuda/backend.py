@@ -19,12 +19,12 @@ import warnings
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_gru, k_norm, k_patch_corr, k_upsample,
-                                  k_warp)
-from cvflow.ops import attention as attention_ops
+from cvflow.backends.cuda import (k_act, k_attention, k_conv, k_convnext, k_corr, k_gru, k_norm, k_patch_corr,
+                                  k_tensor, k_upsample, k_warp)
 from cvflow.ops import gru as gru_ops
-from cvflow.ops import matching as matching_ops
+from cvflow.backends.cuda.executor import launch_1d
 from cvflow.ops.corr import corr_volume_bytes
+from cvflow.ops.pad import pad_amounts
 
 
 class GraphWarning(RuntimeWarning):
@@ -117,7 +117,7 @@ class CudaBackend(Backend):
         return k_convnext.layer_norm(self.ex, x, p["weight"], p["bias"], eps)
 
     def relu(self, x):
-        return k_act.relu_(self.ex, self.xp.array(x, order="C"))
+        return k_act.relu_(self.ex, k_tensor.copy(self.ex, x))
 
     def relu_(self, x):
         if not x.flags.c_contiguous:  # a view (RAFT's split head): glue, in place
@@ -194,11 +194,63 @@ class CudaBackend(Backend):
     def patch_correlation(self, f1, f2, max_displacement=20, stride=2):
         return k_patch_corr.patch_correlation(self.ex, f1, f2, max_displacement, stride)
 
+    # -- attention and matching: device-sized blocks, softmax and windows as kernels -------
+    def attention(self, q, k, v, bias=None):
+        return k_attention.attention(self.ex, q, k, v, bias)
+
+    def window_attention(self, q, k, v, splits, shift=False, mask=None):
+        if shift and mask is None:
+            mask = self.shifted_window_mask(q.shape[1], q.shape[2], splits)
+        return k_attention.window_attention(self.ex, q, k, v, splits, shift, mask)
+
+    def global_matching(self, f0, f1):
+        return k_attention.global_matching(self.ex, f0, f1)
+
     def local_attention(self, q, k, v, radius):
-        return attention_ops.local_attention(q, k, v, radius, correlate=self.patch_correlation)
+        corr = self.patch_correlation(q, k, radius, 1)
+        return k_attention.local_attention(self.ex, corr, v, radius, q.shape[-1])
 
     def local_matching(self, f0, f1, radius):
-        return matching_ops.local_matching(f0, f1, radius, correlate=self.patch_correlation)
+        return k_attention.local_matching(self.ex, self.patch_correlation(f0, f1, radius, 1), radius, f0.shape[-1])
+
+    # -- the Transformer models' array glue as kernels ----------------------------------------
+    token_rows = None  # the feed-forward networks' tokens in one block
+
+    def concat(self, parts, axis=-1):
+        if any(p.dtype != np.float32 for p in parts):
+            return self.xp.concatenate(parts, axis=axis)
+        return k_tensor.concat(self.ex, parts, axis)
+
+    def add(self, a, b):
+        return k_tensor.add(self.ex, a, b)
+
+    def scale(self, a, alpha):
+        return k_tensor.scale(self.ex, a, alpha)
+
+    def channels(self, x, start, stop):
+        return k_tensor.channels(self.ex, x, start, stop)
+
+    def gelu_(self, x):
+        if not x.flags.c_contiguous:
+            return self.gelu(x)
+        launch_1d(self.ex, "act:gelu", x.size, x, np.int32(x.size))
+        return x
+
+    def hardtanh(self, x, lo, hi):
+        return k_tensor.clamp(self.ex, x, lo, hi)
+
+    def upsample_nearest(self, x, factor):
+        return k_tensor.upsample_nearest(self.ex, x, factor)
+
+    def normalize_frames(self, frames, multiple, mean=None, std=None):
+        h, w = frames[0].shape[:2]
+        pads = pad_amounts(h, w, multiple)
+        mean = (0.0, 0.0, 0.0) if mean is None else mean
+        std = (1.0, 1.0, 1.0) if std is None else std
+        return k_tensor.normalize_frames(self.ex, frames, pads, mean, std), pads
+
+    def crop(self, x, pads):
+        return x if not any(pads) else k_tensor.crop(self.ex, x, pads)
 
     # -- NeuFlow v2 ----------------------------------------------------------------------
     def avg_pool2x2(self, x):

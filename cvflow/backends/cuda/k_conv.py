@@ -100,9 +100,8 @@ def conv2d(ex, x, layer, stride=1, padding=0, dilation=1, act=None, slope=0.1, o
     wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     out = _destination(ex, out, (n, ho, wo, o))
     res = out.reshape(-1, o)
-    if kh == kw == 1 and ph == pw == 0:  # 1x1: the (strided) input is the matrix
-        xs = x if sh == sw == 1 else contiguous(ex, x[:, ::sh, ::sw])
-        ex.matmul(xs.reshape(-1, c), layer.mat, out=res)
+    if kh == kw == 1 and ph == pw == 0 and sh == sw == 1:  # 1x1: the input is the matrix
+        ex.matmul(x.reshape(-1, c), layer.mat, out=res)
     elif res.shape[0]:
         k = kh * kw * c
         total = res.shape[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from cvflow.backends.cuda import k_tensor
 from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
 from cvflow.errors import InputError
 
@@ -33,7 +34,7 @@ def pool_pyramid(ex, f2, levels):
 def _scaled(ex, f1):
     """(N*H*W, D) first-frame features times 1/sqrt(D), rounded as the NumPy op."""
     d = f1.shape[-1]
-    return contiguous(ex, f1.reshape(-1, d) * f32(1 / math.sqrt(d)))
+    return k_tensor.scale(ex, f1.reshape(-1, d), 1 / math.sqrt(d))
 
 
 def corr_pyramid(ex, f1, f2, levels):
