@@ -149,15 +149,19 @@ def test_add_names_the_shapes(ex):
 
 
 @settings(max_examples=20, deadline=None)
-@given(h=st.integers(1, 20), w=st.integers(1, 20), multiple=st.sampled_from([1, 8, 16]), imagenet=st.booleans(),
-       seed=seeds)
-def test_frame_normalisation_is_the_generic_one_bit_for_bit(ex, h, w, multiple, imagenet, seed):
+@given(h=st.integers(1, 20), w=st.integers(1, 20), multiple=st.sampled_from([1, 8, 16]),
+       norm=st.sampled_from(["signed", "unit", "mean_std"]), seed=seeds)
+def test_frames_and_crop_are_the_generic_ones_bit_for_bit(ex, h, w, multiple, norm, seed):
     from cvflow.backends.cuda.backend import CudaBackend
 
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (h, w, 3)).astype(np.float32) for _ in range(2)]
-    stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if imagenet else (None, None)
-    want, pads = Backend().normalize_frames(frames, multiple, *stats)
-    got, got_pads = CudaBackend(ex).normalize_frames([ex.asarray(f) for f in frames], multiple, *stats)
+    stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if norm == "mean_std" else (None, None)
+    want, pads = Backend().frames(*frames, multiple, norm, *stats)
+    cuda = CudaBackend(ex)
+    got, got_pads = cuda.frames(*(ex.asarray(f) for f in frames), multiple, norm, *stats)
     assert got_pads == pads
     np.testing.assert_array_equal(got, want)
+    cropped = cuda.crop(got, pads)
+    assert cropped.flags.c_contiguous
+    np.testing.assert_array_equal(cropped, Backend().crop(want, pads))

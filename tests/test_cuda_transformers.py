@@ -60,3 +60,18 @@ def test_graph_replay_with_new_frames_equals_eager_bit_for_bit(name, size):
             np.testing.assert_array_equal(got, eager)
         assert c.launches == {} and c.ex_matmuls == 0 and c.allocs == 0   # the last call: a replay
         assert be._graphs[key][0].nodes > 50
+
+
+@pytest.mark.parametrize("name", ["gmflow-refine", "neuflow2"])
+def test_bidirectional_on_the_emulator_equals_both_calcs(name):
+    """forward_both's batch of both directions (concatenations along the batch axis as
+    kernels) against one calc per direction."""
+    import cvflow
+    from cvflow.testing import cuda_emulator
+
+    f0, f1 = frames(64, 96, seed=4)
+    with cuda_emulator():
+        of = cvflow.create(name, weights=random_weights(name), device="cuda")
+        fw, bw = of.calcBidirectional(f0, f1)
+        assert np.abs(fw - of.calc(f0, f1)).max() <= 1e-4
+        assert np.abs(bw - of.calc(f1, f0)).max() <= 1e-4

@@ -112,18 +112,22 @@ class Backend:
         """x[..., start:stop] (a view here; contiguous on the CUDA backend)."""
         return x[..., start:stop]
 
-    def normalize_frames(self, frames, multiple, mean=None, std=None):
-        """BGR (H, W, 3) float32 0..255 frames -> ((len, H', W', 3) RGB x / 255, then
-        (x - mean) / std when given, edge-replicated to multiples of `multiple`; pads)."""
+    def frames(self, img0, img1, multiple=1, norm="signed", mean=None, std=None):
+        """Two (H, W, 3) BGR float32 0..255 frames -> ((2, H', W', 3) float32 RGB, pads),
+        edge-replicated to multiples of `multiple` (pads: top, bottom, left, right) and
+        normalised: norm "signed" 2 * (v / 255) - 1, "unit" v / 255, "mean_std"
+        (v / 255 - mean) / std per RGB channel."""
         xp = self.xp
-        x = xp.stack(frames)[..., ::-1] / xp.float32(255)
-        if mean is not None:
+        x = xp.stack([img0, img1])[..., ::-1] / xp.float32(255)
+        if norm == "signed":
+            x = 2 * x - 1
+        elif norm == "mean_std":
             x = (x - xp.asarray(mean, dtype=xp.float32)) / xp.asarray(std, dtype=xp.float32)
         return pad_to_multiple(xp.ascontiguousarray(x, dtype=xp.float32), multiple)
 
     def crop(self, x, pads):
-        """(N, H, W, C) without what `normalize_frames` padded (a view here)."""
-        return unpad(x, pads)
+        """(N, H', W', C) -> its first item (H, W, C) without `pads`, contiguous."""
+        return self.xp.ascontiguousarray(unpad(x, pads)[0])
 
     # -- memoisation ---------------------------------------------------------------------
     def prepared(self, layer: dict, kind: str, make):

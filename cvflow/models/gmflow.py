@@ -100,14 +100,13 @@ def forward(params, img0, img1, config, options, init_flow=None):
     GMFlow takes no initial flow; `init_flow` is ignored.
     """
     be = backend_of(params)
-    xp = be.xp
     # BGR 0..255 -> RGB with ImageNet mean/std, replicate-padded.
-    frames, pads = be.normalize_frames([img0, img1], config["padding_factor"], IMAGENET_MEAN, IMAGENET_STD)
+    frames, pads = be.frames(img0, img1, config["padding_factor"], "mean_std", IMAGENET_MEAN, IMAGENET_STD)
     bidir = bool(options.get("bidirectional", False))
-    flows = be.crop(gmflow_flow(be, params, frames, config, bidirectional=bidir), pads)
+    flows = gmflow_flow(be, params, frames, config, bidirectional=bidir)
     if bidir:
-        return xp.ascontiguousarray(flows[0]), xp.ascontiguousarray(flows[1])
-    return xp.ascontiguousarray(flows[0])
+        return be.crop(flows, pads), be.crop(flows[1:], pads)
+    return be.crop(flows, pads)
 
 
 def forward_both(params, img0, img1, config, options):

@@ -133,7 +133,7 @@ def upsample(be, p, frame0, flow, factor):
 def _prepare(be, img0, img1, factor):
     """Two (H, W, 3) BGR 0..255 frames -> ((2, H', W', 3) RGB in 0..1 replicate-padded to a
     multiple of `factor`, pads)."""
-    return be.normalize_frames([img0, img1], factor)
+    return be.frames(img0, img1, factor, "unit")
 
 
 def _features(be, params, frames, config):
@@ -174,7 +174,7 @@ def forward(params, img0, img1, config, options, init_flow=None):
     be = backend_of(params)
     frames, pads = _prepare(be, img0, img1, config["padding_factor"])
     up = _direction(be, params, frames, _features(be, params, frames, config), 0, config, options)
-    return be.xp.ascontiguousarray(be.crop(up, pads)[0])
+    return be.crop(up, pads)
 
 
 def forward_both(params, img0, img1, config, options):
@@ -186,7 +186,7 @@ def forward_both(params, img0, img1, config, options):
     shared = _features(be, params, frames, config)
     fw = _direction(be, params, frames, shared, 0, config, options)
     bw = _direction(be, params, frames, shared, 1, config, options)
-    return xp.ascontiguousarray(be.crop(fw, pads)[0]), xp.ascontiguousarray(be.crop(bw, pads)[0])
+    return be.crop(fw, pads), be.crop(bw, pads)
 
 
 # -- checkpoint layout -------------------------------------------------------------------

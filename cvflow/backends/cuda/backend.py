@@ -242,15 +242,19 @@ class CudaBackend(Backend):
     def upsample_nearest(self, x, factor):
         return k_tensor.upsample_nearest(self.ex, x, factor)
 
-    def normalize_frames(self, frames, multiple, mean=None, std=None):
-        h, w = frames[0].shape[:2]
+    def frames(self, img0, img1, multiple=1, norm="signed", mean=None, std=None):
+        """One kernel per frame (float32 frames; `Backend.frames`' pads and norms)."""
+        h, w = img0.shape[:2]
         pads = pad_amounts(h, w, multiple)
-        mean = (0.0, 0.0, 0.0) if mean is None else mean
-        std = (1.0, 1.0, 1.0) if std is None else std
-        return k_tensor.normalize_frames(self.ex, frames, pads, mean, std), pads
+        if norm == "signed":  # 2 * (v / 255) - 1 = (v / 255 - 0.5) / 0.5 exactly
+            mean, std = (0.5,) * 3, (0.5,) * 3
+        elif norm == "unit":
+            mean, std = (0.0,) * 3, (1.0,) * 3
+        return k_tensor.normalize_frames(self.ex, [img0, img1], pads, mean, std), pads
 
     def crop(self, x, pads):
-        return x if not any(pads) else k_tensor.crop(self.ex, x, pads)
+        x = x[0:1]
+        return (x if not any(pads) else k_tensor.crop(self.ex, x, pads))[0]
 
     # -- NeuFlow v2 ----------------------------------------------------------------------
     def avg_pool2x2(self, x):

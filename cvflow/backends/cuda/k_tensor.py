@@ -1,5 +1,5 @@
 """Array glue of the Transformer models as kernels (kernels/copy_columns.cu, eltwise.cu,
-nearest.cu, frames.cu): concatenation, channel slices, crops, residual sums, scaling and the frames'
+nearest.cu, frame_norm.cu): concatenation, channel slices, crops, residual sums, scaling and the frames'
 normalisation, each one launch instead of CuPy ops (which a captured graph could not
 hold). Same numbers as the NumPy expressions they replace. Arrays: float32 executor
 arrays; results are new C-contiguous arrays.
@@ -112,6 +112,6 @@ def normalize_frames(ex, frames, pads, mean, std):
     for i, img in enumerate(frames):
         if tuple(img.shape) != (h, w, 3):
             raise InputError(f"frames must be ({h}, {w}, 3), got {tuple(img.shape)}")
-        launch_1d(ex, "frames:frame_normalize", H * W * 3, contiguous(ex, img), out, i32(h), i32(w), i32(H), i32(W),
+        launch_1d(ex, "frame_norm:frame_normalize", H * W * 3, contiguous(ex, img), out, i32(h), i32(w), i32(H), i32(W),
                   i32(top), i32(left), i32(i), *(f32(m) for m in mean), *(f32(s) for s in std))
     return out

@@ -1,7 +1,7 @@
 // Frames into a model's input, one output element per thread: BGR (h, w, 3) float32
 // 0..255 -> slot `index` of out (frames, H, W, 3), RGB, ((x / 255) - mean) / std, edge-
-// replicated by (top, left) to H x W (cvflow/models/gmflow.py normalize and
-// cvflow/ops/pad.py; mean 0, std 1 give NeuFlow's x / 255 exactly).
+// replicated by (top, left) to H x W (cvflow/backends/base.py frames, cvflow/ops/pad.py;
+// mean 0, std 1 give x / 255 exactly, mean 0.5, std 0.5 give 2 * (x / 255) - 1 exactly).
 extern "C" __global__ void frame_normalize(const float* __restrict__ img, float* __restrict__ out, int h, int w,
                                            int H, int W, int top, int left, int index, float m0, float m1,
                                            float m2, float s0, float s1, float s2)
