@@ -6,8 +6,10 @@ normalisations (layer norm included), activations (GELU included), depthwise
 convolutions, RAFT's correlation, FlowNet's patch correlation, warps and
 upsampling run the hand-written kernels (`k_*.py` wrappers); matrix products go to
 `ex.matmul` (cuBLAS; Linear layers too); RAFT's GRU gates are two kernels per cell
-(`k_gru.py`); what is left (attention's softmax, reshapes) is array glue on `ex.xp`, the
-same expressions on CuPy and NumPy.
+(`k_gru.py`); attention takes device-sized blocks of scores with its softmax, shifted
+windows, GMFlow's matching and the Transformer models' glue (concatenation, sums,
+frames) as kernels (`k_attention.py`, `k_tensor.py`); what is left is array glue on
+`ex.xp`, the same expressions on CuPy and NumPy.
 
 Prepared layers (weight matrices, batch-norm affines) are built once per layer on the
 device and held here, never in the weight dict; `release` frees the executor's pools.
