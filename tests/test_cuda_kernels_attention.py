@@ -101,7 +101,7 @@ def test_local_matching_and_local_attention_match_numpy(ex, n, h, w, c, radius, 
 
 
 @settings(max_examples=30, deadline=None)
-@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), parts=st.integers(1, 3),
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), parts=st.integers(1, 6),
        axis=st.integers(0, 3), seed=seeds)
 def test_concat_and_channels_copy_exactly(ex, shape, parts, axis, seed):
     rng = np.random.default_rng(seed)

@@ -18,22 +18,27 @@ def _copy(ex, src, dst, rows, width, src_width, src_offset, dst_width, dst_offse
 
 
 def concat(ex, parts, axis=-1):
-    """Concatenation along `axis` of arrays equal in every other axis: one copy per part."""
+    """Concatenation along `axis` of arrays equal in every other axis: one launch per
+    four parts."""
     parts = [contiguous(ex, p) for p in parts]
     ndim = parts[0].ndim
     axis = axis % ndim
     shape = list(parts[0].shape)
+    for p in parts:
+        if p.ndim != ndim or any(p.shape[i] != shape[i] for i in range(ndim) if i != axis):
+            raise InputError(f"cannot concatenate {tuple(p.shape)} with {tuple(parts[0].shape)} along axis {axis}")
     shape[axis] = sum(p.shape[axis] for p in parts)
     out = ex.empty(tuple(shape))
     rows = math.prod(shape[:axis])
     inner = math.prod(shape[axis + 1:])
     offset = 0
-    for p in parts:
-        if p.ndim != ndim or any(p.shape[i] != shape[i] for i in range(ndim) if i != axis):
-            raise InputError(f"cannot concatenate {tuple(p.shape)} with {tuple(parts[0].shape)} along axis {axis}")
-        width = p.shape[axis] * inner
-        _copy(ex, p, out, rows, width, width, 0, shape[axis] * inner, offset)
-        offset += width
+    for g in range(0, len(parts), 4):
+        group = parts[g:g + 4]
+        widths = [p.shape[axis] * inner for p in group] + [0] * (4 - len(group))
+        arrays = group + [group[0]] * (4 - len(group))
+        launch_1d(ex, "copy_columns:concat4", rows * sum(widths), *arrays, out, i32(rows), *(i32(w) for w in widths),
+                  i32(shape[axis] * inner), i32(offset))
+        offset += sum(widths)
     return out
 
 
