@@ -1,7 +1,7 @@
 """GMFlow, GMFlow with refinement and NeuFlow v2 on the CUDA backend: dispatch budgets
 from the dispatch profile (448x1024, dry) and CUDA-graph replay on the emulator.
 
-Budgets (executor calls per pass at 448x1024; reached: 416, 669, 470): GMFlow <= 800
+Budgets (executor calls per pass at 448x1024; reached: 402, 642, 433): GMFlow <= 800
 (the issue's), GMFlow-refine <= 700, NeuFlow v2 <= 500; no array op outside the executor
 in the model, and no host->device copy but the two frames. The only ops left in a `calc`
 are the API's conversions of uint8 frames to float32 (two 'asarray').
