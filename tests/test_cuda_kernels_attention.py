@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvflow.backends.base import Backend
 from cvflow.backends.cuda import k_attention, k_tensor
 from cvflow.errors import InputError
 from cvflow.ops import attention, matching, upsample, window
@@ -101,67 +100,20 @@ def test_local_matching_and_local_attention_match_numpy(ex, n, h, w, c, radius, 
 
 
 @settings(max_examples=30, deadline=None)
-@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), parts=st.integers(1, 6),
-       axis=st.integers(0, 3), seed=seeds)
-def test_concat_and_channels_copy_exactly(ex, shape, parts, axis, seed):
-    rng = np.random.default_rng(seed)
-    axis = axis % len(shape)
-    arrays = []
-    for _ in range(parts):
-        s = list(shape)
-        s[axis] = int(rng.integers(1, 4))
-        arrays.append(randn(rng, *s))
-    np.testing.assert_array_equal(k_tensor.concat(ex, arrays, axis), np.concatenate(arrays, axis))
-    x = arrays[0]
-    a = int(rng.integers(0, x.shape[-1]))
-    b = int(rng.integers(a + 1, x.shape[-1] + 1))
-    got = k_tensor.channels(ex, x, a, b)
-    assert got.flags.c_contiguous
-    np.testing.assert_array_equal(got, x[..., a:b])
-
-
-def test_concat_names_the_mismatch(ex):
-    with pytest.raises(InputError, match=r"cannot concatenate \(2, 3\) with \(2, 2\) along axis 0"):
-        k_tensor.concat(ex, [np.ones((2, 2), np.float32), np.ones((2, 3), np.float32)], 0)
-
-
-@settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 2), h=st.integers(1, 6), w=st.integers(1, 6), c=st.integers(1, 4),
-       pads=st.tuples(*[st.integers(0, 2)] * 4), factor=st.integers(1, 3), alpha=st.floats(-3, 3, width=32),
-       seed=seeds)
-def test_crop_add_scale_clamp_nearest_are_the_numpy_expressions(ex, n, h, w, c, pads, factor, alpha, seed):
-    rng = np.random.default_rng(seed)
-    top, bottom, left, right = pads
-    x = randn(rng, n, h + top + bottom, w + left + right, c)
-    np.testing.assert_array_equal(k_tensor.crop(ex, x, pads), x[:, top:top + h, left:left + w])
-    y, b = randn(rng, n, h, w, c), randn(rng, h, w, c)
-    np.testing.assert_array_equal(k_tensor.add(ex, y, b), y + b)
-    np.testing.assert_array_equal(k_tensor.add(ex, y, y), y + y)
-    np.testing.assert_array_equal(k_tensor.scale(ex, y, alpha), y * np.float32(alpha))
+       factor=st.integers(1, 3), seed=seeds)
+def test_clamp_and_nearest_upsampling_are_the_numpy_expressions(ex, n, h, w, c, factor, seed):
+    y = randn(np.random.default_rng(seed), n, h, w, c)
     np.testing.assert_array_equal(k_tensor.clamp(ex, y, -0.5, 0.7), np.clip(y, np.float32(-0.5), np.float32(0.7)))
     np.testing.assert_array_equal(k_tensor.upsample_nearest(ex, y, factor), upsample.upsample_nearest(y, factor))
-    np.testing.assert_array_equal(k_tensor.copy(ex, y), y)
 
 
-def test_add_names_the_shapes(ex):
-    with pytest.raises(InputError, match=r"cannot add \(3,\) to \(2, 2\)"):
-        k_tensor.add(ex, np.ones((2, 2), np.float32), np.ones(3, np.float32))
+def test_glue_adds_a_map_broadcast_over_the_batch(ex):
+    """GMFlow's position encoding (H, W, C) added to both frames' maps (2, H, W, C)."""
+    from cvflow.backends.cuda import k_glue
 
-
-@settings(max_examples=20, deadline=None)
-@given(h=st.integers(1, 20), w=st.integers(1, 20), multiple=st.sampled_from([1, 8, 16]),
-       norm=st.sampled_from(["signed", "unit", "mean_std"]), seed=seeds)
-def test_frames_and_crop_are_the_generic_ones_bit_for_bit(ex, h, w, multiple, norm, seed):
-    from cvflow.backends.cuda.backend import CudaBackend
-
-    rng = np.random.default_rng(seed)
-    frames = [rng.integers(0, 256, (h, w, 3)).astype(np.float32) for _ in range(2)]
-    stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if norm == "mean_std" else (None, None)
-    want, pads = Backend().frames(*frames, multiple, norm, *stats)
-    cuda = CudaBackend(ex)
-    got, got_pads = cuda.frames(*(ex.asarray(f) for f in frames), multiple, norm, *stats)
-    assert got_pads == pads
-    np.testing.assert_array_equal(got, want)
-    cropped = cuda.crop(got, pads)
-    assert cropped.flags.c_contiguous
-    np.testing.assert_array_equal(cropped, Backend().crop(want, pads))
+    rng = np.random.default_rng(0)
+    a, b = randn(rng, 2, 3, 4, 5), randn(rng, 3, 4, 5)
+    np.testing.assert_array_equal(k_glue.binary(ex, ex.asarray(a), ex.asarray(b), "add"), a + b)
+    with pytest.raises(InputError, match=r"add: shapes \(2, 3, 4, 5\) and \(4, 4, 5\) do not fit"):
+        k_glue.binary(ex, ex.asarray(a), ex.asarray(np.ones((4, 4, 5), np.float32)), "add")

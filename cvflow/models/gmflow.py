@@ -164,10 +164,10 @@ GMFLOW_REFINE_CONFIG = {**BASE_CONFIG, "num_scales": 2, "upsample_factor": 4, "a
 register(ModelDef(
     name="gmflow", family="gmflow", config=GMFLOW_CONFIG, param_shapes=param_shapes, forward=forward,
     options={"bidirectional": False}, checkpoint="gmflow_things-e9887eda.pth", min_size=0,
-    prepare_size=64, forward_both=forward_both,
+    prepare_size=64, forward_both=forward_both, device_frames=True,
     description="GMFlow, global matching at 1/8 with a 6-layer Transformer (Things)."))
 register(ModelDef(
     name="gmflow-refine", family="gmflow", config=GMFLOW_REFINE_CONFIG, param_shapes=param_shapes,
     forward=forward, options={"bidirectional": False}, checkpoint="gmflow_with_refine_things-36579974.pth",
-    min_size=0, prepare_size=64, forward_both=forward_both,
+    min_size=0, prepare_size=64, forward_both=forward_both, device_frames=True,
     description="GMFlow with refinement: global matching at 1/8, local (r=4) at 1/4 (Things)."))

@@ -93,9 +93,7 @@ def refine(be, p, corr, context, iter_context, flow):
     for i in range(len(p["conv_layers"])):
         x = be.conv2d(x, p["conv_layers"][str(i)]["conv"], padding=1, act="leaky", slope=SLOPE)
     x = be.conv2d(x, p["conv3"], padding=1)
-    c = x.shape[-1]
-    return (be.hardtanh(be.channels(x, 2, c), -HIDDEN_CLAMP, HIDDEN_CLAMP),
-            be.xp.ascontiguousarray(be.channels(x, 0, 2)))
+    return be.hardtanh(x[..., 2:], -HIDDEN_CLAMP, HIDDEN_CLAMP), be.contiguous(x[..., :2])
 
 
 def iterate(be, p, f0, f1, context, flow, iters, config, budget=1 << 30):
@@ -143,27 +141,22 @@ def _features(be, params, frames, config):
     c16, c8 = config["context_dim_s16"], config["context_dim_s8"]
     x16, x8 = backbone(be, params["backbone"], frames)
     x16 = cross_attention(be, params["cross_attn_s16"], x16)
-    c8_all, c16_all = x8.shape[-1], x16.shape[-1]
-    f8 = merge(be, params["merge_s8"], be.concat([be.channels(x8, c8, c8_all),
-                                                  be.upsample_nearest(be.channels(x16, c16, c16_all), 2)]))
+    f8 = merge(be, params["merge_s8"], be.concat([x8[..., c8:], be.upsample_nearest(x16[..., c16:], 2)]))
     return x16, x8, f8
 
 
 def _direction(be, params, frames, shared, i, config, options):
     """Flow (1, H', W', 2) from frame i to frame 1 - i, given the shared features."""
-    xp = be.xp
     x16, x8, f8 = shared
     a, b = slice(i, i + 1), slice(1 - i, 2 - i)
     c16, c8 = config["context_dim_s16"], config["context_dim_s8"]
-    c = x16.shape[-1]
-    ctx16 = be.relu(be.channels(x16[a], 0, c16))
-    f0, f1 = (xp.ascontiguousarray(be.channels(x16[s], c16, c)) for s in (a, b))
+    ctx16 = be.relu(x16[a, ..., :c16])
+    f0, f1 = be.contiguous(x16[a, ..., c16:]), be.contiguous(x16[b, ..., c16:])
     budget = options.get("corr_budget", 1 << 30)
     flow = iterate(be, params["refine_s16"], f0, f1, ctx16, be.global_matching(f0, f1),
                    options.get("iters_s16", 1), config, budget)
     flow = be.scale(be.upsample_nearest(flow, 2), 2)
-    ctx8 = merge(be, params["context_merge_s8"],
-                 be.concat([be.relu(be.channels(x8[a], 0, c8)), be.upsample_nearest(ctx16, 2)]))
+    ctx8 = merge(be, params["context_merge_s8"], be.concat([be.relu(x8[a, ..., :c8]), be.upsample_nearest(ctx16, 2)]))
     flow = iterate(be, params["refine_s8"], f8[a], f8[b], ctx8, flow, options.get("iters_s8", 8), config, budget)
     return upsample(be, params, frames[a], flow, config["upsample_factor"])
 
@@ -181,7 +174,6 @@ def forward_both(params, img0, img1, config, options):
     """(flow img0 -> img1, flow img1 -> img0): the backbone and the cross-attention (which
     treats both frames alike) run once; each direction then matches and refines."""
     be = backend_of(params)
-    xp = be.xp
     frames, pads = _prepare(be, img0, img1, config["padding_factor"])
     shared = _features(be, params, frames, config)
     fw = _direction(be, params, frames, shared, 0, config, options)
@@ -252,5 +244,5 @@ register(ModelDef(
     options=dict(OPTIONS), checkpoint=None,  # the release files are the tags (registry.json)
     # 1/16 maps of >= 2 px (the reference's align_corners lookup divides by size - 1); an
     # arena as RAFT's: the 1/8 correlation volume alone is 205 MB at 448x1024
-    min_size=32, reuse_bytes=32 << 20, prepare_size=64, forward_both=forward_both,
+    min_size=32, reuse_bytes=32 << 20, prepare_size=64, forward_both=forward_both, device_frames=True,
     description="NeuFlow v2 (Zhang et al. 2024): global matching at 1/16, refinement at 1/16 and 1/8"))
