@@ -61,19 +61,3 @@ extern "C" __global__ void resize_bilinear(const float* __restrict__ x, float* _
     }
     out[i] = acc;
 }
-
-// Nearest-neighbour upsampling by an integer factor: out[n, Y, X, c] = x[n, Y / f, X / f, c].
-// x (N, H, W, C), out (N, f*H, f*W, C).
-extern "C" __global__ void upsample_nearest(const float* __restrict__ x, float* __restrict__ out, int N, int H,
-                                            int W, int C, int f)
-{
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    int Wo = W * f, Ho = H * f;
-    if (i >= N * Ho * Wo * C) return;
-    int c = i % C;
-    int q = i / C;
-    int X = q % Wo;
-    q /= Wo;
-    int Y = q % Ho, n = q / Ho;
-    out[i] = x[(((long long)n * H + Y / f) * W + X / f) * C + c];
-}

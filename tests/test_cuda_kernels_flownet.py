@@ -1,5 +1,5 @@
 """Kernels of the FlowNet pass - flow scaling (true division, per-axis factors), FlowNet2's
-input normalisation, nearest upsampling, the brightness error and warps of channel slices
+input normalisation, the brightness error and warps of channel slices
 (read in place) - on the CPU emulator against the NumPy ops."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from conftest import randn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvflow.backends.cuda import k_frames, k_glue, k_norm, k_upsample, k_warp
+from cvflow.backends.cuda import k_frames, k_glue, k_norm, k_warp
 from cvflow.errors import InputError
-from cvflow.ops import frames, norm, sample, upsample
+from cvflow.ops import frames, norm, sample
 
 seeds = st.integers(0, 2**31 - 1)
 sizes = st.integers(1, 7)
@@ -64,13 +64,6 @@ def test_mean_free_pair_checks_its_frames(ex):
         k_frames.mean_free_pair(ex, np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.float32))
     with pytest.raises(InputError, match=match):
         k_frames.mean_free_pair(ex, np.zeros((4, 4, 2), np.float64), np.zeros((4, 4, 2), np.float64))
-
-
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 2), h=sizes, w=sizes, c=st.integers(1, 4), f=st.integers(1, 4), seed=seeds)
-def test_upsample_nearest_matches_numpy(ex, n, h, w, c, f, seed):
-    x = randn(np.random.default_rng(seed), n, h, w, c)
-    np.testing.assert_array_equal(np.asarray(k_upsample.upsample_nearest(ex, x, f)), upsample.upsample_nearest(x, f))
 
 
 @settings(max_examples=30, deadline=None)

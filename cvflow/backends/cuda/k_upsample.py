@@ -64,12 +64,3 @@ def resize_bilinear(ex, x, out_h, out_w, align_corners, table=None):
               i32(c), i32(out_h), i32(out_w))
     return out
 
-
-def upsample_nearest(ex, x, factor):
-    """Nearest-neighbour upsampling by an integer factor, (N, H, W, C) -> (N, fH, fW, C)."""
-    x = contiguous(ex, x)
-    n, h, w, c = x.shape
-    f = int(factor)
-    out = ex.empty((n, f * h, f * w, c))
-    launch_1d(ex, "upsample:upsample_nearest", out.size, x, out, i32(n), i32(h), i32(w), i32(c), i32(f))
-    return out
