@@ -3,6 +3,7 @@
     python3 bench/gpu_bench.py pack                        # where ../shared exists: fill gpu_pack/
     python3 bench/gpu_bench.py missing                     # what the check needs and gpu_pack/ lacks
     python3 bench/gpu_bench.py parity  [--emulator] [--quick]
+    python3 bench/gpu_bench.py graphs  [--emulator]               # CUDA graph replay vs eager
     python3 bench/gpu_bench.py smoke   [--emulator] [--no-pool]   # tiny runs, for compute-sanitizer
     python3 bench/gpu_bench.py latency [--emulator] [--mode fp32|fast] [--repeat N] [--only NAME ...]
     python3 bench/gpu_bench.py memory  [--emulator]
@@ -13,10 +14,10 @@ receives the repository and that folder only. Every other command reads the pack
 fails, naming what is missing, without it.
 parity: every packed golden case through `create(..., device="cuda")`, the project's bar
 (mean <= 1e-3 px, max <= 5e-2 px).
-latency: RAFT (32 updates), RAFT-small (12 updates), FlowNet2, GMFlow on the CUDA backend
-and, in the same run, torchvision's RAFT (same weights, mapped by the packed key maps)
-and the authors' RAFT / GMFlow / FlowNet2 code where importable ($RAFT_ROOT,
-$GMFLOW_ROOT, $FLOWNET2_ROOT), each skipped with a message otherwise. Like for like:
+graphs: each model's pass captured and replayed with new frames against eager passes
+(bench/gpu_graphs.py).
+latency: RAFT (32 updates), RAFT-small (12 updates), FlowNet2, GMFlow, NeuFlow v2,
+SEA-RAFT on the CUDA backend and, in the same run, PyTorch's codes (bench/gpu_torch.py). Like for like:
 `--mode fp32` is cvflow's FP32 against PyTorch with TF32 off (cuDNN and matmul);
 `--mode fast` is cvflow's fastest mode (gpu_check.sh sets CUPY_TF32=1) against PyTorch's
 defaults. Each row: wall ms (host uint8 frames in, host flow out; median) and GPU ms
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,6 +49,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import cvflow  # noqa: E402
 from gpu_inputs import PACK, case_inputs, frame_pair, golden_cases, missing, pack, random_weights  # noqa: E402
+from gpu_timing import cupy_timing, gpu_ms, median_ms  # noqa: E402
+from gpu_torch import torch_rows  # noqa: E402
 
 # (model, H, W, options): the issue's latency set; the emulator's smoke sizes are tiny.
 LATENCY = [("raft", 440, 1024, {"iters": 32}), ("raft-small", 440, 1024, {"iters": 12}),
@@ -136,172 +138,6 @@ def smoke(args):
 
 
 # -- latency -----------------------------------------------------------------------------------
-SPIN_CYCLES = 400_000_000  # ~0.2 s of one GPU thread: the host queues a whole pass behind it
-
-
-def _median_ms(fn, repeat):
-    fn()
-    fn()  # warm-up: kernels compiled, pools filled, cuBLAS/cuDNN handles and plans made
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
-
-
-def _gpu_ms(pass_fn, spin, event, repeat):
-    """Median device ms of pass_fn (device-resident inputs and outputs) between two events,
-    queued behind a spin kernel; also whether the host ever fell behind the device (then
-    the figure includes the device's idle gaps)."""
-    times, behind = [], False
-    for _ in range(repeat):
-        spin()
-        spun, start, end = event(False), event(True), event(True)
-        spun.record()
-        start.record()
-        pass_fn()
-        end.record()
-        behind |= spun.query()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), behind
-
-
-def _cupy_timing():
-    import cupy
-
-    kernel = cupy.RawKernel(r'''extern "C" __global__ void spin(long long cycles) {
-        long long t0 = clock64(); while (clock64() - t0 < cycles) {} }''', "spin")
-
-    class Event:
-        def __init__(self, timing):
-            self.e = cupy.cuda.Event(disable_timing=not timing)
-
-        def record(self):
-            self.e.record()
-
-        def query(self):
-            return self.e.done
-
-        def synchronize(self):
-            self.e.synchronize()
-
-        def elapsed_time(self, end):
-            return cupy.cuda.get_elapsed_time(self.e, end.e)
-
-    return (lambda: kernel((1,), (1,), (np.int64(SPIN_CYCLES),))), Event
-
-
-def _torch_nets(torch, dev, name, options, weights):
-    """{label: fn(a, b) -> device flow}, a and b (1, 3, H, W) float RGB 0..255 on the device,
-    for the PyTorch codes importable here; messages for the rest."""
-    import os
-
-    nets = {}
-    iters = options.get("iters", 12)
-    if name.startswith("raft"):
-        try:
-            nets["torchvision"] = _torchvision_raft(torch, dev, name, weights, iters)
-        except Exception as e:  # absent, or an API/layout it does not match: say so, go on
-            print(f"  {name}: torchvision RAFT skipped ({type(e).__name__}: {e})")
-        root = os.environ.get("RAFT_ROOT")
-        try:
-            if not root:
-                raise ImportError("set RAFT_ROOT to a princeton-vl/RAFT checkout")
-            sys.path.insert(0, str(Path(root) / "core"))
-            from raft import RAFT
-
-            net = RAFT(argparse.Namespace(small=name == "raft-small", mixed_precision=False, alternate_corr=False))
-            net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-            net = net.to(dev).eval()
-            nets["authors"] = lambda a, b: net(a, b, iters=iters, test_mode=True)[1]
-        except Exception as e:
-            print(f"  {name}: authors' RAFT skipped ({type(e).__name__}: {e})")
-    if name.startswith("gmflow"):
-        root = os.environ.get("GMFLOW_ROOT")
-        try:
-            if not root:
-                raise ImportError("set GMFLOW_ROOT to a haofeixu/gmflow checkout")
-            sys.path.insert(0, str(root))
-            from gmflow.gmflow import GMFlow
-
-            net = GMFlow(feature_channels=128, num_scales=1, upsample_factor=8, num_head=1, attention_type="swin",
-                         ffn_dim_expansion=4, num_transformer_layers=6)
-            net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
-            net = net.to(dev).eval()
-            nets["authors"] = lambda a, b: net(a, b, attn_splits_list=[2], corr_radius_list=[-1],
-                                               prop_radius_list=[-1])["flow_preds"][-1]
-        except Exception as e:
-            print(f"  {name}: authors' GMFlow skipped ({type(e).__name__}: {e})")
-    if name == "flownet2":
-        root = os.environ.get("FLOWNET2_ROOT")
-        try:
-            if not root:
-                raise ImportError("set FLOWNET2_ROOT to a built NVIDIA/flownet2-pytorch checkout")
-            sys.path.insert(0, str(root))
-            from models import FlowNet2
-
-            net = FlowNet2(argparse.Namespace(rgb_max=255.0, fp16=False), batchNorm=False)
-            net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
-            net = net.to(dev).eval()
-            nets["authors"] = lambda a, b: net(torch.stack([a, b], dim=2))  # (1, 3, 2, H, W)
-        except Exception as e:
-            print(f"  {name}: authors' FlowNet2 skipped ({type(e).__name__}: {e})")
-    return nets
-
-
-def _torchvision_raft(torch, dev, name, weights, iters):
-    """torchvision's raft_large / raft_small with cvflow's weights, renamed by the packed key map."""
-    from torchvision.models.optical_flow import raft_large, raft_small
-
-    net = (raft_small if name == "raft-small" else raft_large)(weights=None)
-    table = PACK / f"raft_{'small' if name == 'raft-small' else 'large'}_key_mapping.tsv"
-    state = net.state_dict()
-    if table.is_file():
-        rows = [line.split("\t") for line in table.read_text().splitlines()[1:] if line.strip()]
-        for authors, tv, _ in rows:
-            key = authors.removeprefix("module.")
-            if tv in state and key in weights:
-                state[tv] = torch.from_numpy(weights[key]).reshape(state[tv].shape)
-        net.load_state_dict(state)
-    else:
-        print(f"  {name}: no key map at {table}: torchvision runs its own random weights")
-    net = net.to(dev).eval()
-    return lambda a, b: net(a / 127.5 - 1, b / 127.5 - 1, num_flow_updates=iters)[-1]
-
-
-def _torch_rows(name, options, weights, f0, f1, repeat):
-    """[(label, wall ms, GPU ms, host behind)] of the PyTorch codes on this pair."""
-    try:
-        import torch
-    except ImportError:
-        print(f"  {name}: torch not importable: PyTorch comparisons skipped")
-        return []
-    dev = torch.device("cuda")
-    rows = []
-    for label, fn in _torch_nets(torch, dev, name, options, weights).items():
-        def upload():
-            return [torch.from_numpy(np.ascontiguousarray(f[..., ::-1])).to(dev).permute(2, 0, 1)[None].float()
-                    for f in (f0, f1)]
-
-        def wall():
-            with torch.inference_mode():
-                fn(*upload()).cpu()  # host frames in, host flow out, as cvflow's calc
-
-        a, b = upload()
-
-        def on_device():
-            with torch.inference_mode():
-                fn(a, b)
-
-        ms = _median_ms(wall, repeat)
-        gpu, behind = _gpu_ms(on_device, lambda: torch.cuda._sleep(SPIN_CYCLES),
-                              lambda timing: torch.cuda.Event(enable_timing=timing), min(repeat, 5))
-        rows.append((label, ms, gpu, behind))
-    return rows
-
-
 def latency(args):
     """Wall and GPU ms per pair; "x cvflow": a competitor's wall time over cvflow's.
     --mode fp32: cvflow FP32 against PyTorch with TF32 off; fast: cvflow's fastest mode
@@ -340,19 +176,19 @@ def latency(args):
         lead = f"{name:<12}{f'{h}x{w}':>11}{opts:>10}{args.mode:>6}"
         with device(args.emulator):
             algo = cvflow.create(name, weights=weights, device="cuda", **options)
-            ours = _median_ms(lambda: algo.calc(f0, f1, None), args.repeat)
+            ours = median_ms(lambda: algo.calc(f0, f1, None), args.repeat)
             gpu, behind = float("nan"), False
             if not args.emulator:
                 import cupy
 
                 d0, d1 = cupy.asarray(f0), cupy.asarray(f1)
-                spin, event = _cupy_timing()
-                gpu, behind = _gpu_ms(lambda: algo.calc(d0, d1, None), spin, event, min(args.repeat, 5))
+                spin, event = cupy_timing()
+                gpu, behind = gpu_ms(lambda: algo.calc(d0, d1, None), spin, event, min(args.repeat, 5))
         note = " (host behind)" if behind else ""
         print(f"{lead}{'cvflow':>14}{ours:10.2f}{gpu:9.2f}{1.0:10.2f}{note}", flush=True)
         summary = [f"cvflow {ours:.1f} / {gpu:.1f}{note}"]
         if not (args.emulator or args.no_torch):
-            for label, ms, tgpu, tbehind in _torch_rows(name, options, weights, f0, f1, args.repeat):
+            for label, ms, tgpu, tbehind in torch_rows(name, options, weights, f0, f1, args.repeat):
                 tnote = " (host behind)" if tbehind else ""
                 print(f"{lead}{label:>14}{ms:10.2f}{tgpu:9.2f}{ms / ours:10.2f}{tnote}", flush=True)
                 summary.append(f"{label} {ms:.1f} / {tgpu:.1f}{tnote} (x{ms / ours:.2f})")
@@ -408,7 +244,7 @@ def memory(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["pack", "missing", "parity", "smoke", "latency", "memory"])
+    ap.add_argument("what", choices=["pack", "missing", "parity", "graphs", "smoke", "latency", "memory"])
     ap.add_argument("--mode", choices=["fp32", "fast"], default="fp32",
                     help="latency: fp32 (PyTorch TF32 off) or fast (cvflow TF32, PyTorch defaults)")
     ap.add_argument("--emulator", action="store_true", help="the CPU emulator at tiny sizes (no GPU needed)")
@@ -428,6 +264,10 @@ def main(argv=None):
         args.repeat = min(args.repeat, 1)
     if args.what not in ("pack", "missing") and missing():
         return do_missing(args)  # without the pack nothing here is checked: fail, never skip
+    if args.what == "graphs":
+        from gpu_graphs import graphs
+
+        return graphs(args, device)
     return {"pack": do_pack, "missing": do_missing, "parity": parity, "smoke": smoke, "latency": latency,
             "memory": memory}[args.what](args)
 

@@ -9,13 +9,20 @@
 # missing: golden parity is never "skipped". Steps (each bounded by `timeout`; a failed step
 # does not stop the others; the exit status is 1 if any failed):
 #   1. golden parity of every packed case through device="cuda" (mean <= 1e-3 px, max <= 5e-2 px)
+#   1b. CUDA graphs: each model's pass captured, replayed with new frames, compared with eager
+#      passes (the FlowNet family must capture); eager and replay wall ms
 #   2. every kernel wrapper on the device against the CPU emulator (needs pytest and g++)
 #   3. compute-sanitizer memcheck and racecheck on tiny inputs (64x64, one update), CuPy's
 #      memory pool off; skipped with a message where the sanitizer refuses the device
 #   4. latency, like for like, wall and CUDA-event GPU ms: cvflow FP32 against PyTorch with
 #      TF32 off; then cvflow's fastest mode (TF32 products) against PyTorch's defaults.
-#      RAFT (32 updates), RAFT-small (12 updates), FlowNet2, GMFlow at ~440x1024
+#      RAFT (32 updates), RAFT-small (12 updates), FlowNet2, GMFlow, NeuFlow v2, SEA-RAFT at ~440x1024
 #   5. peak GPU memory of RAFT at 3840x2160
+# Time on an H200 (an estimate; no GPU was at hand when it was written): the step limits
+# add up to 340 s (plus <= 30 s probing compute-sanitizer), under 6 minutes; expected ~4: parity ~60 s (CuPy compiles each kernels/*.cu once,
+# ~1 s each, cached on disk for the later steps; FlowNet2's 650 MB of synthetic weights
+# regenerated on the CPU, ~5 s), graphs ~25 s (13 models at 128x256, random weights),
+# kernels ~30 s, sanitizer 2 x ~30 s, latency ~50 + ~40 s, memory ~15 s.
 # One summary table at the end. Needs python3 with NumPy and CuPy; OpenCV, pytest, torch,
 # torchvision are used when present (each absence is reported). Nothing is installed.
 set -uo pipefail
@@ -76,11 +83,12 @@ if [ -z "$EMU" ]; then
     fi
 fi
 
-step "1. golden parity, CUDA backend" 60 "$PY" bench/gpu_bench.py parity $EMU
+step "1. golden parity, CUDA backend" 55 "$PY" bench/gpu_bench.py parity $EMU
+step "1b. CUDA graphs, replay vs eager" 30 "$PY" bench/gpu_bench.py graphs $EMU
 
 if "$PY" -c "import pytest" 2>/dev/null && command -v g++ >/dev/null; then
     if [ -z "$EMU" ]; then
-        step "2. device kernels against the emulator" 50 "$PY" -m pytest -q -p no:cacheprovider -x \
+        step "2. device kernels against the emulator" 40 "$PY" -m pytest -q -p no:cacheprovider -x \
             tests/test_cuda_kernels_gpu.py
     else
         step "2. kernels on the emulator (the device's test needs a GPU)" 30 "$PY" -m pytest -q \
@@ -104,21 +112,21 @@ elif ! timeout 30 "$SAN" --tool memcheck --error-exitcode 3 "$PY" -c \
     printf '%-48s %-5s\n' "3. compute-sanitizer" "SKIP (refused the device)" >>"$LOG/summary"
 else
     for tool in memcheck racecheck; do
-        step "3. compute-sanitizer $tool (64x64)" 45 "$SAN" --tool "$tool" --error-exitcode 3 \
+        step "3. compute-sanitizer $tool (64x64)" 35 "$SAN" --tool "$tool" --error-exitcode 3 \
             "$PY" bench/gpu_bench.py smoke --no-pool
     done
 fi
 
-step "4. latency, cvflow FP32 vs PyTorch TF32 off" 90 "$PY" bench/gpu_bench.py latency --mode fp32 $EMU --repeat 5
+step "4. latency, cvflow FP32 vs PyTorch TF32 off" 75 "$PY" bench/gpu_bench.py latency --mode fp32 $EMU --repeat 5
 if [ -z "$EMU" ]; then
-    step "4b. latency, cvflow TF32 vs PyTorch defaults" 60 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
+    step "4b. latency, cvflow TF32 vs PyTorch defaults" 50 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
         --mode fast --repeat 5
 else
     step "4b. latency, fast mode (emulator: RAFT-small only)" 5 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
         --mode fast $EMU --only raft-small
 fi
 
-step "5. peak GPU memory, RAFT 3840x2160" 25 "$PY" bench/gpu_bench.py memory $EMU
+step "5. peak GPU memory, RAFT 3840x2160" 20 "$PY" bench/gpu_bench.py memory $EMU
 
 echo
 echo "== summary ($(( $(date +%s) - t0 )) s; status $status)"

@@ -6,15 +6,19 @@ most 40 MiB), made where ``../shared`` exists:
 
     python bench/gpu_bench.py pack
 
-The pack holds each golden case's frames (cropped, .npy uint8), the authors' output,
-its weights (a checkpoint file, or the synthetic recipe's manifest with
-``synth_weights.py``, regenerated on the spot: FlowNet2's synthetic weights are 650 MB),
-torchvision's key maps, and the Sintel pair of the latency rows. Without it the check
+The pack holds each golden case's frames (cropped, uint8), the authors' output, its
+weights (a checkpoint file, or the synthetic recipe's manifest with ``synth_weights.py``,
+regenerated on the spot: FlowNet2's synthetic weights are 650 MB), torchvision's key
+maps, and the Sintel pair of the latency rows. Arrays are stored once per content
+(cases share frames) in zlib-compressed .npz files, float32 outputs byte-planed first
+(sign/exponent bytes compress well apart from the mantissa's): every case, SEA-RAFT's
+and RAFT-small's full-frame ones included, fits the 40 MiB. Without the pack the check
 fails, naming what is missing (`missing`). Frames are read with OpenCV when it is
 importable, else by the small 8-bit PNG / binary PPM reader here.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -119,6 +123,30 @@ def _shared_cases():
     return out
 
 
+def save_array(path, a):
+    """a into the compressed .npz `path`, its bytes planed (byte k of every element together)."""
+    a = np.ascontiguousarray(a)
+    planes = a.view(np.uint8).reshape(-1, a.itemsize).T
+    np.savez_compressed(path, planes=planes, shape=np.asarray(a.shape, np.int64), dtype=np.asarray(a.dtype.str))
+
+
+def load_array(path) -> np.ndarray:
+    """The array `save_array` wrote."""
+    with np.load(path) as z:
+        planes, shape, dtype = z["planes"], tuple(int(v) for v in z["shape"]), np.dtype(str(z["dtype"]))
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(shape)
+
+
+def _store(tmp, a):
+    """Save a once under frames/ (named by its content); returns its path relative to the pack."""
+    a = np.ascontiguousarray(a)
+    digest = hashlib.sha256(a.tobytes() + str((a.shape, a.dtype.str)).encode()).hexdigest()[:20]
+    rel = f"frames/{digest}.npz"
+    if not (tmp / rel).exists():
+        save_array(tmp / rel, a)
+    return rel
+
+
 def pack(dest=PACK, limit=PACK_LIMIT):
     """Copy what the GPU check needs from ../shared into `dest` (replaced): returns
     (cases packed, [(case name, why left out)], bytes)."""
@@ -132,8 +160,7 @@ def pack(dest=PACK, limit=PACK_LIMIT):
     for tsv in (GOLDEN / "torchvision").glob("*_key_mapping.tsv"):
         shutil.copy(tsv, tmp / tsv.name)
     sintel = SHARED / "data" / "sintel_market_2"
-    for i in (16, 17):
-        np.save(tmp / "frames" / f"latency_{i}.npy", read_image(sintel / f"frame_00{i}.png"))
+    latency = [_store(tmp, read_image(sintel / f"frame_00{i}.png")) for i in (16, 17)]
     size = lambda: sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())  # noqa: E731
     cases, left = [], []
     for family, case in sorted(_shared_cases(), key=lambda fc: _case_cost(*fc)):
@@ -143,28 +170,29 @@ def pack(dest=PACK, limit=PACK_LIMIT):
         if "crop" in case:
             y0, y1, x0, x1 = case["crop"]
             frames = [f[y0:y1, x0:x1] for f in frames]
-        new = {f"frames/{name}_{i}.npy": np.ascontiguousarray(f) for i, f in enumerate(frames)}
         weights = case["weights"]
-        files = {f"golden/{name}.npy": GOLDEN / family / case["output"]}
+        files = {}
         if weights.startswith("synthetic:"):
             files[f"manifests/{family}_{case['model']}.json"] = GOLDEN / family / f"manifest_{case['model']}.json"
         else:
             files[f"weights/{Path(weights).name}"] = SHARED / weights
-        extra = sum(np.asarray(a).nbytes for a in new.values()) + sum(
-            src.stat().st_size for rel, src in files.items() if not (tmp / rel).exists())
-        if size() + extra > limit:
-            left.append((name, f"over the {limit >> 20} MiB limit"))
-            continue
-        for rel, arr in new.items():
-            np.save(tmp / rel, arr)
+        before, had = size(), {f for f in tmp.rglob("*") if f.is_file()}
+        rels = [_store(tmp, f) for f in frames]
+        save_array(tmp / f"golden/{name}.npz", np.load(GOLDEN / family / case["output"]))
         for rel, src in files.items():
             shutil.copy(src, tmp / rel)
-        entry.update(frames=list(new), output=f"golden/{name}.npy", weights=weights if weights.startswith(
+        if size() > limit:  # this case's new files out again
+            grown = size() - before
+            for f in {f for f in tmp.rglob("*") if f.is_file()} - had:
+                f.unlink()
+            left.append((name, f"over the {limit >> 20} MiB limit ({grown >> 10} KiB more)"))
+            continue
+        entry.update(frames=rels, output=f"golden/{name}.npz", weights=weights if weights.startswith(
             "synthetic:") else f"weights/{Path(weights).name}")
         if weights.startswith("synthetic:"):
             entry["manifest"] = f"manifests/{family}_{case['model']}.json"
         cases.append(entry)
-    (tmp / "cases.json").write_text(json.dumps(cases, indent=1))
+    (tmp / "cases.json").write_text(json.dumps({"latency": latency, "cases": cases}, indent=1))
     total = size()
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
@@ -183,29 +211,32 @@ def _shown(path):
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
+def _index(pack_dir):
+    return json.loads((pack_dir / "cases.json").read_text())
+
+
 def missing(pack_dir=PACK):
     """What the check needs from the pack and does not find there ([] when complete)."""
     index = pack_dir / "cases.json"
     if not index.is_file():
         return [f"{_shown(index)} (make the pack where ../shared exists: python bench/gpu_bench.py pack)"]
-    out = []
-    for case in json.loads(index.read_text()):
+    out, packed = [], _index(pack_dir)
+    for case in packed["cases"]:
         need = [*case["frames"], case["output"]]
         need += [case["manifest"], "synth_weights.py"] if "manifest" in case else [case["weights"]]
         out += [f"{_shown(pack_dir / rel)} (case {case['name']})" for rel in need if not (pack_dir / rel).is_file()]
-    out += [f"{_shown(pack_dir / 'frames' / f'latency_{i}.npy')}" for i in (16, 17)
-            if not (pack_dir / "frames" / f"latency_{i}.npy").is_file()]
+    out += [f"{_shown(pack_dir / rel)} (latency frames)" for rel in packed["latency"] if not (pack_dir / rel).is_file()]
     return out
 
 
 def golden_cases(pack_dir=PACK):
     """The packed cases (dicts: name, family, model, iters?, frames, output, weights)."""
-    return json.loads((pack_dir / "cases.json").read_text())
+    return _index(pack_dir)["cases"]
 
 
 def case_inputs(case, pack_dir=PACK):
     """(frame0, frame1, weights, golden flow) of a packed case."""
-    f0, f1 = (np.load(pack_dir / rel) for rel in case["frames"])
+    f0, f1 = (load_array(pack_dir / rel) for rel in case["frames"])
     weights = case["weights"]
     if weights.startswith("synthetic:"):
         sys.path.insert(0, str(pack_dir))
@@ -216,13 +247,13 @@ def case_inputs(case, pack_dir=PACK):
         weights = synth_weights(json.loads((pack_dir / case["manifest"]).read_text()))
     else:
         weights = str(pack_dir / weights)
-    return f0, f1, weights, np.load(pack_dir / case["output"])
+    return f0, f1, weights, load_array(pack_dir / case["output"])
 
 
 def frame_pair(h, w, pack_dir=PACK):
     """The packed Sintel pair resized to (h, w): OpenCV's area resize when importable, else
     nearest neighbours (the check must not need OpenCV)."""
-    frames = [np.load(pack_dir / "frames" / f"latency_{i}.npy") for i in (16, 17)]
+    frames = [load_array(pack_dir / rel) for rel in _index(pack_dir)["latency"]]
     try:
         import cv2
     except ImportError:

@@ -31,10 +31,16 @@ sys.path.insert(0, str(ROOT))
 
 from cvflow.profiling import profile  # noqa: E402
 
-# (model, H, W, options): the sizes of the table and of bench/gpu_bench.py's latency rows
+# (model, H, W, options): every registered name at the sizes of the table and of
+# bench/gpu_bench.py's latency rows (Sintel-sized: 440x1024 for RAFT's multiples of 8, 448x1024
+# for FlowNet's of 64 and GMFlow's / NeuFlow's), and RAFT at 4K
+_FLOWNETS = ("flownet2", "flownet2-c", "flownet2-cs", "flownet2-css", "flownet2-s", "flownet2-sd", "flownetc",
+             "flownets")
 MODELS = [("raft", 440, 1024, {"iters": 32}), ("raft-small", 440, 1024, {"iters": 12}),
-          ("flownet2", 448, 1024, {}), ("gmflow", 448, 1024, {}), ("gmflow-refine", 448, 1024, {}),
-          ("raft", 2160, 3840, {"iters": 12})]
+          *((name, 448, 1024, {}) for name in _FLOWNETS),
+          ("gmflow", 448, 1024, {}), ("gmflow-refine", 448, 1024, {}), ("neuflow2", 448, 1024, {}),
+          ("searaft-s", 440, 1024, {"iters": 4}), ("searaft-m", 440, 1024, {"iters": 4}),
+          ("searaft-l", 440, 1024, {"iters": 12}), ("raft", 2160, 3840, {"iters": 12})]
 
 
 def model_ms(row, tflops, hbm_tbs, dispatch_us, node_us):

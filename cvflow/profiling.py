@@ -39,7 +39,7 @@ _FUNCTION_PHASES = {
 _METHOD_PHASES = {
     "raft": {"build_corr": "correlation", "corr_lookup": "update"},
     "gmflow": {"global_matching": "matching", "local_matching": "matching"},
-    "flownet2": {"warp": "warps", "channel_norm": "warps"},
+    "flownet2": {"warp": "warps", "brightness_error": "warps", "channel_norm": "warps"},
 }
 
 

@@ -163,3 +163,22 @@ extern "C" __global__ void channel_norm_bf16(const cvf_bf16* __restrict__ x, cvf
 {
     channel_norm_t(x, out, P, C);
 }
+
+// FlowNet2's brightness error: out[p] = sqrt(sum_c (a[p, c] - b[p, c])^2), the difference
+// and its square rounded to float as the NumPy op (channel_norm(a - b)). a and b may be
+// channel slices of wider maps: pixel p of a starts at a[p*Sa + Oa] (of b: b[p*Sb + Ob]).
+extern "C" __global__ void channel_norm_diff(const float* __restrict__ a, const float* __restrict__ b,
+                                             float* __restrict__ out, int P, int C, int Sa, int Oa, int Sb,
+                                             int Ob)
+{
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= P) return;
+    const float* pa = a + (long long)p * Sa + Oa;
+    const float* pb = b + (long long)p * Sb + Ob;
+    float s = 0.0f;
+    for (int c = 0; c < C; ++c) {
+        float d = __fsub_rn(pa[c], pb[c]);
+        s = __fadd_rn(s, __fmul_rn(d, d));
+    }
+    out[p] = sqrtf(s);
+}

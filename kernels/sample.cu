@@ -5,10 +5,12 @@
 
 // out[n, y, x, c] = img sampled at pos[n, y, x] (is_flow = 0: pos is (x, y); is_flow = 1:
 // pos is a flow and the position is (x + pos_x, y + pos_y)). img (N, H, W, C),
-// pos (N, h, w, 2), out (N, h, w, C). One output element per thread.
+// pos (N, h, w, 2), out (N, h, w, C). img may be a channel slice of a wider map: its pixel
+// (n, y, x) starts at img[((n*H + y)*W + x)*S + O] (S = C, O = 0 for a whole map).
+// One output element per thread.
 extern "C" __global__ void bilinear_sample(const float* __restrict__ img, const float* __restrict__ pos,
                                            float* __restrict__ out, int N, int H, int W, int C,
-                                           int h, int w, int is_flow, int border)
+                                           int h, int w, int is_flow, int border, int S, int O)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * h * w * C) return;
@@ -36,7 +38,7 @@ extern "C" __global__ void bilinear_sample(const float* __restrict__ img, const 
             float wx = dx ? ax : __fsub_rn(1.0f, ax);
             if (!border && (xi < 0 || xi >= W)) wx = 0.0f;
             xi = min(max(xi, 0), W - 1);
-            float v = img[(((long long)n * H + yi) * W + xi) * C + c];
+            float v = img[(((long long)n * H + yi) * W + xi) * S + O + c];
             acc = __fadd_rn(acc, __fmul_rn(v, __fmul_rn(wy, wx)));
         }
     }

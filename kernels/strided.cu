@@ -33,12 +33,15 @@ extern "C" __global__ void binary(const float* __restrict__ a, const float* __re
     out[i] = op == 0 ? __fadd_rn(x, y) : (op == 1 ? __fsub_rn(x, y) : __fmul_rn(x, y));
 }
 
-// out = x * s.
-extern "C" __global__ void scale(const float* __restrict__ x, float* __restrict__ out, int total, float s)
+// out = x * s, or x / s when divide (true division, as NumPy's x / s); s = sy for channel 1
+// of a 2-channel map (a flow's dy) and sx for every other element.
+extern "C" __global__ void scale(const float* __restrict__ x, float* __restrict__ out, int total, int C, float sx,
+                                 float sy, int divide)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
-    out[i] = __fmul_rn(x[i], s);
+    float s = (C == 2 && (i & 1)) ? sy : sx;
+    out[i] = divide ? __fdiv_rn(x[i], s) : __fmul_rn(x[i], s);
 }
 
 // out = x + g[c] * y (c = i % C): ConvNeXt's layer scale on the residual branch.

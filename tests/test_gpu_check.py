@@ -43,8 +43,9 @@ def test_pack_holds_every_case_within_40_mib(tmp_path):
     dest = tmp_path / "pack"
     cases, left, size = gpu_inputs.pack(dest)
     assert size <= 40 << 20 and gpu_inputs.missing(dest) == []
-    assert {c["family"] for c in cases} >= {"raft", "flownet2", "gmflow"}
-    assert json.loads((dest / "cases.json").read_text()) == cases
+    assert left == [] and len(cases) == len(gpu_inputs._shared_cases())  # SEA-RAFT's full frames too
+    assert {c["family"] for c in cases} >= {"raft", "flownet2", "gmflow", "searaft", "neuflow2"}
+    assert json.loads((dest / "cases.json").read_text())["cases"] == cases
     case = next(c for c in cases if c["name"] == "raft_synth1_sintel_crop_0016_it6")
     f0, f1, weights, golden = gpu_inputs.case_inputs(case, dest)
     assert f0.shape == (160, 240, 3) and golden.shape == (160, 240, 2) and "module.fnet.conv1.weight" in weights

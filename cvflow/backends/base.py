@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cvflow.ops import act, attention, corr, gru, matching, norm, sample, upsample, window
+from cvflow.ops import act, attention, corr, frames, gru, matching, norm, sample, upsample, window
 from cvflow.ops import conv as conv_ops
 from cvflow.ops import depthwise as depthwise_ops
 from cvflow.ops import conv_transpose as tconv_ops
@@ -135,9 +135,12 @@ class Backend:
     def sub(self, a, b):
         return a - b
 
-    def scale(self, x, s):
-        """x * s, s rounded to x's dtype."""
-        return x * x.dtype.type(s)
+    def scale(self, x, s, divide=False):
+        """x * s (x / s when divide), s rounded to x's dtype; s a number, or (sx, sy) for a
+        flow (..., 2): dx scaled by sx, dy by sy."""
+        if np.ndim(s):
+            return x * self.xp.asarray(s, dtype=x.dtype)
+        return x / x.dtype.type(s) if divide else x * x.dtype.type(s)
 
     def add_scaled(self, x, g, y):
         """x + g * y (g: per-channel vector)."""
@@ -255,6 +258,16 @@ class Backend:
 
     def channel_norm(self, x):
         return norm.channel_norm(x)
+
+    def brightness_error(self, img0, warped):
+        """FlowNet2's brightness error ||img0 - warped|| over channels, (N, H, W, 1); either
+        may be a channel slice of a wider map."""
+        return self.channel_norm(img0 - warped)
+
+    def mean_free_pair(self, img0, img1, rgb_max=255.0):
+        """FlowNet2's input protocol: BGR (H, W, 3) frames -> (1, H, W, 6), RGB of both
+        frames minus their joint per-channel mean, / rgb_max (`cvflow.ops.frames`)."""
+        return frames.mean_free_pair(img0, img1, rgb_max)
 
     # -- resampling ----------------------------------------------------------------------
     def resize_bilinear(self, x, out_h, out_w, align_corners):

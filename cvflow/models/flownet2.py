@@ -11,7 +11,6 @@ back and rescaled per axis.
 """
 from __future__ import annotations
 
-from cvflow.arrays import get_xp
 from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.flownet import FLOWNETC, FLOWNETS, FLOWNETSD, FUSION, flownet, param_shapes, stacked
@@ -55,15 +54,11 @@ def chain_param_shapes(config):
     return shapes
 
 
-def normalize(img0, img1):
-    """BGR (H, W, 3) frames in 0..255 -> (1, H, W, 6) float32: RGB0, RGB1, mean-free, /255."""
-    xp = get_xp(img0)
-    x = xp.concatenate([img0[..., ::-1], img1[..., ::-1]], axis=-1).astype(xp.float32, copy=False)
-    sums = x.reshape(-1, 6).sum(axis=0, dtype=xp.float64)
-    mean = (sums[:3] + sums[3:]) / (2 * x.shape[0] * x.shape[1])
-    x -= xp.concatenate([mean, mean]).astype(xp.float32)
-    x /= xp.float32(RGB_MAX)
-    return x[None]
+def normalize(img0, img1, be=None):
+    """BGR (H, W, 3) frames in 0..255 -> (1, H, W, 6) float32: RGB0, RGB1, mean-free, /255
+    (on backend `be`; a CPU one when None). On the CUDA backend the frames come as `calc`
+    uploaded them (uint8 or float32, BGR or gray: `ModelDef.device_frames`)."""
+    return backend_of(be).mean_free_pair(img0, img1, RGB_MAX)
 
 
 def _upsample4(be, flow, mode):
@@ -76,7 +71,7 @@ def _upsample4(be, flow, mode):
 def _error(be, x, flow):
     """Frame1 warped to frame0 by `flow` and the brightness error |frame0 - warped| (channel L2)."""
     warped = be.warp(x[..., 3:], flow, padding="border")
-    return warped, be.channel_norm(x[..., :3] - warped)
+    return warped, be.brightness_error(x[..., :3], warped)
 
 
 def _sub(params, prefix):
@@ -90,8 +85,8 @@ def _chain(be, params, x, chain):
         inp = x
         if flow is not None:
             warped, err = _error(be, x, flow)
-            inp = be.concat([x, warped, flow / flow.dtype.type(DIV_FLOW), err])
-        flow = _upsample4(be, flownet(be, _sub(params, prefix), inp, net) * x.dtype.type(DIV_FLOW), mode)
+            inp = be.concat([x, warped, be.scale(flow, DIV_FLOW, divide=True), err])
+        flow = _upsample4(be, be.scale(flownet(be, _sub(params, prefix), inp, net), DIV_FLOW), mode)
     return flow
 
 
@@ -99,7 +94,8 @@ def _fuse(be, params, x, flow_css, fusion):
     """FlowNet2's last stage: FlowNet-SD on the frames, then the fusion net over both flows."""
     sd_prefix, sd_net = fusion["sd"]
     # The reference divides (not multiplies) SD's output by div_flow here; kept for parity.
-    flow_sd = be.upsample_nearest(flownet(be, _sub(params, sd_prefix), x, sd_net) / x.dtype.type(DIV_FLOW), 4)
+    flow_sd = flownet(be, _sub(params, sd_prefix), x, sd_net)
+    flow_sd = be.upsample_nearest(be.scale(flow_sd, DIV_FLOW, divide=True), 4)
     _, err_sd = _error(be, x, flow_sd)
     _, err_css = _error(be, x, flow_css)
     inp = be.concat([x[..., :3], flow_sd, flow_css, be.channel_norm(flow_sd), be.channel_norm(flow_css),
@@ -130,13 +126,14 @@ def resized_call(fn, x, multiple=MULTIPLE, be=None):
         return fn(x)
     flow = fn(be.resize_bilinear(x, h64, w64, align_corners=False))
     flow = be.resize_bilinear(flow, h, w, align_corners=False)
-    return flow * be.xp.asarray([w / w64, h / h64], dtype=flow.dtype)
+    return be.scale(flow, (w / w64, h / h64))
 
 
 def forward(params, img0, img1, config, options, init_flow=None):
-    """(H, W, 3) BGR float32 frames in 0..255 -> (H, W, 2) float32 flow in px."""
+    """(H, W, 3) BGR frames in 0..255 (float32; on the CUDA backend also uint8 or gray, as
+    uploaded) -> (H, W, 2) float32 flow in px."""
     be = backend_of(params)
-    x = normalize(img0, img1)
+    x = normalize(img0, img1, be)
     flow = resized_call(lambda t: predict(be, params, t, config), x, be=be)
     return be.xp.ascontiguousarray(flow[0], dtype=flow.dtype)
 
@@ -148,7 +145,7 @@ def forward_both(params, img0, img1, config, options):
     pair's input is the same tensor with its two frames' channels exchanged.
     """
     be = backend_of(params)
-    x = normalize(img0, img1)
+    x = normalize(img0, img1, be)
     x = be.concat([x, be.concat([x[..., 3:], x[..., :3]])], axis=0)
     flow = resized_call(lambda t: predict(be, params, t, config), x, be=be)
     return be.xp.ascontiguousarray(flow[0]), be.xp.ascontiguousarray(flow[1])
@@ -169,4 +166,4 @@ for _name in (*_RELEASES, *_ALIASES):
     register(ModelDef(name=_name, family="flownet2", config=CONFIGS[_ALIASES.get(_name, _name)],
                       param_shapes=chain_param_shapes, forward=forward, checkpoint=_ckpt,
                       description=_desc + " (research use only)", reuse_bytes=1 << 20,
-                      prepare_size=MULTIPLE, forward_both=forward_both))
+                      prepare_size=MULTIPLE, forward_both=forward_both, device_frames=True))

@@ -21,8 +21,8 @@ from dataclasses import replace
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_glue, k_gru, k_norm, k_patch_corr,
-                                  k_upsample, k_warp)
+from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_frames, k_glue, k_gru, k_norm,
+                                  k_patch_corr, k_upsample, k_warp)
 from cvflow.backends.cuda.transformer_ops import TransformerOps
 from cvflow.errors import InputError
 from cvflow.ops import gru as gru_ops
@@ -142,8 +142,8 @@ class CudaBackend(TransformerOps, Backend):
     def sub(self, a, b):
         return k_glue.binary(self.ex, a, b, "sub")
 
-    def scale(self, x, s):
-        return k_glue.scale(self.ex, x, s)
+    def scale(self, x, s, divide=False):
+        return k_glue.scale(self.ex, x, s, divide)
 
     def add_scaled(self, x, g, y):
         return k_glue.add_scaled(self.ex, x, g, y)
@@ -162,8 +162,31 @@ class CudaBackend(TransformerOps, Backend):
         return k_glue.copy(self.ex, x, act="tanh")
 
     # -- convolutions (im2col kernel + product + fused bias/activation) ------------------
+    def _held_once(self, p, layer):
+        """Each weight once on the device: the placed weight (O, I, kh, kw) (or (I, O, kh,
+        kw) transposed) becomes a view of the prepared matrix, which holds the same numbers
+        in im2col's order, and the prepared bias is the placed one. Only for placed float32
+        device weights of the matrix's exact size; otherwise both copies stay."""
+        w, b, m = p.get("weight"), p.get("bias"), layer.mat
+        xp = self.xp
+        if not (isinstance(w, xp.ndarray) and isinstance(m, xp.ndarray) and w.dtype == m.dtype == np.float32
+                and w.flags.c_contiguous and m.flags.c_contiguous and w.size == m.size):
+            return layer
+        i, o, kh, kw = layer.in_channels, layer.out_channels, layer.kh, layer.kw
+        if layer.transposed:  # mat (I, kh*kw*O) = w.transpose(0, 2, 3, 1)
+            view = m.reshape(i, kh, kw, o).transpose(0, 3, 1, 2)
+        else:                 # mat (kh*kw*I, O) = w.transpose(2, 3, 1, 0)
+            view = m.reshape(kh, kw, i, o).transpose(3, 2, 0, 1)
+        if view.shape != w.shape:
+            return layer
+        p["weight"] = view
+        if isinstance(b, xp.ndarray) and b.dtype == np.float32 and b.flags.c_contiguous and b.shape == (o,):
+            layer.bias = b
+        return layer
+
     def _conv_layer(self, p):
-        return self.prepared(p, "cuda_conv", lambda: k_conv.prepare_conv(self.ex, p["weight"], p.get("bias")))
+        return self.prepared(p, "cuda_conv", lambda: self._held_once(
+            p, k_conv.prepare_conv(self.ex, p["weight"], p.get("bias"))))
 
     def conv2d(self, x, p, stride=1, padding=0, dilation=1, act=None, slope=0.1):
         """x: an array, a Pending output, or a list of them (their channel concatenation,
@@ -204,8 +227,8 @@ class CudaBackend(TransformerOps, Backend):
         return getattr(self._local, "fusing", False)
 
     def conv_transpose2d(self, x, p, stride=1, padding=0, act=None, slope=0.1):
-        layer = self.prepared(p, "cuda_tconv",
-                              lambda: k_conv.prepare_conv_transpose(self.ex, p["weight"], p.get("bias")))
+        layer = self.prepared(p, "cuda_tconv", lambda: self._held_once(
+            p, k_conv.prepare_conv_transpose(self.ex, p["weight"], p.get("bias"))))
         return k_conv.conv_transpose2d(self.ex, x, layer, stride, padding, act=act, slope=slope)
 
     def depthwise_conv2d(self, x, p, padding=0):
@@ -255,6 +278,12 @@ class CudaBackend(TransformerOps, Backend):
 
     def channel_norm(self, x):
         return k_norm.channel_norm(self.ex, x)
+
+    def brightness_error(self, img0, warped):
+        return k_norm.channel_norm_diff(self.ex, img0, warped)
+
+    def mean_free_pair(self, img0, img1, rgb_max=255.0):
+        return k_frames.mean_free_pair(self.ex, img0, img1, rgb_max)
 
     # -- RAFT's recurrent unit: the gate arithmetic in two kernels per cell ------------------
     def _gru_step(self, xp, h, g, c, hzr, conv_q):

@@ -64,6 +64,25 @@ def copy(ex, x, out=None, act=None):
     return out
 
 
+def rows(ex, x):
+    """x (..., C) as (buffer, stride, offset) for kernels that read pixel rows: element c of
+    x's row r (rows: x's leading indices in C order) is buffer[offset + r*stride + c]. For
+    a C-contiguous x or a channel slice of one (``x[..., a:b]``: read in place); any other
+    view (or a host array) is copied first."""
+    if not isinstance(x, ex.xp.ndarray) or x.dtype != np.float32:
+        x = ex.xp.ascontiguousarray(ex.xp.asarray(x), dtype=np.float32)
+    if x.flags.c_contiguous:
+        return x, (x.shape[-1] if x.ndim else 1), 0
+    flat, off, st = _flat(ex, x)
+    ok = x.ndim >= 2 and st[-1] == 1
+    for k in range(x.ndim - 2):  # leading axes: rows in C order, st[-2] apart
+        ok = ok and (x.shape[k] == 1 or st[k] == st[k + 1] * x.shape[k + 1])
+    if not ok:
+        x = copy(ex, x)
+        return x, x.shape[-1], 0
+    return flat, st[-2], off
+
+
 def concat(ex, parts, axis=-1):
     """numpy.concatenate(parts, axis): one copy kernel per part into its slice."""
     ndim = parts[0].ndim
@@ -97,11 +116,19 @@ def binary(ex, a, b, op):
     return out
 
 
-def scale(ex, x, s):
-    """x * float32(s) as a new array."""
+def scale(ex, x, s, divide=False):
+    """x * float32(s) (x / float32(s) when divide) as a new array; s a number, or (sx, sy)
+    for a 2-channel map (a flow: dx scaled by sx, dy by sy)."""
     x = _contiguous(ex, x)
+    if np.ndim(s):
+        sx, sy = (float(v) for v in s)
+        if x.shape[-1] != 2:
+            raise InputError(f"scale: per-axis factors need a (..., 2) map, got {tuple(x.shape)}")
+    else:
+        sx = sy = float(s)
     out = ex.empty(x.shape)
-    launch_1d(ex, "strided:scale", x.size, x, out, i32(x.size), f32(s))
+    launch_1d(ex, "strided:scale", x.size, x, out, i32(x.size), i32(x.shape[-1] if x.ndim else 1), f32(sx), f32(sy),
+              i32(divide))
     return out
 
 

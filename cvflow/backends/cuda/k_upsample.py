@@ -63,3 +63,4 @@ def resize_bilinear(ex, x, out_h, out_w, align_corners, table=None):
     launch_1d(ex, "upsample:resize_bilinear", out.size, x, out, yi, yw, xi, xw, i32(n), i32(h), i32(w),
               i32(c), i32(out_h), i32(out_w))
     return out
+

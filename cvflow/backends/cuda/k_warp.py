@@ -3,6 +3,7 @@ cvflow/ops/sample.py (pixel coordinates, 0 at the centre of the first pixel)."""
 from __future__ import annotations
 
 from cvflow.backends.cuda.executor import contiguous, i32, launch_1d
+from cvflow.backends.cuda.k_glue import rows
 from cvflow.errors import InputError
 
 _PADDING = {"zeros": 0, "border": 1}
@@ -11,14 +12,15 @@ _PADDING = {"zeros": 0, "border": 1}
 def _sample(ex, img, pos, padding, is_flow):
     if padding not in _PADDING:
         raise InputError(f"padding must be 'zeros' or 'border', got {padding!r}")
-    img, pos = contiguous(ex, img), contiguous(ex, pos)
+    pos = contiguous(ex, pos)
     n, hh, ww, c = img.shape
+    base, stride, offset = rows(ex, img)  # a channel slice is read in place
     if pos.ndim != 4 or pos.shape[0] != n or pos.shape[-1] != 2:
         raise InputError(f"coordinates must be (N, h, w, 2) with N = {n}, got {tuple(pos.shape)}")
     _, h, w, _ = pos.shape
     out = ex.empty((n, h, w, c))
-    launch_1d(ex, "sample:bilinear_sample", out.size, img, pos, out, i32(n), i32(hh), i32(ww), i32(c),
-              i32(h), i32(w), i32(is_flow), i32(_PADDING[padding]))
+    launch_1d(ex, "sample:bilinear_sample", out.size, base, pos, out, i32(n), i32(hh), i32(ww), i32(c),
+              i32(h), i32(w), i32(is_flow), i32(_PADDING[padding]), i32(stride), i32(offset))
     return out
 
 
