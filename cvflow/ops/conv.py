@@ -1,13 +1,14 @@
 """2-D convolution on NHWC activations.
 
 Weights keep PyTorch's layout (O, I/groups, kh, kw). Every path is a few large matrix
-products (BLAS, all cores) fed by copies sized to stay in cache; zero padding is
-written into those copies, never materialised as a padded input. Paths, in the order
-`conv2d` picks them:
+products fed by copies sized to stay in cache; zero padding is written into those
+copies, never materialised as a padded input. With several threads, each takes whole
+chunks (copy, product at one BLAS thread, bias and activation: `cvflow.ops.parallel`),
+at least one per thread. Paths, in the order `conv2d` picks them:
 
 - 1x1: the input is already the matrix.
-- 3x3, stride 1, C and O >= 64: Winograd F(2x2, 3x3) (`conv_winograd`), 16 products
-  per 2x2 outputs instead of 36.
+- 3x3, stride 1, C and O >= 64: Winograd F(4x4, 3x3) (`conv_winograd`), 36 products
+  per 4x4 outputs instead of 144.
 - stride 1, O <= 8 and O <= C/4 (flow heads): "output taps". One product per input
   pixel gives every tap's contribution, each then added at its shift.
 - C <= 8 (frames, flows): im2col from channel planes, one copy per tap of whole
@@ -43,11 +44,12 @@ _WINO_BYTES = 4 << 20
 _MIN_ROWS = 4096
 # Outputs up to which a product per input pixel beats row taps (when C >= 4*O).
 _NARROW_MAX = 8
-_WINO_MIN_TILES = 256  # tiles per Winograd product, when chunked
-# Maps of up to this many 2x2 tiles go in one chunk (16 products per conv: see _MIN_ROWS).
-# Chunking larger maps by _WINO_BYTES stays faster (2x220x512x64: 106 ms vs 139 in one
-# 2048-tile chunks); single chunks win on small maps (55x128x82->288: 15.6 vs 17.1 ms).
-_WINO_WHOLE_TILES = 4096
+_WINO_MIN_TILES = 64  # 4x4 tiles per Winograd product, when chunked
+# Maps of up to this many 4x4 tiles go in one chunk (36 products per conv: see _MIN_ROWS);
+# larger maps in chunks of _WINO_BYTES. Measured with F(2x2, 3x3) (4x the tiles): chunks
+# stay faster on large maps (2x220x512x64: 106 ms vs 139 in one), single chunks win on
+# small ones (55x128x82->288: 15.6 vs 17.1 ms).
+_WINO_WHOLE_TILES = 1024
 _WINO_MIN_CHANNELS = 64  # min(C, O) from which Winograd beats row taps (measured)
 _PLANAR_MAX = 8  # input channels up to which im2col from channel planes wins (frames, flows)
 _ROW_TAPS_MIN_KH = 5  # strided convs: kernel rows from which row taps beat im2col (measured)
@@ -83,9 +85,11 @@ def release_scratch():
 
 
 def _jobs(n_rows, step, macs):
-    """[(a, b), ...]: runs of `step` rows; when products run in the pool
-    (`cvflow.ops.parallel.run(..., blas_one=True)`) and the convolution's `macs`
-    (multiply-adds) are worth a hand-off, at least one run per thread."""
+    """[(a, b), ...]: runs of `step` rows of one image; when products run in the pool
+    (`cvflow.ops.parallel.run(..., blas_one=True)`) and the image's `macs` (multiply-adds)
+    are worth a hand-off, at least one run per thread. BLAS rounds differently for other
+    product shapes: runs depend on the image alone (and the threads), never on the batch,
+    so an image gives the same numbers in any batch (calcBidirectional's == calc's)."""
     if macs >= _SPLIT_MACS and pooled_products():
         step = min(step, -(-n_rows // workers()))
     step = max(1, step)
@@ -190,7 +194,9 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1)
             xp.matmul(xs[a:b], mat, out=res[a:b])
             _finish(res[a:b], bias, act, slope)
 
-        run(piece, _jobs(res.shape[0], step, res.size * c), xp, blas_one=True)
+        per = res.shape[0] // n
+        run(piece, [(b * per + i, b * per + j) for b in range(n) for i, j in _jobs(per, step, per * o * c)],
+            xp, blas_one=True)
         return out
     x = xp.ascontiguousarray(x)  # the copies below read each kw*C run of a row as one block
     if kh == kw == 3 and sh == sw == dh == dw == 1 and min(c, o) >= _WINO_MIN_CHANNELS:
@@ -237,7 +243,7 @@ def _im2col(x, p, stride, ph, pw, dilation, out, act, slope):
         xp.matmul(cols.reshape(m * wo, k), mat, out=res)
         _finish(res, bias, act, slope)
 
-    run(chunk, [(b, j) for b in range(len(x)) for j in _jobs(ho, rows, out.size * kh * kw * c)], xp, blas_one=True)
+    run(chunk, [(b, j) for b in range(len(x)) for j in _jobs(ho, rows, out[0].size * kh * kw * c)], xp, blas_one=True)
 
 
 def _row_taps(x, p, stride, ph, pw, dilation, out, act, slope):
@@ -270,7 +276,7 @@ def _row_taps(x, p, stride, ph, pw, dilation, out, act, slope):
                 res += dst
         _finish(res, bias, act, slope)
 
-    run(chunk, [(b, j) for b in range(len(x)) for j in _jobs(ho, rows, out.size * kh * kw * c)], xp, blas_one=True)
+    run(chunk, [(b, j) for b in range(len(x)) for j in _jobs(ho, rows, out[0].size * kh * kw * c)], xp, blas_one=True)
 
 
 def _planar(x, p, stride, ph, pw, dilation, out, act, slope):
@@ -342,52 +348,54 @@ def _out_taps(x, p, ph, pw, dilation, out, act, slope):
         res[...] = planes.transpose(1, 2, 0)
         _finish(res, bias, act, slope)
 
-    run(chunk, [(b, j) for b in range(n) for j in _jobs(ho, rows, out.size * kh * kw * c)], xp, blas_one=True)
+    run(chunk, [(b, j) for b in range(n) for j in _jobs(ho, rows, out[0].size * kh * kw * c)], xp, blas_one=True)
 
 
 def _winograd(x, p, ph, pw, out, act, slope):
-    """3x3 stride 1 by Winograd F(2x2, 3x3), in chunks of tile rows."""
+    """3x3 stride 1 by Winograd F(4x4, 3x3), in chunks of tile rows (4 output rows each).
+    Per chunk: the zero-padded input rows, then per cache-sized piece the 6x6 tiles and
+    their transform (one product with B); the 36 products with the kernels; per piece the
+    output transform (one product with A), placed with bias and activation."""
     xp = get_xp(x)
     n, _, _, c = x.shape
     _, ho, wo, o = out.shape
     u, bias = _cached(p, "_wino", wino.weights), p.get("bias")
-    th, tw = -(-ho // 2), -(-wo // 2)
-    wp = 2 * tw + 2
+    b4, a4 = _cached(p, "_wino_ba", lambda w: (xp.asarray(wino.B, dtype=w.dtype), xp.asarray(wino.A, dtype=w.dtype)))
+    th, tw = -(-ho // 4), -(-wo // 4)
+    wp = 4 * tw + 2
     if th * tw <= _WINO_WHOLE_TILES:
         rows = th
     else:
-        rows = _chunk_rows(th, 16 * tw * (c + o) * x.itemsize, tw, _WINO_BYTES, _WINO_MIN_TILES)
+        rows = _chunk_rows(th, 36 * tw * (c + o) * x.itemsize, tw, _WINO_BYTES, _WINO_MIN_TILES)
 
     def chunk(job):
-        # A whole chunk in one thread: with several threads each takes its own chunks
-        # (at least one per thread), products included at one BLAS thread each; alone,
-        # the passes below still go to the pool in pieces and the products by shares.
         b, (t0, t1) = job
         m = t1 - t0
-        d = _scratch(xp, (2 * m + 2) * wp * c, "wino_in", x.dtype).reshape(2 * m + 2, wp, c)
-        rm = _scratch(xp, 4 * m * wp * c, "wino_rows", x.dtype).reshape(4, m, wp, c)
-        vm = _scratch(xp, 16 * m * tw * c, "wino_v", x.dtype).reshape(16, m, tw, c)
-        # The copies and transforms around the products are memory-bound NumPy passes, in
-        # cache-sized pieces of tile rows (spread over the pool when not in it already).
-        map_spans(lambda i0, i1: _fill(d[i0:i1].reshape(i1 - i0, wp, 1, 1, c), x[b], 2 * t0 - ph + i0,
-                                       1, 0, 1, 1, pw), 2 * m + 2, wp * c, xp)
-        map_spans(lambda a, e: wino.in_transform(d[2 * a:2 * e + 2], rm[:, a:e], vm[:, a:e]),
-                  m, 20 * tw * c, xp)
-        pm = _scratch(xp, 16 * m * tw * o, "wino_prod", x.dtype).reshape(16, m * tw, o)
-        pooled_matmul(vm.reshape(16, m * tw, c), u, out=pm)
-        if bias is not None:
-            pm[5] += bias
-        ym = _scratch(xp, 4 * m * tw * o, "wino_out", x.dtype).reshape(4, m, tw, o)
-        wino.out_transform(pm.reshape(16, m, tw, o), ym)
-        res = out[b, 2 * t0:min(ho, 2 * t1)]
+        d = _scratch(xp, (4 * m + 2) * wp * c, "wino_in", x.dtype).reshape(4 * m + 2, wp, c)
+        vm = _scratch(xp, 36 * m * tw * c, "wino_v", x.dtype).reshape(36, m, tw, c)
+        map_spans(lambda i0, i1: _fill(d[i0:i1].reshape(i1 - i0, wp, 1, 1, c), x[b], 4 * t0 - ph + i0,
+                                       1, 0, 1, 1, pw), 4 * m + 2, wp * c, xp)
+
+        def transform(a, e):  # tiles of tile rows a..e, then V = B4 @ tiles, in cache
+            tiles = _scratch(xp, 36 * (e - a) * tw * c, "wino_tiles", x.dtype).reshape(36, e - a, tw, c)
+            wino.gather(d[4 * a:4 * e + 2], tiles)
+            xp.matmul(b4, tiles.reshape(36, -1), out=vm[:, a:e].reshape(36, -1))
+
+        map_spans(transform, m, 72 * tw * c, xp, blas_one=True)
+        pm = _scratch(xp, 36 * m * tw * o, "wino_prod", x.dtype).reshape(36, m, tw, o)
+        pooled_matmul(vm.reshape(36, m * tw, c), u, out=pm.reshape(36, m * tw, o))
+        res = out[b, 4 * t0:min(ho, 4 * t1)]
 
         def place(a, e):
-            wino.scatter(ym[:, a:e], res[2 * a:2 * e])
-            _finish(res[2 * a:2 * e], None, act, slope)
+            ym = _scratch(xp, 16 * (e - a) * tw * o, "wino_out", x.dtype).reshape(16, e - a, tw, o)
+            xp.matmul(a4, pm[:, a:e].reshape(36, -1), out=ym.reshape(16, -1))
+            dst = res[4 * a:4 * e]
+            wino.scatter(ym, dst)
+            _finish(dst, bias, act, slope)
 
-        map_spans(place, m, 8 * tw * o, xp)
+        map_spans(place, m, 52 * tw * o, xp, blas_one=True)
 
-    run(chunk, [(b, j) for b in range(n) for j in _jobs(th, rows, 4 * out.size * c)], xp, blas_one=True)
+    run(chunk, [(b, j) for b in range(n) for j in _jobs(th, rows, 2 * out[0].size * c)], xp, blas_one=True)
 
 
 def _grouped(x, p, stride, padding, dilation, groups, act, slope):

@@ -167,13 +167,14 @@ def piece_len(n, per_item=1, xp=np, chunk=CHUNK):
     return min(n, max(1, chunk // max(1, per_item))) if xp is np else n
 
 
-def map_spans(fn, n, per_item=1, xp=np, chunk=CHUNK):
+def map_spans(fn, n, per_item=1, xp=np, chunk=CHUNK, blas_one=False):
     """[fn(a, b) for (a, b) in spans(n, per_item, chunk)], in order; each worker thread
-    takes one contiguous share of the pieces. Other array modules (CuPy) get one piece."""
+    takes one contiguous share of the pieces. Other array modules (CuPy) get one piece.
+    blas_one: the pieces make BLAS products (see `run`)."""
     if xp is not np:
         return [fn(0, n)] if n else []
     pieces = spans(n, per_item, chunk)
     k = max(1, min(workers(), len(pieces)))
     shares = [pieces[i * len(pieces) // k:(i + 1) * len(pieces) // k] for i in range(k)]
-    done = run(lambda share: [fn(a, b) for a, b in share], shares, xp)
+    done = run(lambda share: [fn(a, b) for a, b in share], shares, xp, blas_one)
     return [r for share in done for r in share]
