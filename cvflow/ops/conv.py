@@ -7,8 +7,9 @@ chunks (copy, product at one BLAS thread, bias and activation: `cvflow.ops.paral
 at least one per thread. Paths, in the order `conv2d` picks them:
 
 - 1x1: the input is already the matrix.
-- 3x3, stride 1, C and O >= 64: Winograd F(4x4, 3x3) (`conv_winograd`), 36 products
-  per 4x4 outputs instead of 144.
+- 3x3, stride 1, C and O >= 64: Winograd F(2x2, 3x3) (`conv_winograd`), 16 products
+  per 2x2 outputs instead of 36. (F(4x4, 3x3) took 22% less CPU in RAFT-small, but its
+  ~20x float32 rounding moved RAFT's and NeuFlow's 1e-4 px consistency checks.)
 - stride 1, O <= 8 and O <= C/4 (flow heads): "output taps". One product per input
   pixel gives every tap's contribution, each then added at its shift.
 - C <= 8 (frames, flows): im2col from channel planes, one copy per tap of whole
@@ -44,12 +45,11 @@ _WINO_BYTES = 4 << 20
 _MIN_ROWS = 4096
 # Outputs up to which a product per input pixel beats row taps (when C >= 4*O).
 _NARROW_MAX = 8
-_WINO_MIN_TILES = 64  # 4x4 tiles per Winograd product, when chunked
-# Maps of up to this many 4x4 tiles go in one chunk (36 products per conv: see _MIN_ROWS);
-# larger maps in chunks of _WINO_BYTES. Measured with F(2x2, 3x3) (4x the tiles): chunks
-# stay faster on large maps (2x220x512x64: 106 ms vs 139 in one), single chunks win on
-# small ones (55x128x82->288: 15.6 vs 17.1 ms).
-_WINO_WHOLE_TILES = 1024
+_WINO_MIN_TILES = 256  # tiles per Winograd product, when chunked
+# Maps of up to this many 2x2 tiles go in one chunk (16 products per conv: see _MIN_ROWS).
+# Chunking larger maps by _WINO_BYTES stays faster (2x220x512x64: 106 ms vs 139 in one
+# 2048-tile chunks); single chunks win on small maps (55x128x82->288: 15.6 vs 17.1 ms).
+_WINO_WHOLE_TILES = 4096
 _WINO_MIN_CHANNELS = 64  # min(C, O) from which Winograd beats row taps (measured)
 _PLANAR_MAX = 8  # input channels up to which im2col from channel planes wins (frames, flows)
 _ROW_TAPS_MIN_KH = 5  # strided convs: kernel rows from which row taps beat im2col (measured)
@@ -352,50 +352,48 @@ def _out_taps(x, p, ph, pw, dilation, out, act, slope):
 
 
 def _winograd(x, p, ph, pw, out, act, slope):
-    """3x3 stride 1 by Winograd F(4x4, 3x3), in chunks of tile rows (4 output rows each).
-    Per chunk: the zero-padded input rows, then per cache-sized piece the 6x6 tiles and
-    their transform (one product with B); the 36 products with the kernels; per piece the
-    output transform (one product with A), placed with bias and activation."""
+    """3x3 stride 1 by Winograd F(2x2, 3x3), in chunks of tile rows."""
     xp = get_xp(x)
     n, _, _, c = x.shape
     _, ho, wo, o = out.shape
     u, bias = _cached(p, "_wino", wino.weights), p.get("bias")
-    b4, a4 = _cached(p, "_wino_ba", lambda w: (xp.asarray(wino.B, dtype=w.dtype), xp.asarray(wino.A, dtype=w.dtype)))
-    th, tw = -(-ho // 4), -(-wo // 4)
-    wp = 4 * tw + 2
+    th, tw = -(-ho // 2), -(-wo // 2)
+    wp = 2 * tw + 2
     if th * tw <= _WINO_WHOLE_TILES:
         rows = th
     else:
-        rows = _chunk_rows(th, 36 * tw * (c + o) * x.itemsize, tw, _WINO_BYTES, _WINO_MIN_TILES)
+        rows = _chunk_rows(th, 16 * tw * (c + o) * x.itemsize, tw, _WINO_BYTES, _WINO_MIN_TILES)
 
     def chunk(job):
+        # A whole chunk in one thread: with several threads each takes its own chunks
+        # (at least one per thread), products included at one BLAS thread each; alone,
+        # the passes below still go to the pool in pieces and the products by shares.
         b, (t0, t1) = job
         m = t1 - t0
-        d = _scratch(xp, (4 * m + 2) * wp * c, "wino_in", x.dtype).reshape(4 * m + 2, wp, c)
-        vm = _scratch(xp, 36 * m * tw * c, "wino_v", x.dtype).reshape(36, m, tw, c)
-        map_spans(lambda i0, i1: _fill(d[i0:i1].reshape(i1 - i0, wp, 1, 1, c), x[b], 4 * t0 - ph + i0,
-                                       1, 0, 1, 1, pw), 4 * m + 2, wp * c, xp)
-
-        def transform(a, e):  # tiles of tile rows a..e, then V = B4 @ tiles, in cache
-            tiles = _scratch(xp, 36 * (e - a) * tw * c, "wino_tiles", x.dtype).reshape(36, e - a, tw, c)
-            wino.gather(d[4 * a:4 * e + 2], tiles)
-            xp.matmul(b4, tiles.reshape(36, -1), out=vm[:, a:e].reshape(36, -1))
-
-        map_spans(transform, m, 72 * tw * c, xp, blas_one=True)
-        pm = _scratch(xp, 36 * m * tw * o, "wino_prod", x.dtype).reshape(36, m, tw, o)
-        pooled_matmul(vm.reshape(36, m * tw, c), u, out=pm.reshape(36, m * tw, o))
-        res = out[b, 4 * t0:min(ho, 4 * t1)]
+        d = _scratch(xp, (2 * m + 2) * wp * c, "wino_in", x.dtype).reshape(2 * m + 2, wp, c)
+        rm = _scratch(xp, 4 * m * wp * c, "wino_rows", x.dtype).reshape(4, m, wp, c)
+        vm = _scratch(xp, 16 * m * tw * c, "wino_v", x.dtype).reshape(16, m, tw, c)
+        # The copies and transforms around the products are memory-bound NumPy passes, in
+        # cache-sized pieces of tile rows (spread over the pool when not in it already).
+        map_spans(lambda i0, i1: _fill(d[i0:i1].reshape(i1 - i0, wp, 1, 1, c), x[b], 2 * t0 - ph + i0,
+                                       1, 0, 1, 1, pw), 2 * m + 2, wp * c, xp)
+        map_spans(lambda a, e: wino.in_transform(d[2 * a:2 * e + 2], rm[:, a:e], vm[:, a:e]),
+                  m, 20 * tw * c, xp)
+        pm = _scratch(xp, 16 * m * tw * o, "wino_prod", x.dtype).reshape(16, m * tw, o)
+        pooled_matmul(vm.reshape(16, m * tw, c), u, out=pm)
+        if bias is not None:
+            pm[5] += bias
+        ym = _scratch(xp, 4 * m * tw * o, "wino_out", x.dtype).reshape(4, m, tw, o)
+        wino.out_transform(pm.reshape(16, m, tw, o), ym)
+        res = out[b, 2 * t0:min(ho, 2 * t1)]
 
         def place(a, e):
-            ym = _scratch(xp, 16 * (e - a) * tw * o, "wino_out", x.dtype).reshape(16, e - a, tw, o)
-            xp.matmul(a4, pm[:, a:e].reshape(36, -1), out=ym.reshape(16, -1))
-            dst = res[4 * a:4 * e]
-            wino.scatter(ym, dst)
-            _finish(dst, bias, act, slope)
+            wino.scatter(ym[:, a:e], res[2 * a:2 * e])
+            _finish(res[2 * a:2 * e], None, act, slope)
 
-        map_spans(place, m, 52 * tw * o, xp, blas_one=True)
+        map_spans(place, m, 8 * tw * o, xp)
 
-    run(chunk, [(b, j) for b in range(n) for j in _jobs(th, rows, 2 * out[0].size * c)], xp, blas_one=True)
+    run(chunk, [(b, j) for b in range(n) for j in _jobs(th, rows, 4 * out[0].size * c)], xp, blas_one=True)
 
 
 def _grouped(x, p, stride, padding, dilation, groups, act, slope):
