@@ -95,6 +95,14 @@ def _unit_range(img0, img1):
     return (lo, hi) if 0.0 <= lo and 0.0 < hi <= 1.0 else None
 
 
+def _as_uploaded(img):
+    """A validated frame as a model with `device_frames` takes it: uint8 stays uint8 (the
+    upload is a quarter of float32's), other dtypes become float32; gray stays (H, W)."""
+    if img.dtype == np.uint8 or img.dtype == np.float32:
+        return img
+    return img.astype(np.float32)  # float64 / int frames: converted where they are
+
+
 def _to_bgr_float(img, be):
     """A frame as (H, W, 3) float32 on the backend's device."""
     img = be.asarray(img, dtype=img.dtype)
@@ -164,6 +172,8 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         options = self._one_way_options()
         if self._model.forward_both is None:
             fw = self._run(img0, img1, None, options)
+            if self._graphs_on():  # a replay's output is the graph's buffer: the next one overwrites it
+                fw = self._backend.xp.array(fw, copy=True)
             bw = self._run(img1, img0, None, options)
         else:
             fw, bw = self._run(img0, img1, None, options, both=True)
@@ -254,11 +264,12 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
     # -- internals ------------------------------------------------------------------
     def _prepare(self):
         """One forward pass on a blank pair of the model's `prepare_size`: every layer
-        derives its matrices now, so the first `calc` costs what every later one does."""
+        derives its matrices now, so the first `calc` costs what every later one does
+        (eager: no graph is kept for this size)."""
         side = self._model.prepare_size
         if side:
             blank = self._backend.asarray(np.zeros((side, side, 3), np.float32))
-            self._run(blank, blank, None, self._one_way_options())
+            self._run(blank, blank, None, self._one_way_options(), graph=False)
 
     def _one_way_options(self):
         """The options of a `calc` pass: one direction even when `bidirectional` is set
@@ -278,6 +289,11 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
                           "cvflow expects uint8 or float in 0..255 (as cv2.imread gives), so the flow will "
                           "be poor: multiply the frames by 255", InputRangeWarning, stacklevel=3)
         be = self._backend
+        if hasattr(be, "graphed") and self._model.device_frames:  # the graph's inputs: host arrays
+            img0, img1 = _as_uploaded(I0), _as_uploaded(I1)
+            if self._graphs_on():
+                return img0, img1
+            return be.asarray(img0, dtype=img0.dtype), be.asarray(img1, dtype=img1.dtype)
         return _to_bgr_float(I0, be), _to_bgr_float(I1, be)
 
     def _wants_initial_flow(self) -> bool:
@@ -292,16 +308,56 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
             raise InputError("initial `flow` contains NaN or Inf")
         return flow
 
-    def _run(self, img0, img1, init, options, both=False):
+    # CUDA graphs (CUDA backend): each pass is captured once per (frame shape and dtype,
+    # options, initial flow or not, one or both directions) and replayed; False: eager.
+    use_graphs = True
+
+    def _graphs_on(self) -> bool:
+        return self.use_graphs and hasattr(self._backend, "graphed")
+
+    def _run(self, img0, img1, init, options, both=False, graph=True):
         """Forward pass in the backend's workspace; results come back as arrays of their
         own (a CPU result may be an arena buffer or a view of one). both: the model's
-        `forward_both` (a tuple)."""
+        `forward_both` (a tuple). On the CUDA backend the pass is a replayed graph
+        (`_run_graphed`) unless graph=False."""
         be = self._backend
+        if graph and self._graphs_on():
+            return self._run_graphed(img0, img1, init, options, both)
         with be.workspace():
             out = self._forward(img0, img1, init, options, both)
         if isinstance(out, tuple):
             return tuple(be.detach(o) for o in out)
         return be.detach(out)
+
+    def _run_graphed(self, img0, img1, init, options, both):
+        """`_run` through `CudaBackend.graphed`: the frames (as uploaded: host arrays go
+        straight into the graph's input buffers) and the initial flow are the graph's
+        inputs. Frames below the model's minimum size are padded here, on the host, as
+        `_forward` pads them. Returns the graph's output buffers (valid until the next
+        call with the same key; `_deliver` copies them)."""
+        be, model = self._backend, self._model
+        h, w = img0.shape[:2]
+        m = model.min_size
+        crop = None
+        if (h < m or w < m) and not isinstance(img0, be.xp.ndarray):  # host frames
+            ph, pw = max(0, m - h), max(0, m - w)
+            pads = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+            img0, img1 = pad_replicate(img0, pads), pad_replicate(img1, pads)
+            if init is not None:
+                init = be.to_host(init)
+                init = pad_replicate(init, pads)
+            crop = (slice(pads[0], pads[0] + h), slice(pads[2], pads[2] + w))
+        key = ("pass", both, tuple(img0.shape), str(img0.dtype), init is not None, tuple(sorted(options.items())))
+
+        def run(a, b, *rest):
+            with be.workspace():
+                return self._forward(a, b, rest[0] if rest else None, options, both)
+
+        out = be.graphed(key, run, img0, img1, *(() if init is None else (init,)))
+        outs = out if isinstance(out, tuple) else (out,)
+        if crop is not None:
+            outs = tuple(o[crop] for o in outs)
+        return outs if isinstance(out, tuple) else outs[0]
 
     def _forward(self, img0, img1, init, options, both=False):
         """Forward pass, padding frames below the model's minimum size and cropping back."""
@@ -330,6 +386,8 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         """Return on the caller's side: NumPy for NumPy frames; fill `flow` in place if it fits."""
         if isinstance(like, np.ndarray):
             out = self._backend.to_host(out)
+        elif self._graphs_on():  # a graph's output buffer: the next replay overwrites it
+            out = self._backend.xp.array(out, copy=True)
         out = out.astype(np.float32, copy=False)
         if flow is not None and getattr(flow, "shape", None) == out.shape and flow.dtype == np.float32 \
                 and get_xp(flow) is get_xp(out):

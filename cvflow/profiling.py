@@ -145,6 +145,7 @@ def profile(name, height, width, options=None, dry=True, weights=None, algo=None
                 name, weights=random_weights(name) if weights is None else weights, device="cuda", **options)
             model = REGISTRY[of.name] if hasattr(of, "name") and of.name in REGISTRY else REGISTRY[name]
             be = of._backend
+            of.use_graphs = False                 # the eager pass: what a captured graph holds, call by call
             of.calc(f0, f1, None)                 # warm: constants, prepared layers, kernels built
             with _phases(tracer, model.family, be), tracer.record() as total:
                 of.calc(f0, f1, None)

@@ -106,3 +106,32 @@ extern "C" __global__ void raft_corr_interp(const float* __restrict__ taps, cons
     *dst = interp(v[a * S + b], v[(a + 1) * S + b], v[a * S + b + 1], v[(a + 1) * S + b + 1],
                   wx0, wx1, wy0, wy1);
 }
+
+// raft_corr_lookup for four levels in one launch: vol0..vol3 (P, H_l, W_l); out (P, 4*K*K).
+extern "C" __global__ void raft_corr_lookup4(const float* __restrict__ vol0, const float* __restrict__ vol1,
+                                             const float* __restrict__ vol2, const float* __restrict__ vol3,
+                                             const float* __restrict__ coords, float* __restrict__ out, int P,
+                                             int H0, int W0, int H1, int W1, int H2, int W2, int H3, int W3, int r)
+{
+    int K = 2 * r + 1;
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= P * 4 * K * K) return;
+    int b = i % K;
+    int a = (i / K) % K;
+    int level = (i / (K * K)) % 4;
+    int p = i / (4 * K * K);
+    const float* vol = level == 0 ? vol0 : (level == 1 ? vol1 : (level == 2 ? vol2 : vol3));
+    int Hl = level == 0 ? H0 : (level == 1 ? H1 : (level == 2 ? H2 : H3));
+    int Wl = level == 0 ? W0 : (level == 1 ? W1 : (level == 2 ? W2 : W3));
+    float scale = level == 0 ? 1.0f : (level == 1 ? 0.5f : (level == 2 ? 0.25f : 0.125f));
+    if (Hl == 0 || Wl == 0) {
+        out[i] = 0.0f;
+        return;
+    }
+    int x0, x1, y0, y1;
+    float wx0, wx1, wy0, wy1;
+    axis_tap(__fmul_rn(coords[2 * p], scale), r, Wl, a, &x0, &x1, &wx0, &wx1);
+    axis_tap(__fmul_rn(coords[2 * p + 1], scale), r, Hl, b, &y0, &y1, &wy0, &wy1);
+    const float* v = vol + (long long)p * Hl * Wl;
+    out[i] = interp(v[y0 * Wl + x0], v[y0 * Wl + x1], v[y1 * Wl + x0], v[y1 * Wl + x1], wx0, wx1, wy0, wy1);
+}

@@ -6,9 +6,12 @@
 // __fadd_rn/__fmul_rn: rounded as NumPy's separate passes (no FMA).
 
 // zr[p, j] = sigmoid of z (j < Ch) and r (j >= Ch); rh[p, k] = r[p, k] * h[p, k].
+// hzr is read through a view: element (p, j) at hoff + p * hstride + j; has_hzr = 0: the
+// state's share is already in g (one product of [h, x]), hzr unused.
 extern "C" __global__ void gru_gates(const float* __restrict__ g, const float* __restrict__ c,
                                      const float* __restrict__ hzr, const float* __restrict__ h,
-                                     float* __restrict__ zr, float* __restrict__ rh, int P, int Ch, int Pc)
+                                     float* __restrict__ zr, float* __restrict__ rh, int P, int Ch, int Pc,
+                                     int has_hzr, int hoff, int hstride)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= P * 2 * Ch) return;
@@ -16,7 +19,7 @@ extern "C" __global__ void gru_gates(const float* __restrict__ g, const float* _
     int p = i / (2 * Ch);
     const float* crow = c + (long long)(Pc == 1 ? 0 : p) * 3 * Ch;
     float t = __fadd_rn(g[(long long)p * 3 * Ch + j], crow[j]);
-    t = __fadd_rn(t, hzr[i]);
+    if (has_hzr) t = __fadd_rn(t, hzr[hoff + (long long)p * hstride + j]);
     t = __fmul_rn(__fadd_rn(tanhf(t), 1.0f), 0.5f);
     zr[i] = t;
     if (j >= Ch) rh[(long long)p * Ch + j - Ch] = __fmul_rn(t, h[(long long)p * Ch + j - Ch]);

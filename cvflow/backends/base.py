@@ -26,6 +26,7 @@ from cvflow.ops import conv_transpose as tconv_ops
 from cvflow.ops import linear as linear_ops
 from cvflow.ops import pool, posenc
 from cvflow.ops.fold import fold_conv_bn
+from cvflow.ops.pad import pad_to_multiple, unpad
 
 
 class Params(dict):
@@ -94,6 +95,65 @@ class Backend:
     def concat(self, parts, axis=-1):
         return self.xp.concatenate(parts, axis=axis)
 
+    # -- glue: frames in, shapes, element-wise arithmetic ----------------------------------
+    # Named ops for what a model would otherwise write as array expressions: the CUDA
+    # backend runs each as a kernel (a pass of executor calls only can be a CUDA graph).
+    def frames(self, img0, img1, multiple=1, norm="signed", mean=None, std=None):
+        """Two frames (H, W, 3) BGR or (H, W) gray, uint8 or float 0..255 -> ((2, H', W', 3)
+        float32 RGB, pads): replicate-padded to multiples of `multiple` (pads = (top,
+        bottom, left, right), `cvflow.ops.pad`) and normalised: norm "signed" 2 * (v / 255) - 1,
+        "unit" v / 255, "mean_std" (v / 255 - mean) / std (per RGB channel)."""
+        xp = self.xp
+        if img0.ndim == 2:
+            img0, img1 = (xp.repeat(x[:, :, None], 3, axis=2) for x in (img0, img1))
+        frames = xp.stack([img0, img1])[..., ::-1]  # BGR -> RGB
+        if norm == "signed":
+            frames = 2 * (frames / xp.float32(255)) - 1
+        elif norm == "unit":
+            frames = frames / xp.float32(255)
+        else:
+            frames = (frames / xp.float32(255) - xp.asarray(mean, dtype=xp.float32)) / \
+                xp.asarray(std, dtype=xp.float32)
+        return pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), multiple)
+
+    def crop(self, x, pads):
+        """(N, H', W', C) -> (H, W, C) of its first item, `pads` removed, contiguous."""
+        return self.xp.ascontiguousarray(unpad(x, pads)[0])
+
+    def contiguous(self, x):
+        """x as a C-contiguous array (a copy of a view)."""
+        return self.xp.ascontiguousarray(x)
+
+    def add(self, a, b):
+        return a + b
+
+    def sub(self, a, b):
+        return a - b
+
+    def scale(self, x, s):
+        """x * s, s rounded to x's dtype."""
+        return x * x.dtype.type(s)
+
+    def add_scaled(self, x, g, y):
+        """x + g * y (g: per-channel vector)."""
+        return x + g * y
+
+    def add_bias_(self, x, b):
+        """x += b (a vector of the last axis), in place; returns x."""
+        x += b
+        return x
+
+    def fused(self):
+        """Context of a block whose convolutions may hand their bias and ReLU to the next
+        convolution (the CUDA backend's gathers); here: nothing changes."""
+        return nullcontext()
+
+    def coords_grid(self, n, h, w):
+        """(n, h, w, 2) float32 pixel positions (x, y); never written by its users."""
+        xp = self.xp
+        ys, xs = xp.meshgrid(xp.arange(h, dtype=xp.float32), xp.arange(w, dtype=xp.float32), indexing="ij")
+        return xp.broadcast_to(xp.stack([xs, ys], axis=-1), (n, h, w, 2)).copy()
+
     # -- memoisation ---------------------------------------------------------------------
     def prepared(self, layer: dict, kind: str, make):
         """make(), derived from `layer` (a weight dict) once per backend; the layer dict
@@ -132,6 +192,12 @@ class Backend:
         `cvflow.ops.conv.conv2d`; act: None, "relu" or "leaky"."""
         return conv_ops.conv2d(x, self.prepared(p, "conv", lambda: dict(p)), stride, padding, dilation,
                                act=act, slope=slope)
+
+    def conv2d_(self, x, p, padding=0, act=None):
+        """conv2d(x, p, padding=padding, act=act) (stride 1) where x is not used after: a
+        backend may write the output over x's buffer (the CUDA backend does, for 'same'
+        convolutions with as many outputs as inputs). Use the result, never x."""
+        return self.conv2d(x, p, padding=padding, act=act)
 
     def conv_transpose2d(self, x, p, stride=1, padding=0, act=None, slope=0.1):
         return tconv_ops.conv_transpose2d(x, self.prepared(p, "conv", lambda: dict(p)), stride, padding,

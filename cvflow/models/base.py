@@ -36,6 +36,9 @@ class ModelDef:
     out the flow and keeps the rest for `uncertainty(info, config) -> (H, W)` px.
     adapt_weights(flat) -> flat: the file's keys made the model's before they are checked
     (e.g. a tensor stored under one of two alias keys copied to the other).
+    device_frames: forward also takes the frames as `calc` uploads them to a GPU (uint8 or
+    float32, (H, W, 3) BGR or (H, W) gray) and normalises them with `be.frames` (one
+    kernel); False: the frames arrive as float32 (H, W, 3) BGR on every backend.
     """
 
     name: str
@@ -53,6 +56,7 @@ class ModelDef:
     info_channels: int = 0
     uncertainty: Callable[..., Any] | None = None
     adapt_weights: Callable[..., Any] | None = None
+    device_frames: bool = False
 
 
 def register(model: ModelDef) -> ModelDef:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
-from cvflow.ops.pad import pad_replicate, pad_to_multiple, unpad
+from cvflow.ops.pad import pad_replicate
 
 _COMMON = {"corr_levels": 4, "stride": 8}
 
@@ -78,13 +78,14 @@ def _shortcut(be, x, p, stride, norm):
 
 def _residual_block(be, x, p, stride, norm):
     y = _norm_relu(be, be.conv2d(x, p["conv1"], stride=stride, padding=1), p.get("norm1"), norm)
-    y = _norm_relu(be, be.conv2d(y, p["conv2"], padding=1), p.get("norm2"), norm)
+    y = _norm_relu(be, be.conv2d_(y, p["conv2"], padding=1), p.get("norm2"), norm)  # over conv1's output
     return be.add_relu_(y, _shortcut(be, x, p, stride, norm))
 
 
 def _bottleneck_block(be, x, p, stride, norm):
     y = _norm_relu(be, be.conv2d(x, p["conv1"]), p.get("norm1"), norm)
-    y = _norm_relu(be, be.conv2d(y, p["conv2"], stride=stride, padding=1), p.get("norm2"), norm)
+    y = _norm_relu(be, be.conv2d(y, p["conv2"], stride=stride, padding=1) if stride != 1 else
+                   be.conv2d_(y, p["conv2"], padding=1), p.get("norm2"), norm)
     y = _norm_relu(be, be.conv2d(y, p["conv3"]), p.get("norm3"), norm)
     return be.add_relu_(y, _shortcut(be, x, p, stride, norm))
 
@@ -117,9 +118,10 @@ def motion_encoder(be, flow, corr, p, config):
 def update(be, net, inp, corr, flow, p, config):
     """One refinement (the reference's update block): (hidden state, context, correlation
     window, flow) -> (new state, flow delta). The GRU's input is [context, motion]."""
-    motion = motion_encoder(be, flow, corr, p["encoder"], config)
     gru = be.sep_conv_gru if config["gru"] == "separable" else be.conv_gru
-    net = gru(net, [inp, motion], p["gru"])
+    with be.fused():  # the backend may run biases, ReLUs and concatenations in the next conv's gather
+        motion = motion_encoder(be, flow, corr, p["encoder"], config)
+        net = gru(net, [inp, motion], p["gru"])
     return net, be.flow_head(net, p["flow_head"])
 
 
@@ -128,18 +130,12 @@ def upsample_flow(be, flow, net, p, config):
     s = config["stride"]
     if config["upsample"] == "convex":
         mask = be.same_conv(be.same_conv(net, p["mask"]["0"], act="relu"), p["mask"]["2"])
-        return be.convex_upsample(flow, mask * mask.dtype.type(0.25), s)
+        return be.convex_upsample(flow, be.scale(mask, 0.25), s)
     n, h, w, _ = flow.shape
-    return be.resize_bilinear(flow, s * h, s * w, align_corners=True) * flow.dtype.type(s)
+    return be.scale(be.resize_bilinear(flow, s * h, s * w, align_corners=True), s)
 
 
 # -- model ---------------------------------------------------------------------------------
-def coords_grid(n, h, w, xp):
-    """(n, h, w, 2) float32 pixel positions (x, y)."""
-    ys, xs = xp.meshgrid(xp.arange(h, dtype=xp.float32), xp.arange(w, dtype=xp.float32), indexing="ij")
-    return xp.broadcast_to(xp.stack([xs, ys], axis=-1), (n, h, w, 2)).copy()
-
-
 def _coarse_init(init_flow, pads, stride):
     """Full-resolution (H, W, 2) flow -> (1, H'/s, W'/s, 2) in coarse pixels: padded like the
     frames, averaged over s x s blocks, divided by s."""
@@ -150,12 +146,9 @@ def _coarse_init(init_flow, pads, stride):
 
 
 def _prepare(be, img0, img1, stride):
-    """Two (H, W, 3) BGR 0..255 frames -> ((2, H', W', 3) RGB in -1..1 padded to a multiple
-    of `stride`, pads)."""
-    xp = be.xp
-    frames = xp.stack([img0, img1])[..., ::-1]                  # BGR -> RGB
-    frames = 2 * (frames / xp.float32(255)) - 1
-    return pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), stride)
+    """Two (H, W, 3) BGR (or (H, W) gray) 0..255 frames -> ((2, H', W', 3) RGB in -1..1
+    replicate-padded to a multiple of `stride`, pads)."""
+    return be.frames(img0, img1, stride, norm="signed")
 
 
 def _one_at_a_time(frames):
@@ -182,28 +175,30 @@ def _refine(be, params, fmap0, fmap1, ctx, config, options, init=None):
     net, inp = be.tanh(ctx[..., :hd]), be.relu(ctx[..., hd:])
     corr = be.build_corr(fmap0, fmap1, config["corr_levels"], options.get("corr_budget", 1 << 30))
     n, h, w, _ = net.shape
-    coords0 = coords_grid(n, h, w, be.xp)
-    coords1 = coords0.copy() if init is None else coords0 + init
+    coords0 = be.coords_grid(n, h, w)
+    coords1 = coords0 if init is None else be.add(coords0, init)  # never written in place
     for _ in range(options.get("iters", 12)):
         window = be.corr_lookup(corr, coords1, config["corr_radius"])
-        net, delta = update(be, net, inp, window, coords1 - coords0, params["update_block"], config)
-        coords1 = coords1 + delta
-    return upsample_flow(be, coords1 - coords0, net, params["update_block"], config)
+        net, delta = update(be, net, inp, window, be.sub(coords1, coords0), params["update_block"], config)
+        coords1 = be.add(coords1, delta)
+    return upsample_flow(be, be.sub(coords1, coords0), net, params["update_block"], config)
 
 
 def forward(params, img0, img1, config, options, init_flow=None):
     """Flow from img0 to img1.
 
-    img0, img1: (H, W, 3) float32 BGR in 0..255. init_flow: (H, W, 2) float32 px or None.
+    img0, img1: (H, W, 3) BGR or (H, W) gray in 0..255, float32 (or uint8 as uploaded to a
+    GPU). init_flow: (H, W, 2) float32 px or None.
     Returns (H, W, 2) float32, flow[y, x] = (dx, dy) px.
     """
     be = backend_of(params)
     frames, pads = _prepare(be, img0, img1, config["stride"])
     fmaps = _encode(be, frames, params["fnet"], config, "instance")
     ctx = encoder(be, frames[:1], params["cnet"], config, config["context_norm"])
+    del frames  # not needed by the updates (RAFT at 4K: 190 MiB)
     init = None if init_flow is None else _coarse_init(init_flow, pads, config["stride"])
     up = _refine(be, params, fmaps[:1], fmaps[1:], ctx, config, options, init)
-    return be.xp.ascontiguousarray(unpad(up, pads)[0])
+    return be.crop(up, pads)
 
 
 def forward_both(params, img0, img1, config, options):
@@ -217,17 +212,16 @@ def forward_both(params, img0, img1, config, options):
     other. Each direction equals `forward` on its pair (to float32 rounding).
     """
     be = backend_of(params)
-    xp = be.xp
     frames, pads = _prepare(be, img0, img1, config["stride"])
     fmaps = _encode(be, frames, params["fnet"], config, "instance")
     ctx = _encode(be, frames, params["cnet"], config, config["context_norm"])  # per frame, as `forward`
     if be.batch_passes and not _one_at_a_time(frames):
-        up = _refine(be, params, fmaps, xp.ascontiguousarray(fmaps[::-1]), ctx, config, options)
+        up = _refine(be, params, fmaps, be.contiguous(fmaps[::-1]), ctx, config, options)
         fw, bw = up[:1], up[1:]
     else:
         fw = _refine(be, params, fmaps[:1], fmaps[1:], ctx[:1], config, options)
         bw = _refine(be, params, fmaps[1:], fmaps[:1], ctx[1:], config, options)
-    return xp.ascontiguousarray(unpad(fw, pads)[0]), xp.ascontiguousarray(unpad(bw, pads)[0])
+    return be.crop(fw, pads), be.crop(bw, pads)
 
 
 # -- checkpoint layout -------------------------------------------------------------------
@@ -317,4 +311,5 @@ for _name, _ckpt in (("raft", "raft-things.pth"), ("raft-small", "raft-small.pth
         reuse_bytes=32 << 20,
         description=f"{'RAFT' if _name == 'raft' else 'RAFT-small'} (Teed & Deng 2020)",
         forward_both=forward_both,
+        device_frames=True,
     ))

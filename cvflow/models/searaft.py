@@ -24,9 +24,8 @@ from __future__ import annotations
 
 from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
-from cvflow.models.raft import coords_grid, motion_encoder
+from cvflow.models.raft import motion_encoder
 from cvflow.ops.laplace import mixture_expected_error
-from cvflow.ops.pad import pad_to_multiple, unpad
 
 _COMMON = {
     "stride": 8,
@@ -81,7 +80,7 @@ def convnext_block(be, x, p):
     y = be.layer_norm(y, p["norm"], eps=_LN_EPS)
     y = be.gelu(be.linear(y, p["pwconv1"]))
     y = be.linear(y, p["pwconv2"])
-    return be.conv2d(x + p["gamma"] * y, p["final"])
+    return be.conv2d(be.add_scaled(x, p["gamma"], y), p["final"])
 
 
 def update(be, net, ctx, corr, flow, p, config):
@@ -101,21 +100,17 @@ def _upsample(be, flow, info, net, p, stride):
     """Flow (N, h, w, 2) coarse px and info (N, h, w, 4) -> (N, sh, sw, 6): the flow in full-
     resolution px, the info mixed by the same convex mask but not scaled."""
     mask = be.same_conv(be.same_conv(net, p["0"], act="relu"), p["2"])
-    up = be.convex_upsample(be.concat([flow, info]), mask * mask.dtype.type(0.25), stride)
+    up = be.convex_upsample(be.concat([flow, info]), be.scale(mask, 0.25), stride)
     # convex_upsample scales every channel by `stride`, a power of two: dividing it back
     # out of the info channels is exact.
-    up[..., 2:] *= up.dtype.type(1 / stride)
-    return up
+    return be.concat([up[..., :2], be.scale(up[..., 2:], 1 / stride)])
 
 
 # -- model ----------------------------------------------------------------------------------
 def _prepare(be, img0, img1, stride):
-    """Two (H, W, 3) BGR 0..255 frames -> ((2, H', W', 3) RGB in -1..1, replicate-padded to a
-    multiple of `stride` as RAFT's InputPadder, pads)."""
-    xp = be.xp
-    frames = xp.stack([img0, img1])[..., ::-1]
-    frames = 2 * (frames / xp.float32(255)) - 1
-    return pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), stride)
+    """Two (H, W, 3) BGR (or (H, W) gray) 0..255 frames -> ((2, H', W', 3) RGB in -1..1,
+    replicate-padded to a multiple of `stride` as RAFT's InputPadder, pads)."""
+    return be.frames(img0, img1, stride, norm="signed")
 
 
 def _direction(be, params, frames, fmap0, fmap1, config, options):
@@ -123,24 +118,25 @@ def _direction(be, params, frames, fmap0, fmap1, config, options):
     dim = config["dim"]
     cnet = be.conv2d(encoder(be, be.concat([frames[:1], frames[1:]]), params["cnet"], config),
                      params["init_conv"], padding=1)
-    net, ctx = cnet[..., :dim], cnet[..., dim:]
+    net, ctx = be.contiguous(cnet[..., :dim]), be.contiguous(cnet[..., dim:])
     head = _head(be, net, params["flow_head"])
-    flow, info = head[..., :2], head[..., 2:]
+    flow, info = be.contiguous(head[..., :2]), head[..., 2:]
     corr = be.build_corr(fmap0, fmap1, config["corr_levels"], options.get("corr_budget", 1 << 30))
     n, h, w, _ = flow.shape
-    coords0 = coords_grid(n, h, w, be.xp)
+    coords0 = be.coords_grid(n, h, w)
     for _ in range(options.get("iters", config["iters"])):
-        window = be.corr_lookup(corr, coords0 + flow, config["corr_radius"])
+        window = be.corr_lookup(corr, be.add(coords0, flow), config["corr_radius"])
         net = update(be, net, ctx, window, flow, params["update_block"], config)
         head = _head(be, net, params["flow_head"])
-        flow, info = flow + head[..., :2], head[..., 2:]
+        flow, info = be.add(flow, head[..., :2]), head[..., 2:]
     return _upsample(be, flow, info, net, params["upsample_weight"], config["stride"])
 
 
 def forward(params, img0, img1, config, options, init_flow=None):
     """Flow from img0 to img1 with its uncertainty.
 
-    img0, img1: (H, W, 3) float32 BGR in 0..255. init_flow: unused (no warm start).
+    img0, img1: (H, W, 3) BGR or (H, W) gray in 0..255, float32 (or uint8 as uploaded to a
+    GPU). init_flow: unused (no warm start).
     Returns (H, W, 6) float32: flow[y, x] = (dx, dy) px in channels 0-1, the info
     [w0, w1, raw_b0, raw_b1] in channels 2-5 (`uncertainty` turns it into px).
     """
@@ -148,19 +144,18 @@ def forward(params, img0, img1, config, options, init_flow=None):
     frames, pads = _prepare(be, img0, img1, config["stride"])
     fmaps = encoder(be, frames, params["fnet"], config)
     up = _direction(be, params, frames, fmaps[:1], fmaps[1:], config, options)
-    return be.xp.ascontiguousarray(unpad(up, pads)[0])
+    return be.crop(up, pads)
 
 
 def forward_both(params, img0, img1, config, options):
     """Both directions, (fw, bw), each as `forward` returns it; the feature encoder's pass
     over both frames is shared (the context encoder sees the frames in each order)."""
     be = backend_of(params)
-    xp = be.xp
     frames, pads = _prepare(be, img0, img1, config["stride"])
     fmaps = encoder(be, frames, params["fnet"], config)
     fw = _direction(be, params, frames, fmaps[:1], fmaps[1:], config, options)
     bw = _direction(be, params, frames[::-1], fmaps[1:], fmaps[:1], config, options)
-    return xp.ascontiguousarray(unpad(fw, pads)[0]), xp.ascontiguousarray(unpad(bw, pads)[0])
+    return be.crop(fw, pads), be.crop(bw, pads)
 
 
 def uncertainty(info, config):
@@ -268,4 +263,5 @@ for _name, _cfg in CONFIGS.items():
         info_channels=_INFO,
         uncertainty=uncertainty,
         adapt_weights=adapt_weights,
+        device_frames=True,
     ))

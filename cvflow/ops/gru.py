@@ -61,8 +61,7 @@ def gru_cell(be, h, x, p, sfx, step=None):
         key = ("gru_c", sfx, id(parts))
         hit = memo.get(key)
         if hit is None or hit[0] is not x[0]:           # a new context: its share, once
-            const = be.same_conv(x[0], parts["c"])
-            const += parts["bias"]
+            const = be.add_bias_(be.same_conv(x[0], parts["c"]), parts["bias"])
             hit = memo[key] = (x[0], _rows(const))
         c = hit[1]
     else:

@@ -14,17 +14,20 @@ device and held here, never in the weight dict; `release` frees the executor's p
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_gru, k_norm, k_patch_corr, k_upsample,
-                                  k_warp)
+from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_glue, k_gru, k_norm, k_patch_corr,
+                                  k_upsample, k_warp)
 from cvflow.ops import attention as attention_ops
 from cvflow.ops import gru as gru_ops
 from cvflow.ops import matching as matching_ops
 from cvflow.ops.corr import corr_volume_bytes
+from cvflow.ops.pad import pad_amounts, unpad
 
 
 class GraphWarning(RuntimeWarning):
@@ -59,42 +62,140 @@ class CudaBackend(Backend):
 
     # -- graphs ----------------------------------------------------------------------------
     def graphed(self, key, fn, *inputs):
-        """fn(*inputs) -> device array, as a replayed graph: captured once per `key` (the
-        caller's: input shapes and options) on static copies of the inputs, then each call
-        copies its inputs into those buffers and replays. Returns the graph's static
-        output: valid until the next call with the same key. Where the capture fails (the
-        pass breaks a graph's rules), one warning, and fn runs eagerly from then on."""
+        """fn(*inputs) -> device array(s), as a replayed graph: captured once per `key` (the
+        caller's: input shapes, dtypes and options) on static copies of the inputs (host or
+        device arrays: each call copies them in, a host array straight to the device),
+        then replayed. The first call of a key runs fn eagerly on those copies (constants,
+        prepared layers and compiled kernels then exist, as a capture needs) and captures
+        it; later calls replay. Returns fn's (static) output: valid until the next call with
+        the same key. Where the capture fails (the pass breaks a graph's rules), one
+        warning, and fn runs eagerly from then on."""
         graphs = self.__dict__.setdefault("_graphs", {})
-        entry = graphs.get(key)
-        if entry is None:
+        entry = graphs.get(key, False)
+        if entry is None:  # eager: host inputs uploaded as they are
+            return fn(*(self.ex.asarray(x, x.dtype) if self._on_host(x) else x for x in inputs))
+        if entry is False:
             static = tuple(self.ex.empty(x.shape, x.dtype) for x in inputs)
-            for dst, src in zip(static, inputs):
-                dst[...] = src
+            self._copy_in(static, inputs)
+            out = fn(*static)  # the warm-up pass, on the static inputs: its result is this call's
             try:
                 with self.ex.capture() as held:
-                    out = fn(*static)
-                entry = graphs[key] = (held.graph, static, out)
+                    captured = fn(*static)
+                graphs[key] = (held.graph, static, captured)
             except Exception as e:  # any capture failure: eager, said once
-                entry = graphs[key] = None
+                graphs[key] = None
                 if not self.__dict__.get("_graph_warned"):
                     self._graph_warned = True
                     warnings.warn(f"CUDA graph capture failed, running eagerly ({type(e).__name__}: {e})",
                                   GraphWarning, stacklevel=2)
-        if entry is None:
-            return fn(*inputs)
+            return out
         graph, static, out = entry
-        for dst, src in zip(static, inputs):
-            if src is not dst:
-                dst[...] = src
+        self._copy_in(static, inputs)
         graph.replay()
         return out
+
+    def _on_host(self, x):
+        return isinstance(x, np.ndarray) and not isinstance(x, self.xp.ndarray)
+
+    def _copy_in(self, static, inputs):
+        for dst, src in zip(static, inputs):
+            if src is dst:
+                continue
+            if self._on_host(src) and hasattr(dst, "set"):
+                dst.set(np.ascontiguousarray(src))  # CuPy: host -> device into the buffer
+            else:
+                dst[...] = src
+
+    # -- glue as kernels (k_glue.py): frames in, views, concatenation, arithmetic ----------
+    def frames(self, img0, img1, multiple=1, norm="signed", mean=None, std=None):
+        """The frames as uploaded (uint8 or float32, BGR or gray) -> (2, H', W', 3) float32,
+        pads: one kernel (pads, normalisation as `Backend.frames`)."""
+        pads = pad_amounts(img0.shape[0], img0.shape[1], multiple)
+        key = ("mean_std", tuple(mean or (0.0,) * 3), tuple(std or (1.0,) * 3))
+        ms = self.const(key, lambda: self.asarray(np.asarray(key[1] + key[2], np.float32)))
+        mode = "mean_std" if norm not in ("signed", "unit") else norm
+        return k_glue.frames(self.ex, img0, img1, pads, mode, ms), pads
+
+    def crop(self, x, pads):
+        return k_glue.copy(self.ex, unpad(x, pads)[0])
+
+    def contiguous(self, x):
+        return x if x.flags.c_contiguous else k_glue.copy(self.ex, x)
+
+    def concat(self, parts, axis=-1):
+        if self._fusing() and axis in (-1, 3) and all(isinstance(p, (list, k_conv.Pending)) or p.ndim == 4
+                                                      for p in parts):
+            return [q for p in parts for q in (p if isinstance(p, list) else [p])]  # built by its consumer
+        if any(p.dtype != np.float32 for p in parts):
+            return self.xp.concatenate(parts, axis=axis)
+        return k_glue.concat(self.ex, parts, axis)
+
+    def add(self, a, b):
+        return k_glue.binary(self.ex, a, b, "add")
+
+    def sub(self, a, b):
+        return k_glue.binary(self.ex, a, b, "sub")
+
+    def scale(self, x, s):
+        return k_glue.scale(self.ex, x, s)
+
+    def add_scaled(self, x, g, y):
+        return k_glue.add_scaled(self.ex, x, g, y)
+
+    def add_bias_(self, x, b):
+        return k_act.bias_act_(self.ex, x, b)
+
+    def coords_grid(self, n, h, w):
+        """A constant of the shape, uploaded once."""
+        def make():
+            ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+            return self.asarray(np.broadcast_to(np.stack([xs, ys], axis=-1), (n, h, w, 2)))
+        return self.const(("coords_grid", n, h, w), make)
+
+    def tanh(self, x):
+        return k_glue.copy(self.ex, x, act="tanh")
 
     # -- convolutions (im2col kernel + product + fused bias/activation) ------------------
     def _conv_layer(self, p):
         return self.prepared(p, "cuda_conv", lambda: k_conv.prepare_conv(self.ex, p["weight"], p.get("bias")))
 
     def conv2d(self, x, p, stride=1, padding=0, dilation=1, act=None, slope=0.1):
-        return k_conv.conv2d(self.ex, x, self._conv_layer(p), stride, padding, dilation, act=act, slope=slope)
+        """x: an array, a Pending output, or a list of them (their channel concatenation,
+        never built). Inside `fused()`, a bias and ReLU are left pending for the consumer."""
+        layer = self._conv_layer(p)
+        parts = x if isinstance(x, list) else [x]
+        plain = len(parts) == 1 and not isinstance(parts[0], k_conv.Pending)
+        defer = self._fusing() and act in (None, "relu") and (layer.bias is not None or act)
+        if plain and not defer and (parts[0].flags.c_contiguous or parts[0].ndim != 4):
+            return k_conv.conv2d(self.ex, parts[0], layer, stride, padding, dilation, act=act, slope=slope)
+        if plain and parts[0].flags.c_contiguous:  # keeps the 1x1 straight-to-product path
+            raw = k_conv.conv2d(self.ex, parts[0], replace(layer, bias=None), stride, padding, dilation)
+        else:
+            raw = k_conv.conv2d_parts(self.ex, parts, layer, stride, padding, dilation)
+        if defer:
+            return k_conv.Pending(raw, layer.bias, act)
+        return k_act.bias_act_(self.ex, raw, layer.bias, act, slope)
+
+    def conv2d_(self, x, p, padding=0, act=None):
+        """`Backend.conv2d_`: the output over x's buffer (`k_conv.conv2d_`)."""
+        if not (x.flags.c_contiguous and x.ndim == 4) or self._fusing():
+            return self.conv2d(x, p, padding=padding, act=act)
+        return k_conv.conv2d_(self.ex, x, self._conv_layer(p), padding, act=act)
+
+    @contextlib.contextmanager
+    def fused(self):
+        """Inside, convolutions with a bias and/or ReLU return `k_conv.Pending` and `concat`
+        a list of parts: the epilogues and concatenations happen in the consuming
+        convolution's gather (RAFT's update: no bias/ReLU pass, no concatenation)."""
+        was = self._fusing()
+        self._local.fusing = True
+        try:
+            yield
+        finally:
+            self._local.fusing = was
+
+    def _fusing(self):
+        return getattr(self._local, "fusing", False)
 
     def conv_transpose2d(self, x, p, stride=1, padding=0, act=None, slope=0.1):
         layer = self.prepared(p, "cuda_tconv",
@@ -117,7 +218,7 @@ class CudaBackend(Backend):
         return k_convnext.layer_norm(self.ex, x, p["weight"], p["bias"], eps)
 
     def relu(self, x):
-        return k_act.relu_(self.ex, self.xp.array(x, order="C"))
+        return k_glue.copy(self.ex, x, act="relu")
 
     def relu_(self, x):
         if not x.flags.c_contiguous:  # a view (RAFT's split head): glue, in place
@@ -154,11 +255,75 @@ class CudaBackend(Backend):
         return k_gru.gru_step(self.ex, h, g, c, hzr, conv_q)
 
     def conv_gru(self, h, x, p):
-        return gru_ops.gru_cell(self, h, x, p, "", self._gru_step)
+        return self._gru_cell(h, x, p, "")
 
     def sep_conv_gru(self, h, x, p):
-        return gru_ops.gru_cell(self, gru_ops.gru_cell(self, h, x, p, "1", self._gru_step), x, p, "2",
-                                self._gru_step)
+        return self._gru_cell(self._gru_cell(h, x, p, "1"), x, p, "2")
+
+    def flow_head(self, net, p):
+        """`Backend.flow_head` with conv1's bias and ReLU applied in conv2's gather; for
+        RAFT-small, conv1 fused with the next GRU step's h share (`gru.head_with_h_share`),
+        the split read through views (no copies)."""
+        last = self.memo().get("gru_out")
+        fused = gru_ops.head_with_h_share(self, p["conv1"], last) if last is not None and last[0] is net else None
+        l1, l2 = self._conv_layer(p["conv1"]), self._conv_layer(p["conv2"])
+        if fused is None:
+            hidden = k_conv.Pending(self._raw_same_conv(net, l1), l1.bias, "relu")
+        else:
+            both_params, key = fused
+            both = self._raw_same_conv(net, self._conv_layer(both_params))  # the h share's bias is 0
+            split = l1.out_channels
+            self.memo()[key] = (net, both[..., split:])
+            hidden = k_conv.Pending(both[..., :split], l1.bias, "relu")
+        raw = k_conv.conv2d_parts(self.ex, [hidden], l2, padding=(l2.kh // 2, l2.kw // 2))
+        return k_act.bias_act_(self.ex, raw, l2.bias)
+
+    def _raw_same_conv(self, x, layer):
+        return k_conv.conv2d(self.ex, x, replace(layer, bias=None), padding=(layer.kh // 2, layer.kw // 2))
+
+    def _gru_cell(self, h, x, p, sfx):
+        """`gru.gru_cell` on this backend: the input x = [context, motion] with motion an
+        array, Pending or a list of parts; the state's z, r share and the motion's share of
+        z, r, q are one product of [h, motion] (gather of the parts, epilogues applied),
+        unless the flow head already gave the h share (RAFT-small)."""
+        ch = h.shape[-1]
+        cc = x[0].shape[-1] if len(x) > 1 else 0
+        parts = gru_ops.cell_parts(self, p, sfx, ch, cc)
+        memo = self.memo()
+        if cc:
+            key = ("gru_c", sfx, id(parts))
+            hit = memo.get(key)
+            if hit is None or hit[0] is not x[0]:
+                const = self.add_bias_(self.same_conv(x[0], parts["c"]), parts["bias"])
+                hit = memo[key] = (x[0], const.reshape(-1, 3 * ch))
+            c = hit[1]
+        else:
+            c = parts["bias"][None]
+        m = x[-1] if isinstance(x[-1], list) else [x[-1]]
+        hit = memo.pop(("h_zr", sfx, id(parts)), None)
+        lx = self._conv_layer(parts["x"])
+        pad = (lx.kh // 2, lx.kw // 2)
+        if hit is not None and hit[0] is h:
+            g = k_conv.conv2d_parts(self.ex, m, lx, padding=pad)
+            hzr = hit[1].reshape(-1, 2 * ch)
+        else:
+            hx = self.prepared(parts["x"], "cuda_gru_hx", lambda: self._hx_layer(parts, ch))
+            g = k_conv.conv2d_parts(self.ex, [h, *m], hx, padding=pad)
+            hzr = None
+        lq = self._conv_layer(parts["h_q"])
+        out = k_gru.gru_step(self.ex, h, g.reshape(-1, 3 * ch), c, hzr,
+                             lambda rh: self._raw_same_conv(rh, lq).reshape(-1, ch))
+        memo["gru_out"] = (out, p, sfx, ch, cc)
+        return out
+
+    def _hx_layer(self, parts, ch):
+        """The [h, motion] -> (z, r, q) convolution: h's z, r rows, zeros for q."""
+        wh = np.asarray(self.to_host(parts["h_zr"]["weight"]), np.float32)
+        wx = np.asarray(self.to_host(parts["x"]["weight"]), np.float32)
+        w = np.zeros((3 * ch, ch + wx.shape[1]) + wx.shape[2:], np.float32)
+        w[:2 * ch, :ch] = wh
+        w[:, ch:] = wx
+        return k_conv.prepare_conv(self.ex, w)
 
     # -- resampling ----------------------------------------------------------------------
     def _interp_table(self, n_in, n_out, align_corners):

@@ -41,7 +41,7 @@ _PARALLEL_FROM = 1 << 16
 _SANITIZE = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\([^)]*\)\s*)?void\s+(\w+)\s*\(([^)]*)\)')
 # C parameter type (qualifiers and __restrict__ removed) -> NumPy dtype of the argument
-_POINTEE = {"float": np.float32, "int": np.int32, "double": np.float64}
+_POINTEE = {"float": np.float32, "int": np.int32, "double": np.float64, "unsigned char": np.uint8}
 _SCALAR = {"float": (np.float32, ctypes.c_float), "int": (np.int32, ctypes.c_int32),
            "double": (np.float64, ctypes.c_double)}
 

@@ -211,13 +211,22 @@ class CupyExecutor(Executor):
         with self.device:
             return self.xp.ascontiguousarray(self.xp.asarray(host, dtype=dtype))
 
+    _held = None  # while capturing: the buffers made, kept alive with the graph
+
     def empty(self, shape, dtype=np.float32):
         with self.device:
-            return self.xp.empty(shape, dtype)
+            return self._hold(self.xp.empty(shape, dtype))
 
     def zeros(self, shape, dtype=np.float32):
         with self.device:
-            return self.xp.zeros(shape, dtype)
+            return self._hold(self.xp.zeros(shape, dtype))
+
+    def _hold(self, a):
+        # A buffer made during a capture is the graph's: were it returned to the pool when
+        # Python drops it, a later allocation could share memory with the graph's nodes.
+        if self._held is not None:
+            self._held.append(a)
+        return a
 
     def to_host(self, x):
         return self.xp.asnumpy(x) if isinstance(x, self.xp.ndarray) else np.asarray(x)
@@ -241,7 +250,7 @@ class CupyExecutor(Executor):
 
     def matmul(self, a, b, out=None):
         with self.device:
-            return self.xp.matmul(a, b, out=out)
+            return self._hold(self.xp.matmul(a, b, out=out))
 
     def synchronize(self):
         self.device.synchronize()
@@ -252,15 +261,20 @@ class CupyExecutor(Executor):
         what CUDA refuses inside a capture raises)."""
         pool = GraphPool() if pool is None else pool
         held = Captured()
-        with self.device:
-            stream = self.xp.cuda.Stream(non_blocking=True)
-            with stream:
-                stream.begin_capture()
-                try:
-                    yield held
-                finally:
-                    graph = stream.end_capture()
-            held.graph = CupyGraph(self, graph, stream, pool)
+        buffers = self._held = []
+        try:
+            with self.device:
+                stream = self.xp.cuda.Stream(non_blocking=True)
+                with stream:
+                    stream.begin_capture()
+                    try:
+                        yield held
+                    finally:
+                        graph = stream.end_capture()
+                held.graph = CupyGraph(self, graph, stream, pool)
+                held.graph.buffers = buffers
+        finally:
+            self._held = None
 
     def free_all(self):
         with self.device:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cvflow.backends.cuda import k_glue
 from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
 from cvflow.backends.cuda.k_act import act_code, bias_act_
 from cvflow.errors import InputError
@@ -101,7 +102,7 @@ def conv2d(ex, x, layer, stride=1, padding=0, dilation=1, act=None, slope=0.1, o
     out = _destination(ex, out, (n, ho, wo, o))
     res = out.reshape(-1, o)
     if kh == kw == 1 and ph == pw == 0:  # 1x1: the (strided) input is the matrix
-        xs = x if sh == sw == 1 else contiguous(ex, x[:, ::sh, ::sw])
+        xs = x if sh == sw == 1 else k_glue.copy(ex, x[:, ::sh, ::sw])
         ex.matmul(xs.reshape(-1, c), layer.mat, out=res)
     elif res.shape[0]:
         k = kh * kw * c
@@ -114,6 +115,37 @@ def conv2d(ex, x, layer, stride=1, padding=0, dilation=1, act=None, slope=0.1, o
                       i32(ho), i32(wo), i32(kh), i32(kw), i32(sh), i32(sw), i32(ph), i32(pw), i32(dh), i32(dw))
             ex.matmul(cols[:m], layer.mat, out=res[p0:p0 + m])
     return bias_act_(ex, out, layer.bias, act, slope)
+
+
+def conv2d_(ex, x, layer, padding=0, act=None, slope=0.1):
+    """:func:`conv2d` (stride 1, 'same' size, as many outputs as inputs) written over x:
+    chunk k's output is held in one chunk buffer until chunk k+1's columns are gathered
+    (they read up to `lag` pixels back into chunk k), then copied into x. The full-size
+    output buffer is never made (RAFT at 4K: 506 MiB per residual block). Same numbers as
+    conv2d; where the shapes do not allow it, conv2d. Returns the output."""
+    x = _input(ex, x, layer, "conv2d_")
+    n, h, w, c = x.shape
+    (ph, pw) = _pair(padding)
+    kh, kw, o = layer.kh, layer.kw, layer.out_channels
+    k = kh * kw * c
+    total = n * h * w
+    rows = max(1, min(total, COL_BYTES // (4 * k)))
+    lag = (kh // 2) * w + kw // 2 + 1
+    if o != c or 2 * ph != kh - 1 or 2 * pw != kw - 1 or kh == kw == 1 or rows >= total or rows <= lag:
+        return conv2d(ex, x, layer, padding=padding, act=act, slope=slope)
+    flat = x.reshape(-1, c)
+    cols, buf = ex.empty((rows, k)), ex.empty((rows, o))
+    held = None
+    for p0 in range(0, total, rows):
+        m = min(rows, total - p0)
+        launch_1d(ex, "im2col:im2col", m * k, x, cols[:m], i32(p0), i32(m), i32(h), i32(w), i32(c),
+                  i32(h), i32(w), i32(kh), i32(kw), i32(1), i32(1), i32(ph), i32(pw), i32(1), i32(1))
+        if held is not None:
+            k_glue.copy(ex, buf[:held[1]], flat[held[0]:held[0] + held[1]])
+        ex.matmul(cols[:m], layer.mat, out=buf[:m])
+        held = (p0, m)
+    k_glue.copy(ex, buf[:held[1]], flat[held[0]:held[0] + held[1]])
+    return bias_act_(ex, x, layer.bias, act, slope)
 
 
 def conv_transpose2d(ex, x, layer, stride=1, padding=0, output_padding=0, act=None, slope=0.1, out=None):
@@ -141,4 +173,74 @@ def conv_transpose2d(ex, x, layer, stride=1, padding=0, output_padding=0, act=No
         launch_1d(ex, "col2im:col2im", ho * wo * o, taps, out if layer.bias is None else layer.bias, dst,
                   i32(1), i32(h), i32(w), i32(o), i32(ho), i32(wo), i32(kh), i32(kw), i32(sh), i32(sw),
                   i32(ph), i32(pw), i32(bias_mode), i32(act_code(act)), f32(slope))
+    return out
+
+
+# -- convolutions of pending and concatenated inputs ---------------------------------------
+@dataclass
+class Pending:
+    """act(raw + bias) per channel, not yet computed: a convolution's output whose epilogue
+    (bias, ReLU) runs in its consumer's im2col gather instead of a pass of its own. raw:
+    (N, H, W, C) float32 (any view with unit channel stride); bias (C,) or None; act None or
+    "relu". Not an array: whatever does not know it fails instead of reading raw values."""
+
+    raw: object
+    bias: object
+    act: str | None
+
+    @property
+    def shape(self):
+        return self.raw.shape
+
+
+_MAX_SOURCES = 3
+
+
+def _source(ex, part):
+    """A part (array view or Pending) as im2col_parts' (flat, bias, offset, pixel stride,
+    channels, flags)."""
+    raw, bias, act = (part.raw, part.bias, part.act) if isinstance(part, Pending) else (part, None, None)
+    flat, off, st = k_glue._flat(ex, raw)
+    n, h, w, c = raw.shape
+    if st[3] != 1 or (h > 1 and st[1] != w * st[2]) or (n > 1 and st[0] != h * st[1]):
+        raise InputError(f"convolution input view of shape {tuple(raw.shape)} with strides {st}: pixels must "
+                         "be evenly spaced")
+    flags = (bias is not None) | (act_code(act) << 1)
+    if act not in (None, "relu"):
+        raise InputError(f"a pending activation is None or 'relu', got {act!r}")
+    return flat, flat if bias is None else bias, off, st[2], c, flags
+
+
+def conv2d_parts(ex, parts, layer, stride=1, padding=0, dilation=1):
+    """Convolution of the channel concatenation of `parts` (arrays or Pending, each
+    (N, H, W, C_i)) without bias or activation: one im2col gather over the parts (their
+    pending epilogues applied as they are read) and one product per chunk. Returns the raw
+    (N, Ho, Wo, O) output; the caller adds the layer's bias and activation (or defers them)."""
+    if not 1 <= len(parts) <= _MAX_SOURCES:
+        raise InputError(f"a convolution takes 1 to {_MAX_SOURCES} parts, got {len(parts)}")
+    n, h, w = parts[0].shape[:3]
+    if any(tuple(p.shape[:3]) != (n, h, w) for p in parts):
+        raise InputError(f"concatenated parts differ in (N, H, W): {[tuple(p.shape) for p in parts]}")
+    c = sum(p.shape[3] for p in parts)
+    if c != layer.in_channels:
+        raise InputError(f"conv2d: input has {c} channels, the layer takes {layer.in_channels}")
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    kh, kw, o = layer.kh, layer.kw, layer.out_channels
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out = ex.empty((n, ho, wo, o))
+    res = out.reshape(-1, o)
+    srcs = [_source(ex, p) for p in parts]
+    while len(srcs) < _MAX_SOURCES:  # unused sources: no channels
+        srcs.append((srcs[0][0], srcs[0][0], 0, 0, 0, 0))
+    args = [a for f, b, off, st, ch, fl in srcs for a in (f, b, i32(off), i32(st), i32(ch), i32(fl))]
+    total = res.shape[0]
+    k = kh * kw * c
+    rows = max(1, min(total, COL_BYTES // (4 * k)))
+    cols = ex.empty((rows, k))
+    for p0 in range(0, total, rows):
+        m = min(rows, total - p0)
+        launch_1d(ex, "im2col:im2col_parts", m * k, cols[:m], i32(p0), i32(m), i32(h), i32(w), i32(ho), i32(wo),
+                  i32(kh), i32(kw), i32(sh), i32(sw), i32(ph), i32(pw), i32(dh), i32(dw), *args)
+        ex.matmul(cols[:m], layer.mat, out=res[p0:p0 + m])
     return out

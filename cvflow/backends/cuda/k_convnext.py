@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cvflow.backends.cuda import k_glue
 from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
 from cvflow.backends.cuda.k_act import bias_act_
 from cvflow.ops.depthwise import check_depthwise
@@ -50,7 +51,7 @@ def layer_norm(ex, x, weight, bias, eps=1e-5):
 
 def gelu(ex, x):
     """Exact (erf) GELU of x, a new array."""
-    out = ex.xp.array(x, dtype=np.float32, order="C")
+    out = k_glue.copy(ex, x)  # a kernel, not an array op: a pass stays capturable
     launch_1d(ex, "act:gelu", out.size, out, i32(out.size))
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from cvflow.backends.cuda import k_glue
 from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
 from cvflow.errors import InputError
 
@@ -33,7 +34,7 @@ def pool_pyramid(ex, f2, levels):
 def _scaled(ex, f1):
     """(N*H*W, D) first-frame features times 1/sqrt(D), rounded as the NumPy op."""
     d = f1.shape[-1]
-    return contiguous(ex, f1.reshape(-1, d) * f32(1 / math.sqrt(d)))
+    return k_glue.scale(ex, f1.reshape(-1, d), 1 / math.sqrt(d))
 
 
 def corr_pyramid(ex, f1, f2, levels):
@@ -68,6 +69,11 @@ def corr_lookup(ex, pyramid, coords, radius):
     pts = contiguous(ex, coords)
     k = 2 * radius + 1
     out = ex.empty(tuple(coords.shape[:-1]) + (len(pyramid) * k * k,))
+    if len(pyramid) == 4:  # RAFT's four levels: one launch
+        vols = [contiguous(ex, v) for v in pyramid]
+        dims = [i32(d) for v in vols for d in v.shape[1:]]
+        launch_1d(ex, "corr_lookup:raft_corr_lookup4", p * 4 * k * k, *vols, pts, out, i32(p), *dims, i32(radius))
+        return out
     for lvl, vol in enumerate(pyramid):
         hl, wl = vol.shape[1:]
         launch_1d(ex, "corr_lookup:raft_corr_lookup", p * k * k, contiguous(ex, vol), pts, out, i32(p),

@@ -3,6 +3,7 @@ of one cell step in two kernels, same operations and order as cvflow/ops/gru.py'
 """
 from __future__ import annotations
 
+from cvflow.backends.cuda import k_glue
 from cvflow.backends.cuda.executor import contiguous, i32, launch_1d
 from cvflow.errors import InputError
 
@@ -10,16 +11,26 @@ from cvflow.errors import InputError
 def gru_step(ex, h, g, c, hzr, conv_q):
     """New state (N, H, W, Ch) from state h (N, H, W, Ch), g (P, 3Ch) the input's share of
     z, r, q, c (P or 1, 3Ch) the constant share with biases, hzr (P, 2Ch) the state's
-    halved z, r share; conv_q(r * h) -> (P, Ch) the state's q share (a convolution)."""
+    halved z, r share (any view with unit channel stride), or None when g already holds
+    it; conv_q(r * h) -> (P, Ch) the state's q share (a convolution)."""
     h = contiguous(ex, h)
     ch = h.shape[-1]
     p = h.size // max(1, ch)
-    g, c, hzr = contiguous(ex, g), contiguous(ex, c), contiguous(ex, hzr)
-    if g.shape != (p, 3 * ch) or hzr.shape != (p, 2 * ch) or c.shape[-1] != 3 * ch or c.shape[0] not in (1, p):
-        raise InputError(f"GRU step: g {tuple(g.shape)}, c {tuple(c.shape)}, hzr {tuple(hzr.shape)} do not fit "
-                         f"state {tuple(h.shape)}")
+    g, c = contiguous(ex, g), contiguous(ex, c)
+    if g.shape != (p, 3 * ch) or c.shape[-1] != 3 * ch or c.shape[0] not in (1, p) or \
+            (hzr is not None and tuple(hzr.shape) != (p, 2 * ch)):
+        raise InputError(f"GRU step: g {tuple(g.shape)}, c {tuple(c.shape)}, "
+                         f"hzr {None if hzr is None else tuple(hzr.shape)} do not fit state {tuple(h.shape)}")
+    if hzr is None:
+        flat, off, rows = g, 0, 0
+    else:
+        flat, off, strides = k_glue._flat(ex, hzr)
+        if strides[-1] != 1:
+            raise InputError("GRU step: hzr needs unit channel stride")
+        rows = strides[0]
     zr, rh = ex.empty((p, 2 * ch)), ex.empty(h.shape)
-    launch_1d(ex, "gru:gru_gates", p * 2 * ch, g, c, hzr, h, zr, rh, i32(p), i32(ch), i32(c.shape[0]))
+    launch_1d(ex, "gru:gru_gates", p * 2 * ch, g, c, flat, h, zr, rh, i32(p), i32(ch), i32(c.shape[0]),
+              i32(hzr is not None), i32(off), i32(rows))
     q = contiguous(ex, conv_q(rh))
     out = ex.empty(h.shape)
     launch_1d(ex, "gru:gru_blend", p * ch, q, g, c, zr, h, out, i32(p), i32(ch), i32(c.shape[0]))
