@@ -17,7 +17,7 @@ import cvflow
 from cvflow.backends.cuda.backend import CudaBackend, GraphWarning
 from cvflow.profiling import profile, random_weights
 
-GRAPH_MODELS = ["raft", "raft-small", "searaft-s", "searaft-m", "searaft-l"]
+GRAPH_MODELS = ["raft", "raft-small", "searaft-s", "searaft-m", "searaft-l", "gmflow", "gmflow-refine", "neuflow2"]
 _ITERS = {"raft": 2, "raft-small": 2, "searaft-s": 1, "searaft-m": 1, "searaft-l": 1}
 
 
@@ -28,8 +28,9 @@ def _pair(rng, h, w, shift=2):
 
 def _objects(name):
     w = random_weights(name)
-    graphed = cvflow.create(name, weights=w, device="cuda", iters=_ITERS[name])
-    eager = cvflow.create(name, weights=w, device="cuda", iters=_ITERS[name])
+    opts = {"iters": _ITERS[name]} if name in _ITERS else {}
+    graphed = cvflow.create(name, weights=w, device="cuda", **opts)
+    eager = cvflow.create(name, weights=w, device="cuda", **opts)
     eager.use_graphs = False
     return graphed, eager
 

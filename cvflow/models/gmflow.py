@@ -12,7 +12,6 @@ from __future__ import annotations
 from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.gmflow_transformer import feature_transformer, propagate_flow
-from cvflow.ops.pad import pad_to_multiple, unpad
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,27 +58,19 @@ def upsample_flow(be, p, flow, feature, factor):
 
 # --- forward ----------------------------------------------------------------------
 
-def normalize(img, xp):
-    """(H, W, 3) BGR 0..255 -> RGB with ImageNet mean/std, float32."""
-    mean = xp.asarray(IMAGENET_MEAN, dtype=xp.float32)
-    std = xp.asarray(IMAGENET_STD, dtype=xp.float32)
-    return (img[..., ::-1] / xp.float32(255.0) - mean) / std
-
-
 def add_window_position(be, f0, f1, splits):
     """Add the same sine encoding to both (N, H, W, C) maps, restarted in each of splits x splits windows."""
     _, h, w, c = f0.shape
     pos = be.window_position(h, w, c, splits)
-    return f0 + pos, f1 + pos
+    return be.add(f0, pos), be.add(f1, pos)
 
 
-def gmflow_flow(be, p, img0, img1, config, bidirectional=False):
-    """Flow at the padded resolution. img0, img1: (H, W, 3) normalised RGB, H and W
+def gmflow_flow(be, p, frames, config, bidirectional=False):
+    """Flow at the padded resolution. frames: (2, H, W, 3) normalised RGB, H and W
     multiples of the padding factor. Returns (B, H, W, 2), B = 2 (forward, backward)
     when bidirectional else 1."""
-    xp = be.xp
     num_scales = config["num_scales"]
-    feats = backbone(be, p["backbone"], xp.stack([img0, img1]), num_scales)
+    feats = backbone(be, p["backbone"], frames, num_scales)
     flow = None
     for s in range(num_scales):
         f0, f1 = feats[s][:1], feats[s][1:]
@@ -87,7 +78,7 @@ def gmflow_flow(be, p, img0, img1, config, bidirectional=False):
             f0, f1 = be.concat([f0, f1], axis=0), be.concat([f1, f0], axis=0)
         if flow is not None:
             _, h, w, _ = flow.shape
-            flow = be.resize_bilinear(flow, 2 * h, 2 * w, align_corners=True) * flow.dtype.type(2)
+            flow = be.scale(be.resize_bilinear(flow, 2 * h, 2 * w, align_corners=True), 2)
             f1 = be.warp(f1, flow, padding="zeros")
         splits = config["attn_splits_list"][s]
         f0, f1 = add_window_position(be, f0, f1, splits)
@@ -97,7 +88,7 @@ def gmflow_flow(be, p, img0, img1, config, bidirectional=False):
             f0, f1 = be.concat([f0, f1], axis=0), be.concat([f1, f0], axis=0)
         radius = config["corr_radius_list"][s]
         delta = be.global_matching(f0, f1) if radius <= 0 else be.local_matching(f0, f1, radius)
-        flow = delta if flow is None else flow + delta
+        flow = delta if flow is None else be.add(flow, delta)
         flow = propagate_flow(be, p["feature_flow_attn"], f0, flow, config["prop_radius_list"][s])
     return upsample_flow(be, p["upsampler"], flow, f0, config["upsample_factor"])
 
@@ -109,15 +100,13 @@ def forward(params, img0, img1, config, options, init_flow=None):
     GMFlow takes no initial flow; `init_flow` is ignored.
     """
     be = backend_of(params)
-    xp = be.xp
-    factor = config["padding_factor"]
-    a, pads = pad_to_multiple(normalize(img0, xp), factor)
-    b, _ = pad_to_multiple(normalize(img1, xp), factor)
+    # BGR 0..255 -> RGB with ImageNet mean/std, replicate-padded.
+    frames, pads = be.frames(img0, img1, config["padding_factor"], "mean_std", IMAGENET_MEAN, IMAGENET_STD)
     bidir = bool(options.get("bidirectional", False))
-    flows = unpad(gmflow_flow(be, params, a, b, config, bidirectional=bidir), pads)
+    flows = gmflow_flow(be, params, frames, config, bidirectional=bidir)
     if bidir:
-        return xp.ascontiguousarray(flows[0]), xp.ascontiguousarray(flows[1])
-    return xp.ascontiguousarray(flows[0])
+        return be.crop(flows, pads), be.crop(flows[1:], pads)
+    return be.crop(flows, pads)
 
 
 def forward_both(params, img0, img1, config, options):
@@ -175,10 +164,10 @@ GMFLOW_REFINE_CONFIG = {**BASE_CONFIG, "num_scales": 2, "upsample_factor": 4, "a
 register(ModelDef(
     name="gmflow", family="gmflow", config=GMFLOW_CONFIG, param_shapes=param_shapes, forward=forward,
     options={"bidirectional": False}, checkpoint="gmflow_things-e9887eda.pth", min_size=0,
-    prepare_size=64, forward_both=forward_both,
+    prepare_size=64, forward_both=forward_both, device_frames=True,
     description="GMFlow, global matching at 1/8 with a 6-layer Transformer (Things)."))
 register(ModelDef(
     name="gmflow-refine", family="gmflow", config=GMFLOW_REFINE_CONFIG, param_shapes=param_shapes,
     forward=forward, options={"bidirectional": False}, checkpoint="gmflow_with_refine_things-36579974.pth",
-    min_size=0, prepare_size=64, forward_both=forward_both,
+    min_size=0, prepare_size=64, forward_both=forward_both, device_frames=True,
     description="GMFlow with refinement: global matching at 1/8, local (r=4) at 1/4 (Things)."))

@@ -8,9 +8,6 @@ windows, shifted by half a window in every odd layer.
 from __future__ import annotations
 
 
-# Tokens per feed-forward block.
-_FFN_ROWS = 512
-
 
 def _attend(be, q, k, v, splits, shift, mask):
     """Single-head attention of (N, H, W, C) maps, full or in (shifted) windows."""
@@ -33,36 +30,41 @@ def attention_layer(be, p, source, target, splits, shift=False, mask=None):
     msg = be.layer_norm(be.linear(_attend(be, q, k, v, splits, shift, mask), p["merge"]), p["norm1"])
     if "mlp" in p:
         msg = _feed_forward(be, p, source, msg)
-    return source + msg
+    return be.add(source, msg)
+
+
+def _mlp(be, p, src, msg):
+    """norm2(mlp([src, msg])) of (T, C) tokens."""
+    hidden = be.gelu_(be.linear(be.concat([src, msg]), p["mlp"]["0"]))
+    return be.layer_norm(be.linear(hidden, p["mlp"]["2"]), p["norm2"])
 
 
 def _feed_forward(be, p, source, msg):
-    """norm2(mlp([source, msg])), a block of tokens at a time (the 4x-wide hidden layer
-    then stays in cache, which makes GELU several times faster)."""
-    xp = be.xp
+    """norm2(mlp([source, msg])), in blocks of `be.token_rows` tokens (the backend's
+    choice: cache-sized on a CPU, all at once on a GPU)."""
     c = source.shape[-1]
     src = source.reshape(-1, c)
     flat = msg.reshape(-1, c)
-    out = xp.empty_like(flat)
-    for r0 in range(0, flat.shape[0], _FFN_ROWS):
-        r1 = r0 + _FFN_ROWS
-        x = xp.concatenate([src[r0:r1], flat[r0:r1]], axis=-1)
-        hidden = be.gelu(be.linear(x, p["mlp"]["0"]))
-        out[r0:r1] = be.layer_norm(be.linear(hidden, p["mlp"]["2"]), p["norm2"])
+    rows = be.token_rows or flat.shape[0]
+    if rows >= flat.shape[0]:
+        return _mlp(be, p, src, flat).reshape(msg.shape)
+    out = be.xp.empty_like(flat)
+    for r0 in range(0, flat.shape[0], rows):
+        r1 = r0 + rows
+        out[r0:r1] = _mlp(be, p, src[r0:r1], flat[r0:r1])
     return out.reshape(msg.shape)
 
 
 def feature_transformer(be, p, f0, f1, splits):
     """Both frames' features after every layer: (g0, g1), each (N, H, W, C)."""
-    xp = be.xp
     n, h, w, _ = f0.shape
     mask = be.shifted_window_mask(h, w, splits) if splits > 1 else None
     # Frame 0 queries frame 1 and frame 1 queries frame 0 in one batch.
-    src = xp.concatenate([f0, f1], axis=0)
+    src = be.concat([f0, f1], axis=0)
     for i in range(len(p["layers"])):
         layer = p["layers"][str(i)]
         shift = splits > 1 and i % 2 == 1
-        tgt = xp.concatenate([src[n:], src[:n]], axis=0)
+        tgt = be.concat([src[n:], src[:n]], axis=0)
         src = attention_layer(be, layer["self_attn"], src, src, splits, shift, mask)
         src = attention_layer(be, layer["cross_attn_ffn"], src, tgt, splits, shift, mask)
     return src[:n], src[n:]

@@ -22,7 +22,6 @@ import numpy as np
 from cvflow.backends import backend_of
 from cvflow.models.base import ModelDef, register
 from cvflow.models.gmflow_transformer import attention_layer
-from cvflow.ops.pad import pad_to_multiple, unpad
 
 CONFIG = {
     "context_dim_s16": 64, "context_dim_s8": 64, "feature_dim_s1": 128, "feature_dim_s16": 128,
@@ -79,7 +78,7 @@ def cross_attention(be, p, feats):
 
 def merge(be, p, x):
     """merge_s8 / context_merge_s8: 3x3 conv, GELU, 3x3 conv folded with its BatchNorm."""
-    x = be.gelu(be.conv2d(x, p["0"], padding=1))
+    x = be.gelu_(be.conv2d(x, p["0"], padding=1))
     return be.conv_bn(x, p["2"], p["3"], padding=1)
 
 
@@ -94,7 +93,7 @@ def refine(be, p, corr, context, iter_context, flow):
     for i in range(len(p["conv_layers"])):
         x = be.conv2d(x, p["conv_layers"][str(i)]["conv"], padding=1, act="leaky", slope=SLOPE)
     x = be.conv2d(x, p["conv3"], padding=1)
-    return be.hardtanh(x[..., 2:], -HIDDEN_CLAMP, HIDDEN_CLAMP), be.xp.ascontiguousarray(x[..., :2])
+    return be.hardtanh(x[..., 2:], -HIDDEN_CLAMP, HIDDEN_CLAMP), be.contiguous(x[..., :2])
 
 
 def iterate(be, p, f0, f1, context, flow, iters, config, budget=1 << 30):
@@ -107,9 +106,9 @@ def iterate(be, p, f0, f1, context, flow, iters, config, budget=1 << 30):
     grid = be.const(("neuflow2_grid", n, h, w), lambda: be.asarray(_coords_grid(n, h, w)))
     iter_context = be.const(("neuflow2_zeros", n, h, w, d), lambda: be.asarray(np.zeros((n, h, w, d))))
     for _ in range(iters):
-        corr = be.corr_lookup(state, grid + flow, config["corr_radius"])
+        corr = be.corr_lookup(state, be.add(grid, flow), config["corr_radius"])
         iter_context, delta = refine(be, p, corr, context, iter_context, flow)
-        flow = flow + delta
+        flow = be.add(flow, delta)
     return flow
 
 
@@ -132,9 +131,7 @@ def upsample(be, p, frame0, flow, factor):
 def _prepare(be, img0, img1, factor):
     """Two (H, W, 3) BGR 0..255 frames -> ((2, H', W', 3) RGB in 0..1 replicate-padded to a
     multiple of `factor`, pads)."""
-    xp = be.xp
-    frames = xp.stack([img0, img1])[..., ::-1] / xp.float32(255)
-    return pad_to_multiple(xp.ascontiguousarray(frames, dtype=xp.float32), factor)
+    return be.frames(img0, img1, factor, "unit")
 
 
 def _features(be, params, frames, config):
@@ -150,16 +147,15 @@ def _features(be, params, frames, config):
 
 def _direction(be, params, frames, shared, i, config, options):
     """Flow (1, H', W', 2) from frame i to frame 1 - i, given the shared features."""
-    xp = be.xp
     x16, x8, f8 = shared
     a, b = slice(i, i + 1), slice(1 - i, 2 - i)
     c16, c8 = config["context_dim_s16"], config["context_dim_s8"]
     ctx16 = be.relu(x16[a, ..., :c16])
-    f0, f1 = xp.ascontiguousarray(x16[a, ..., c16:]), xp.ascontiguousarray(x16[b, ..., c16:])
+    f0, f1 = be.contiguous(x16[a, ..., c16:]), be.contiguous(x16[b, ..., c16:])
     budget = options.get("corr_budget", 1 << 30)
     flow = iterate(be, params["refine_s16"], f0, f1, ctx16, be.global_matching(f0, f1),
                    options.get("iters_s16", 1), config, budget)
-    flow = be.upsample_nearest(flow, 2) * flow.dtype.type(2)
+    flow = be.scale(be.upsample_nearest(flow, 2), 2)
     ctx8 = merge(be, params["context_merge_s8"], be.concat([be.relu(x8[a, ..., :c8]), be.upsample_nearest(ctx16, 2)]))
     flow = iterate(be, params["refine_s8"], f8[a], f8[b], ctx8, flow, options.get("iters_s8", 8), config, budget)
     return upsample(be, params, frames[a], flow, config["upsample_factor"])
@@ -171,19 +167,18 @@ def forward(params, img0, img1, config, options, init_flow=None):
     be = backend_of(params)
     frames, pads = _prepare(be, img0, img1, config["padding_factor"])
     up = _direction(be, params, frames, _features(be, params, frames, config), 0, config, options)
-    return be.xp.ascontiguousarray(unpad(up, pads)[0])
+    return be.crop(up, pads)
 
 
 def forward_both(params, img0, img1, config, options):
     """(flow img0 -> img1, flow img1 -> img0): the backbone and the cross-attention (which
     treats both frames alike) run once; each direction then matches and refines."""
     be = backend_of(params)
-    xp = be.xp
     frames, pads = _prepare(be, img0, img1, config["padding_factor"])
     shared = _features(be, params, frames, config)
     fw = _direction(be, params, frames, shared, 0, config, options)
     bw = _direction(be, params, frames, shared, 1, config, options)
-    return xp.ascontiguousarray(unpad(fw, pads)[0]), xp.ascontiguousarray(unpad(bw, pads)[0])
+    return be.crop(fw, pads), be.crop(bw, pads)
 
 
 # -- checkpoint layout -------------------------------------------------------------------
@@ -249,5 +244,5 @@ register(ModelDef(
     options=dict(OPTIONS), checkpoint=None,  # the release files are the tags (registry.json)
     # 1/16 maps of >= 2 px (the reference's align_corners lookup divides by size - 1); an
     # arena as RAFT's: the 1/8 correlation volume alone is 205 MB at 448x1024
-    min_size=32, reuse_bytes=32 << 20, prepare_size=64, forward_both=forward_both,
+    min_size=32, reuse_bytes=32 << 20, prepare_size=64, forward_both=forward_both, device_frames=True,
     description="NeuFlow v2 (Zhang et al. 2024): global matching at 1/16, refinement at 1/16 and 1/8"))

@@ -23,10 +23,9 @@ import numpy as np
 from cvflow.backends.base import Backend
 from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_glue, k_gru, k_norm, k_patch_corr,
                                   k_upsample, k_warp)
+from cvflow.backends.cuda.transformer_ops import TransformerOps
 from cvflow.errors import InputError
-from cvflow.ops import attention as attention_ops
 from cvflow.ops import gru as gru_ops
-from cvflow.ops import matching as matching_ops
 from cvflow.ops.corr import corr_volume_bytes
 from cvflow.ops.pad import pad_amounts, unpad
 
@@ -35,7 +34,7 @@ class GraphWarning(RuntimeWarning):
     """A pass could not be captured into a CUDA graph and runs eagerly."""
 
 
-class CudaBackend(Backend):
+class CudaBackend(TransformerOps, Backend):
     """Ops on executor `ex` (`get_executor()`): arrays of `ex.xp`, kernels by `ex.launch`."""
 
     name = "cuda"
@@ -365,12 +364,6 @@ class CudaBackend(Backend):
 
     def patch_correlation(self, f1, f2, max_displacement=20, stride=2):
         return k_patch_corr.patch_correlation(self.ex, f1, f2, max_displacement, stride)
-
-    def local_attention(self, q, k, v, radius):
-        return attention_ops.local_attention(q, k, v, radius, correlate=self.patch_correlation)
-
-    def local_matching(self, f0, f1, radius):
-        return matching_ops.local_matching(f0, f1, radius, correlate=self.patch_correlation)
 
     # -- NeuFlow v2 ----------------------------------------------------------------------
     def avg_pool2x2(self, x):

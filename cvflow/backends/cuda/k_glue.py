@@ -86,10 +86,11 @@ def _contiguous(ex, x):
 
 
 def binary(ex, a, b, op):
-    """a + b, a - b or a * b (op "add", "sub", "mul") as a new array; b of a's shape or a
-    vector of a's last axis."""
+    """a + b, a - b or a * b (op "add", "sub", "mul") as a new array; b of a's shape or of
+    its trailing axes (a vector of the last axis, a map broadcast over the batch)."""
     a, b = _contiguous(ex, a), _contiguous(ex, b)
-    if b.size not in (a.size, a.shape[-1]) or (b.size != a.size and b.ndim != 1):
+    trailing = b.ndim <= a.ndim and tuple(b.shape) == tuple(a.shape[a.ndim - b.ndim:])
+    if b.size != a.size and not trailing:
         raise InputError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} do not fit")
     out = ex.empty(a.shape)
     launch_1d(ex, "strided:binary", a.size, a, b, out, i32(a.size), i32(b.size), i32(_OPS[op]))
