@@ -48,13 +48,13 @@ class Recorder:
         self.in_pool = False
 
     def pool(self, real):
-        def run(fn, items, xp=np):
+        def run(fn, items, xp=np, blas_one=False):
             if self.in_pool:
-                return real(fn, items, xp)
+                return real(fn, items, xp, blas_one)
             self.in_pool = True
             t0 = time.thread_time()
             try:
-                return real(fn, items, xp)
+                return real(fn, items, xp, blas_one)
             finally:
                 self.pooled[0] += time.thread_time() - t0
                 self.in_pool = False

@@ -67,11 +67,27 @@ def _cv2_threads(n):
         cv2.setNumThreads(prev)
 
 
+_BLAS_LIBS = None
+
+
+def _set_blas(n):
+    """Set every BLAS library's threads to n: direct calls (~2 us), for the pool's
+    products (`cvflow.ops.parallel.run(..., blas_one=True)`) inside a `limited` block,
+    which restores the caller's setting on exit."""
+    global _BLAS_LIBS
+    if _BLAS_LIBS is None:
+        _BLAS_LIBS = list(_controller().select(user_api="blas").lib_controllers)
+    for lib in _BLAS_LIBS:
+        lib.set_num_threads(n)
+
+
 @contextmanager
 def limited(n: int):
-    """Within the block, BLAS, cvflow's pool and OpenCV use at most n threads (n >= 1)."""
+    """Within the block, BLAS, cvflow's pool and OpenCV use at most n threads (n >= 1).
+    Products that cvflow splits itself run in its pool with BLAS at one thread
+    (`cvflow.ops.parallel.matmul`): still n threads at most."""
     with ExitStack() as stack:
         stack.enter_context(_controller().limit(limits=n, user_api="blas"))
-        stack.enter_context(parallel.limited(n))
+        stack.enter_context(parallel.limited(n, blas=_set_blas))
         stack.enter_context(_cv2_threads(n))
         yield

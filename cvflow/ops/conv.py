@@ -1,13 +1,15 @@
 """2-D convolution on NHWC activations.
 
 Weights keep PyTorch's layout (O, I/groups, kh, kw). Every path is a few large matrix
-products (BLAS, all cores) fed by copies sized to stay in cache; zero padding is
-written into those copies, never materialised as a padded input. Paths, in the order
-`conv2d` picks them:
+products fed by copies sized to stay in cache; zero padding is written into those
+copies, never materialised as a padded input. With several threads, each takes whole
+chunks (copy, product at one BLAS thread, bias and activation: `cvflow.ops.parallel`),
+at least one per thread. Paths, in the order `conv2d` picks them:
 
 - 1x1: the input is already the matrix.
 - 3x3, stride 1, C and O >= 64: Winograd F(2x2, 3x3) (`conv_winograd`), 16 products
-  per 2x2 outputs instead of 36.
+  per 2x2 outputs instead of 36. (F(4x4, 3x3) took 22% less CPU in RAFT-small, but its
+  ~20x float32 rounding moved RAFT's and NeuFlow's 1e-4 px consistency checks.)
 - stride 1, O <= 8 and O <= C/4 (flow heads): "output taps". One product per input
   pixel gives every tap's contribution, each then added at its shift.
 - C <= 8 (frames, flows): im2col from channel planes, one copy per tap of whole
@@ -28,7 +30,9 @@ from cvflow.arrays import get_xp
 from cvflow.ops import arena
 from cvflow.ops import conv_winograd as wino
 from cvflow.ops.act import leaky_relu_, relu_
-from cvflow.ops.parallel import map_spans
+from cvflow.ops.parallel import map_spans, pooled_products, run, workers
+from cvflow.ops.parallel import SPLIT_MACS as _SPLIT_MACS
+from cvflow.ops.parallel import matmul as pooled_matmul
 
 # Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
 _CHUNK_BYTES = 2 << 20
@@ -51,6 +55,7 @@ _PLANAR_MAX = 8  # input channels up to which im2col from channel planes wins (f
 _ROW_TAPS_MIN_KH = 5  # strided convs: kernel rows from which row taps beat im2col (measured)
 
 _LOCAL = threading.local()  # per-thread scratch buffers, reused across calls
+_ALL_BUFS: list = []  # every thread's scratch dict (the pool's threads have their own)
 
 
 def _pair(v):
@@ -61,7 +66,10 @@ def _scratch(xp, n, slot, dtype):
     """A reusable flat buffer of n elements, one per slot and thread, grown on demand.
     A slot holds the largest chunk seen (a few MB by the budgets above; tens of MB for
     the widest layers), so calls skip fresh page faults without holding whole images."""
-    bufs = _LOCAL.__dict__.setdefault("bufs", {})
+    bufs = _LOCAL.__dict__.get("bufs")
+    if bufs is None:
+        bufs = _LOCAL.bufs = {}
+        _ALL_BUFS.append(bufs)
     key = (xp.__name__, slot, dtype)
     buf = bufs.get(key)
     if buf is None or buf.size < n:
@@ -70,8 +78,22 @@ def _scratch(xp, n, slot, dtype):
 
 
 def release_scratch():
-    """Drop this thread's scratch buffers (they are re-made, smaller or larger, on demand)."""
-    _LOCAL.__dict__.pop("bufs", None)
+    """Drop the scratch buffers of every thread (this one's and the pool's; they are
+    re-made, smaller or larger, on demand). Not to be called during a pass."""
+    for bufs in list(_ALL_BUFS):
+        bufs.clear()
+
+
+def _jobs(n_rows, step, macs):
+    """[(a, b), ...]: runs of `step` rows of one image; when products run in the pool
+    (`cvflow.ops.parallel.run(..., blas_one=True)`) and the image's `macs` (multiply-adds)
+    are worth a hand-off, at least one run per thread. BLAS rounds differently for other
+    product shapes: runs depend on the image alone (and the threads), never on the batch,
+    so an image gives the same numbers in any batch (calcBidirectional's == calc's)."""
+    if macs >= _SPLIT_MACS and pooled_products():
+        step = min(step, -(-n_rows // workers()))
+    step = max(1, step)
+    return [(a, min(n_rows, a + step)) for a in range(0, n_rows, step)]
 
 
 def weight_matrix(w):
@@ -166,9 +188,15 @@ def conv2d(x, p, stride=1, padding=0, dilation=1, groups=1, act=None, slope=0.1)
         xs = (x[:, ::sh, ::sw] if sh > 1 or sw > 1 else x).reshape(-1, c)
         res, mat = out.reshape(-1, o), _cached(p, "_mat", weight_matrix)
         step = max(_MIN_ROWS, _CHUNK_BYTES // ((c + o) * x.itemsize))
-        for a in range(0, res.shape[0], step):  # in pieces: bias and act while in cache
-            xp.matmul(xs[a:a + step], mat, out=res[a:a + step])
-            _finish(res[a:a + step], bias, act, slope)
+
+        def piece(ab):  # in pieces: bias and act while in cache
+            a, b = ab
+            xp.matmul(xs[a:b], mat, out=res[a:b])
+            _finish(res[a:b], bias, act, slope)
+
+        per = res.shape[0] // n
+        run(piece, [(b * per + i, b * per + j) for b in range(n) for i, j in _jobs(per, step, per * o * c)],
+            xp, blas_one=True)
         return out
     x = xp.ascontiguousarray(x)  # the copies below read each kw*C run of a row as one block
     if kh == kw == 3 and sh == sw == dh == dw == 1 and min(c, o) >= _WINO_MIN_CHANNELS:
@@ -205,15 +233,17 @@ def _im2col(x, p, stride, ph, pw, dilation, out, act, slope):
     (sh, sw), (dh, dw) = stride, dilation
     k = kh * kw * c
     rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
-    buf = _scratch(xp, rows * wo * k, "cols", x.dtype)
-    for b in range(len(x)):
-        for r0 in range(0, ho, rows):
-            m = min(ho, r0 + rows) - r0
-            cols = buf[:m * wo * k].reshape(m, wo, kh, kw, c)
-            _fill(cols, x[b], r0 * sh - ph, sh, dh, sw, dw, pw)
-            res = out[b, r0:r0 + m].reshape(-1, o)
-            xp.matmul(cols.reshape(m * wo, k), mat, out=res)
-            _finish(res, bias, act, slope)
+
+    def chunk(job):
+        b, (r0, r1) = job
+        m = r1 - r0
+        cols = _scratch(xp, m * wo * k, "cols", x.dtype).reshape(m, wo, kh, kw, c)
+        _fill(cols, x[b], r0 * sh - ph, sh, dh, sw, dw, pw)
+        res = out[b, r0:r1].reshape(-1, o)
+        xp.matmul(cols.reshape(m * wo, k), mat, out=res)
+        _finish(res, bias, act, slope)
+
+    run(chunk, [(b, j) for b in range(len(x)) for j in _jobs(ho, rows, out[0].size * kh * kw * c)], xp, blas_one=True)
 
 
 def _row_taps(x, p, stride, ph, pw, dilation, out, act, slope):
@@ -228,23 +258,25 @@ def _row_taps(x, p, stride, ph, pw, dilation, out, act, slope):
     where = [((i * dh) % sh, (i * dh) // sh) for i in range(kh)]
     depth = {q: max(d for qq, d in where if qq == q) for q, _ in where}  # extra rows per phase
     rows = _chunk_rows(ho, wo * k * x.itemsize * len(depth), wo, _CHUNK_BYTES)
-    bufs = {q: _scratch(xp, (rows + extra) * wo * k, f"taps{q}", x.dtype) for q, extra in depth.items()}
-    tmp = _scratch(xp, rows * wo * o, "part", x.dtype) if kh > 1 else None
-    for b in range(len(x)):
-        for r0 in range(0, ho, rows):
-            m = min(ho, r0 + rows) - r0
-            flats = {}
-            for q, extra in depth.items():
-                taps = bufs[q][:(m + extra) * wo * k].reshape(m + extra, wo, 1, kw, c)
-                _fill(taps, x[b], r0 * sh - ph + q, sh, 0, sw, dw, pw)
-                flats[q] = taps.reshape(-1, k)
-            res = out[b, r0:r0 + m].reshape(-1, o)
-            for i, (q, d) in enumerate(where):
-                dst = res if i == 0 else tmp[:m * wo * o].reshape(-1, o)
-                xp.matmul(flats[q][d * wo:(d + m) * wo], mat[i * k:(i + 1) * k], out=dst)
-                if i:
-                    res += dst
-            _finish(res, bias, act, slope)
+
+    def chunk(job):
+        b, (r0, r1) = job
+        m = r1 - r0
+        tmp = _scratch(xp, m * wo * o, "part", x.dtype).reshape(-1, o) if kh > 1 else None
+        flats = {}
+        for q, extra in depth.items():
+            taps = _scratch(xp, (m + extra) * wo * k, f"taps{q}", x.dtype).reshape(m + extra, wo, 1, kw, c)
+            _fill(taps, x[b], r0 * sh - ph + q, sh, 0, sw, dw, pw)
+            flats[q] = taps.reshape(-1, k)
+        res = out[b, r0:r1].reshape(-1, o)
+        for i, (q, d) in enumerate(where):
+            dst = res if i == 0 else tmp
+            xp.matmul(flats[q][d * wo:(d + m) * wo], mat[i * k:(i + 1) * k], out=dst)
+            if i:
+                res += dst
+        _finish(res, bias, act, slope)
+
+    run(chunk, [(b, j) for b in range(len(x)) for j in _jobs(ho, rows, out[0].size * kh * kw * c)], xp, blas_one=True)
 
 
 def _planar(x, p, stride, ph, pw, dilation, out, act, slope):
@@ -261,20 +293,23 @@ def _planar(x, p, stride, ph, pw, dilation, out, act, slope):
     padded = _scratch(xp, c * hs * sh * ws * sw, "planar_in", x.dtype).reshape(c, hs * sh, ws * sw)
     phases = _scratch(xp, padded.size, "planar_ph", x.dtype).reshape(c, sh, sw, hs, ws)
     rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
-    cols = _scratch(xp, k * rows * wo, "planar_cols", x.dtype)
     taps = [((i * dh) % sh, (j * dw) % sw, (i * dh) // sh, (j * dw) // sw) for i in range(kh) for j in range(kw)]
+
+    def chunk(job, b):
+        r0, r1 = job
+        m = r1 - r0
+        cm = _scratch(xp, k * m * wo, "planar_cols", x.dtype).reshape(kh * kw, c, m, wo)
+        for t, (qy, qx, oy, ox) in enumerate(taps):
+            cm[t] = phases[:, qy, qx, r0 + oy:r0 + oy + m, ox:ox + wo]
+        res = out[b, r0:r1].reshape(-1, o)
+        xp.matmul(cm.reshape(k, m * wo).T, mat, out=res)
+        _finish(res, bias, act, slope)
+
     for b in range(n):
         padded[...] = 0
         padded[:, ph:ph + h, pw:pw + wd] = x[b].transpose(2, 0, 1)
         phases[...] = padded.reshape(c, hs, sh, ws, sw).transpose(0, 2, 4, 1, 3)
-        for r0 in range(0, ho, rows):
-            m = min(ho, r0 + rows) - r0
-            cm = cols[:k * m * wo].reshape(kh * kw, c, m, wo)
-            for t, (qy, qx, oy, ox) in enumerate(taps):
-                cm[t] = phases[:, qy, qx, r0 + oy:r0 + oy + m, ox:ox + wo]
-            res = out[b, r0:r0 + m].reshape(-1, o)
-            xp.matmul(cm.reshape(k, m * wo).T, mat, out=res)
-            _finish(res, bias, act, slope)
+        run(lambda job: chunk(job, b), _jobs(ho, rows, out[0].size * k), xp, blas_one=True)
 
 
 def _out_taps(x, p, ph, pw, dilation, out, act, slope):
@@ -291,28 +326,29 @@ def _out_taps(x, p, ph, pw, dilation, out, act, slope):
     k = kh * kw * o
     halo = (kh - 1) * dh
     rows = _chunk_rows(ho, wd * (k + o) * x.itemsize, wd, _CHUNK_BYTES)
-    buf = _scratch(xp, (rows + halo) * wd * k, "out_taps", x.dtype)
-    acc = _scratch(xp, o * rows * wo, "out_acc", x.dtype)
-    for b in range(n):
-        for r0 in range(0, ho, rows):
-            m = min(ho, r0 + rows) - r0
-            planes = acc[:o * m * wo].reshape(o, m, wo)
-            planes[...] = 0
-            ya, yb = max(0, r0 - ph), min(h, r0 + m + halo - ph)  # input rows this chunk reads
-            if yb > ya:
-                taps = buf[:k * (yb - ya) * wd].reshape(kh, kw, o, yb - ya, wd)
-                xp.matmul(tmat, x[b, ya:yb].reshape(-1, c).T, out=taps.reshape(k, -1))
-            for i in range(kh):
-                off = r0 + i * dh - ph - ya  # chunk row t reads taps row t + off
-                ra, rb = _span(m, yb - ya, 1, off)
-                for j in range(kw if rb > ra else 0):
-                    ca, cb = _span(wo, wd, 1, j * dw - pw)
-                    if cb > ca:
-                        x0 = ca + j * dw - pw
-                        planes[:, ra:rb, ca:cb] += taps[i, j, :, ra + off:rb + off, x0:x0 + cb - ca]
-            res = out[b, r0:r0 + m]
-            res[...] = planes.transpose(1, 2, 0)
-            _finish(res, bias, act, slope)
+
+    def chunk(job):
+        b, (r0, r1) = job
+        m = r1 - r0
+        planes = _scratch(xp, o * m * wo, "out_acc", x.dtype).reshape(o, m, wo)
+        planes[...] = 0
+        ya, yb = max(0, r0 - ph), min(h, r0 + m + halo - ph)  # input rows this chunk reads
+        if yb > ya:
+            taps = _scratch(xp, k * (yb - ya) * wd, "out_taps", x.dtype).reshape(kh, kw, o, yb - ya, wd)
+            xp.matmul(tmat, x[b, ya:yb].reshape(-1, c).T, out=taps.reshape(k, -1))
+        for i in range(kh):
+            off = r0 + i * dh - ph - ya  # chunk row t reads taps row t + off
+            ra, rb = _span(m, yb - ya, 1, off)
+            for j in range(kw if rb > ra else 0):
+                ca, cb = _span(wo, wd, 1, j * dw - pw)
+                if cb > ca:
+                    x0 = ca + j * dw - pw
+                    planes[:, ra:rb, ca:cb] += taps[i, j, :, ra + off:rb + off, x0:x0 + cb - ca]
+        res = out[b, r0:r1]
+        res[...] = planes.transpose(1, 2, 0)
+        _finish(res, bias, act, slope)
+
+    run(chunk, [(b, j) for b in range(n) for j in _jobs(ho, rows, out[0].size * kh * kw * c)], xp, blas_one=True)
 
 
 def _winograd(x, p, ph, pw, out, act, slope):
@@ -327,38 +363,37 @@ def _winograd(x, p, ph, pw, out, act, slope):
         rows = th
     else:
         rows = _chunk_rows(th, 16 * tw * (c + o) * x.itemsize, tw, _WINO_BYTES, _WINO_MIN_TILES)
-    tile_in = _scratch(xp, (2 * rows + 2) * wp * c, "wino_in", x.dtype)
-    r = _scratch(xp, 4 * rows * wp * c, "wino_rows", x.dtype)
-    v = _scratch(xp, 16 * rows * tw * c, "wino_v", x.dtype)
-    prod = _scratch(xp, 16 * rows * tw * o, "wino_prod", x.dtype)
-    y = _scratch(xp, 4 * rows * tw * o, "wino_out", x.dtype)
-    for b in range(n):
-        for t0 in range(0, th, rows):
-            m = min(th, t0 + rows) - t0
-            d = tile_in[:(2 * m + 2) * wp * c].reshape(2 * m + 2, wp, c)
-            rm = r[:4 * m * wp * c].reshape(4, m, wp, c)
-            vm = v[:16 * m * tw * c].reshape(16, m, tw, c)
-            # The copies and transforms around the products are memory-bound NumPy passes on
-            # one core each: pieces of tile rows go to cvflow's pool (same arithmetic), so
-            # they scale with threads as the products do (RAFT's update loop: ~20% of the
-            # time on one thread, otherwise serial at any thread count).
-            map_spans(lambda i0, i1: _fill(d[i0:i1].reshape(i1 - i0, wp, 1, 1, c), x[b], 2 * t0 - ph + i0,
-                                           1, 0, 1, 1, pw), 2 * m + 2, wp * c, xp)
-            map_spans(lambda a, e: wino.in_transform(d[2 * a:2 * e + 2], rm[:, a:e], vm[:, a:e]),
-                      m, 20 * tw * c, xp)
-            pm = prod[:16 * m * tw * o].reshape(16, m * tw, o)
-            xp.matmul(vm.reshape(16, m * tw, c), u, out=pm)
-            if bias is not None:
-                pm[5] += bias
-            ym = y[:4 * m * tw * o].reshape(4, m, tw, o)
-            wino.out_transform(pm.reshape(16, m, tw, o), ym)
-            res = out[b, 2 * t0:min(ho, 2 * t0 + 2 * m)]
 
-            def place(a, e, ym=ym, res=res):
-                wino.scatter(ym[:, a:e], res[2 * a:2 * e])
-                _finish(res[2 * a:2 * e], None, act, slope)
+    def chunk(job):
+        # A whole chunk in one thread: with several threads each takes its own chunks
+        # (at least one per thread), products included at one BLAS thread each; alone,
+        # the passes below still go to the pool in pieces and the products by shares.
+        b, (t0, t1) = job
+        m = t1 - t0
+        d = _scratch(xp, (2 * m + 2) * wp * c, "wino_in", x.dtype).reshape(2 * m + 2, wp, c)
+        rm = _scratch(xp, 4 * m * wp * c, "wino_rows", x.dtype).reshape(4, m, wp, c)
+        vm = _scratch(xp, 16 * m * tw * c, "wino_v", x.dtype).reshape(16, m, tw, c)
+        # The copies and transforms around the products are memory-bound NumPy passes, in
+        # cache-sized pieces of tile rows (spread over the pool when not in it already).
+        map_spans(lambda i0, i1: _fill(d[i0:i1].reshape(i1 - i0, wp, 1, 1, c), x[b], 2 * t0 - ph + i0,
+                                       1, 0, 1, 1, pw), 2 * m + 2, wp * c, xp)
+        map_spans(lambda a, e: wino.in_transform(d[2 * a:2 * e + 2], rm[:, a:e], vm[:, a:e]),
+                  m, 20 * tw * c, xp)
+        pm = _scratch(xp, 16 * m * tw * o, "wino_prod", x.dtype).reshape(16, m * tw, o)
+        pooled_matmul(vm.reshape(16, m * tw, c), u, out=pm)
+        if bias is not None:
+            pm[5] += bias
+        ym = _scratch(xp, 4 * m * tw * o, "wino_out", x.dtype).reshape(4, m, tw, o)
+        wino.out_transform(pm.reshape(16, m, tw, o), ym)
+        res = out[b, 2 * t0:min(ho, 2 * t1)]
 
-            map_spans(place, m, 8 * tw * o, xp)
+        def place(a, e):
+            wino.scatter(ym[:, a:e], res[2 * a:2 * e])
+            _finish(res[2 * a:2 * e], None, act, slope)
+
+        map_spans(place, m, 8 * tw * o, xp)
+
+    run(chunk, [(b, j) for b in range(n) for j in _jobs(th, rows, 4 * out[0].size * c)], xp, blas_one=True)
 
 
 def _grouped(x, p, stride, padding, dilation, groups, act, slope):

@@ -53,7 +53,7 @@ def build_corr(fmap1, fmap2, levels, budget=1 << 30):
         for f2 in pyramid:
             hl, wl = f2.shape[1:3]
             v = _arena.empty(xp, (n, h * w, hl * wl), f1.dtype)
-            xp.matmul(f1.reshape(n, h * w, d), f2.reshape(n, hl * wl, d).transpose(0, 2, 1), out=v)
+            _parallel.matmul(f1.reshape(n, h * w, d), f2.reshape(n, hl * wl, d).transpose(0, 2, 1), out=v)
             volumes.append(v.reshape(n * h * w, hl * wl))
     return {"f1": f1, "pyramid": pyramid, "volumes": volumes, "shape": (n, h, w)}
 

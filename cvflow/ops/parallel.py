@@ -9,6 +9,15 @@ modules (CuPy) runs in order in the calling thread.
 backend enters it around each forward pass, with the object's `threads`, alongside its
 BLAS limit): BLAS products and these passes alternate, never overlap, so n threads in
 each never put more than n threads to work.
+
+Products can run in the pool too (`run(..., blas_one=True)`, `matmul`): one BLAS
+thread per piece, each piece a whole product (or a share of its rows or of a stack of
+products) in the calling thread of that piece. OpenBLAS's own threads split every
+product and then wait for each other by spinning: on the many small products of
+RAFT's update loop that synchronisation costs more than the split gains, and a thread
+that loses its core to another process stalls the others. The BLAS limit is switched
+by a setter that the pass registers (`limited(n, blas=...)`, see
+`cvflow.backends.threads`); without one, products stay in BLAS's own threads.
 """
 from __future__ import annotations
 
@@ -51,14 +60,17 @@ def workers():
 
 
 @contextmanager
-def limited(n: int):
-    """Within the block, `run` and `map_spans` called from this thread use at most n threads."""
-    prev = getattr(_LOCAL, "limit", None)
+def limited(n: int, blas=None):
+    """Within the block, `run` and `map_spans` called from this thread use at most n threads.
+    blas: a function setting BLAS's thread count (the pass's BLAS limit is n), which lets
+    `run(..., blas_one=True)` put products in the pool; None: it runs them in order."""
+    prev = getattr(_LOCAL, "limit", None), getattr(_LOCAL, "blas", None)
     _LOCAL.limit = int(n)
+    _LOCAL.blas = blas
     try:
         yield
     finally:
-        _LOCAL.limit = prev
+        _LOCAL.limit, _LOCAL.blas = prev
 
 
 def _pool(n):
@@ -85,13 +97,62 @@ def _call(fn, item):
         _LOCAL.busy = False
 
 
-def run(fn, items, xp=np):
-    """[fn(item) for item in items], the calls spread over the thread pool (NumPy only)."""
+def run(fn, items, xp=np, blas_one=False):
+    """[fn(item) for item in items], the calls spread over the thread pool (NumPy only).
+    blas_one: the calls make BLAS products; they go to the pool only where the pass set
+    a BLAS setter (`limited`), with BLAS at one thread meanwhile, else run in order here
+    (BLAS threads each product)."""
     items = list(items)
     n = workers()
     if len(items) < 2 or xp is not np or n < 2 or getattr(_LOCAL, "busy", False):
         return [fn(item) for item in items]
-    return list(_pool(n).map(lambda item: _call(fn, item), items))
+    if not blas_one:
+        return list(_pool(n).map(lambda item: _call(fn, item), items))
+    setter = getattr(_LOCAL, "blas", None)
+    if setter is None:
+        return [fn(item) for item in items]
+    setter(1)
+    try:
+        return list(_pool(n).map(lambda item: _call(fn, item), items))
+    finally:
+        setter(_LOCAL.limit)
+
+
+def pooled_products() -> bool:
+    """Whether `run(..., blas_one=True)` spreads its calls over threads here."""
+    return (workers() > 1 and getattr(_LOCAL, "blas", None) is not None
+            and not getattr(_LOCAL, "busy", False))
+
+
+# Products below this many multiply-adds stay whole (a pool hand-off costs ~20-50 us).
+SPLIT_MACS = 1 << 21
+
+
+def matmul(a, b, out):
+    """out[...] = a @ b (NumPy, out C-contiguous in its last two axes' rows), in the pool
+    when `pooled_products()`: a stack of products by shares of the stack, one product by
+    shares of its rows. Every element is the same dot product as in one BLAS call."""
+    xp = np if isinstance(out, np.ndarray) else None
+    m, k = a.shape[-2:]
+    batch = out.size // max(1, out.shape[-1] * m)
+    if xp is None or not pooled_products() or batch * m * k * out.shape[-1] < SPLIT_MACS:
+        return (xp or _module(out)).matmul(a, b, out=out)
+    n = workers()
+    if out.ndim == 3 and a.ndim == 3 and b.ndim == 3 and len(out) >= n:
+        cuts = [i * len(out) // n for i in range(n + 1)]
+        run(lambda i: np.matmul(a[cuts[i]:cuts[i + 1]], b[cuts[i]:cuts[i + 1]], out=out[cuts[i]:cuts[i + 1]]),
+            range(n), np, blas_one=True)
+    else:
+        cuts = [i * m // n for i in range(n + 1)]
+        run(lambda i: np.matmul(a[..., cuts[i]:cuts[i + 1], :], b, out=out[..., cuts[i]:cuts[i + 1], :]),
+            range(n), np, blas_one=True)
+    return out
+
+
+def _module(x):
+    from cvflow.arrays import get_xp
+
+    return get_xp(x)
 
 
 def spans(n, per_item=1, chunk=CHUNK):
@@ -106,13 +167,14 @@ def piece_len(n, per_item=1, xp=np, chunk=CHUNK):
     return min(n, max(1, chunk // max(1, per_item))) if xp is np else n
 
 
-def map_spans(fn, n, per_item=1, xp=np, chunk=CHUNK):
+def map_spans(fn, n, per_item=1, xp=np, chunk=CHUNK, blas_one=False):
     """[fn(a, b) for (a, b) in spans(n, per_item, chunk)], in order; each worker thread
-    takes one contiguous share of the pieces. Other array modules (CuPy) get one piece."""
+    takes one contiguous share of the pieces. Other array modules (CuPy) get one piece.
+    blas_one: the pieces make BLAS products (see `run`)."""
     if xp is not np:
         return [fn(0, n)] if n else []
     pieces = spans(n, per_item, chunk)
     k = max(1, min(workers(), len(pieces)))
     shares = [pieces[i * len(pieces) // k:(i + 1) * len(pieces) // k] for i in range(k)]
-    done = run(lambda share: [fn(a, b) for a, b in share], shares, xp)
+    done = run(lambda share: [fn(a, b) for a, b in share], shares, xp, blas_one)
     return [r for share in done for r in share]
