@@ -176,10 +176,10 @@ class CudaBackend(Backend):
             return k_conv.Pending(raw, layer.bias, act)
         return k_act.bias_act_(self.ex, raw, layer.bias, act, slope)
 
-    def conv2d_(self, x, p, padding=0, act=None):
+    def conv2d_(self, x, p, stride=1, padding=0, act=None):
         """`Backend.conv2d_`: the output over x's buffer (`k_conv.conv2d_`)."""
-        if not (x.flags.c_contiguous and x.ndim == 4) or self._fusing():
-            return self.conv2d(x, p, padding=padding, act=act)
+        if stride != 1 or not (x.flags.c_contiguous and x.ndim == 4) or self._fusing():
+            return self.conv2d(x, p, stride=stride, padding=padding, act=act)
         return k_conv.conv2d_(self.ex, x, self._conv_layer(p), padding, act=act)
 
     @contextlib.contextmanager
