@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import cvflow
+import cvflow.download
 from cvflow.cli import main
 from test_extraction import make_clip, make_corrupt, synthetic_raft_small
 
@@ -72,7 +73,7 @@ def test_create_without_weights_leaves_no_empty_cvflow_home(tmp_path, monkeypatc
     def offline(url, *args, **kw):  # as _fetch reports a network failure: chained to its cause
         raise cvflow.DownloadError(f"could not download {url}: offline (test)") from OSError("offline")
 
-    monkeypatch.setattr(cw, "_fetch", offline)
+    monkeypatch.setattr(cvflow.download, "_fetch", offline)
     with pytest.raises(cvflow.WeightsError, match=r"no weights for model 'raft-small'"):
         cvflow.create("raft-small")
     assert not home.exists() and not home.parent.exists()

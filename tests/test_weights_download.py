@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cvflow.download
 import cvflow.weights as cw
 from cvflow.errors import CvflowTypeError, DownloadError, InputError, WeightsError
 from cvflow.io.checkpoint import save_converted
@@ -390,7 +391,7 @@ def test_download_size_limit(home, rogue):
 
 
 def test_resolve_stalled_download_is_an_offline_error(home, rogue, monkeypatch):
-    monkeypatch.setattr(cw, "_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(cvflow.download, "_TIMEOUT_S", 0.2)
     entry = use_tagged(monkeypatch, f"{rogue}/stall", prefix="0badc0de", size_mb=0.001)
     with pytest.raises(WeightsError, match="the download failed .*no data for 0.2 s") as info:
         cw.resolve_weights("tiny", "T1")

@@ -14,6 +14,7 @@ from conftest import GOLDEN, SHARED, case_weights, golden_cases, need_shared
 from test_weights_download import Rogue, closed_port_url, home, rogue, server, tiny_weights  # noqa: F401
 
 import cvflow
+import cvflow.download
 import cvflow.weights as cw
 from cvflow.errors import DownloadError, InputError, WeightsError
 from cvflow.io.checkpoint import load_weights
@@ -118,7 +119,7 @@ def test_download_truncated_is_an_offline_error(home, rogue, monkeypatch):  # no
 
 
 def test_download_stall_times_out(home, rogue, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(cw, "_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(cvflow.download, "_TIMEOUT_S", 0.2)
     use_neuflow_like(monkeypatch, f"{rogue}/stall", "1" * 40)
     with pytest.raises(WeightsError, match="no data for 0.2 s"):
         cw.resolve_weights("tiny")
