@@ -126,6 +126,9 @@ class CudaBackend(Backend):
         if self._fusing() and axis in (-1, 3) and all(isinstance(p, (list, k_conv.Pending)) or p.ndim == 4
                                                       for p in parts):
             return [q for p in parts for q in (p if isinstance(p, list) else [p])]  # built by its consumer
+        parts = [q for p in parts for q in (p if isinstance(p, list) else [p])]
+        parts = [k_act.bias_act_(self.ex, p.raw, p.bias, p.act) if isinstance(p, k_conv.Pending) else p
+                 for p in parts]  # a pending output made real: its epilogue over its own fresh buffer
         if any(p.dtype != np.float32 for p in parts):
             return self.xp.concatenate(parts, axis=axis)
         return k_glue.concat(self.ex, parts, axis)
