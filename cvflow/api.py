@@ -226,6 +226,15 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         return self._backend.name
 
     @property
+    def precision(self) -> str:
+        """The numeric mode of the forward pass (`create(precision=)`): "fp32", "tf32",
+        "fp16" or "bf16"."""
+        return self._backend.precision
+
+    def getPrecision(self) -> str:
+        return self.precision
+
+    @property
     def threads(self):
         """CPU threads of each call (`create(threads=)`; None: the default, resolved per call)."""
         return getattr(self._backend, "threads", None)
@@ -259,7 +268,8 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
-        return f"<cvflow {self._model.name} on {self.device}{', ' + opts if opts else ''}>"
+        mode = "" if self.precision == "fp32" else f" ({self.precision})"
+        return f"<cvflow {self._model.name} on {self.device}{mode}{', ' + opts if opts else ''}>"
 
     # -- internals ------------------------------------------------------------------
     def _prepare(self):
@@ -443,7 +453,8 @@ def _coerce_option(key, value, default):
     return value
 
 
-def create(name: str, *, weights=None, device: str = "auto", threads=None, **options) -> OpticalFlow:
+def create(name: str, *, weights=None, device: str = "auto", threads=None, precision=None,
+           **options) -> OpticalFlow:
     """Create a deep optical-flow algorithm.
 
     name: one of `list_models()`. weights: a checkpoint path (.pth / .pth.tar; the
@@ -459,6 +470,10 @@ def create(name: str, *, weights=None, device: str = "auto", threads=None, **opt
     the cores this process may use (os.sched_getaffinity). On a machine shared with other
     busy processes, pass this process's share (e.g. 1): spinning BLAS threads that lose
     their core stall each other.
+    precision: "fp32" (parity with the authors' code), "tf32" (products on TF32 tensor
+    cores), "fp16" or "bf16" (half-precision storage, fp32 accumulation); the CUDA backend
+    only: the CPU refuses all but "fp32". None: the device's default (fp32 on the CPU;
+    on a GPU `cvflow.backends.GPU_DEFAULT_PRECISION`, see the README's "Precision").
     options: model options, e.g. iters=12 for RAFT.
     """
     from cvflow.settings import cached_weights_path
@@ -466,7 +481,7 @@ def create(name: str, *, weights=None, device: str = "auto", threads=None, **opt
 
     model = get_model(name)
     threads = check_threads(threads)
-    be = make_backend(device, model.reuse_bytes, threads)
+    be = make_backend(device, model.reuse_bytes, threads, precision)
     algo = OpticalFlow(model, {}, be, options)  # checks the options before any loading
     flat = load_model_weights(model, weights)
     algo._params = be.place(flat)

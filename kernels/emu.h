@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -45,6 +46,36 @@ inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }
 inline long long max(long long a, long long b) { return a > b ? a : b; }
+
+// Half precision (kernels/dtype.h's storage types hold the bits): binary16 through g++'s
+// _Float16, whose conversions round to nearest even as the device's cvt.rn.f16.f32 (and
+// keep subnormals, as the device does without -ftz); bfloat16 by hand: the top 16 bits
+// of the float, rounded to nearest even (cvt.rn.bf16.f32), NaN kept quiet.
+#define CVFLOW_EMULATOR 1
+inline unsigned short cvf_f32_to_f16(float f) {
+    _Float16 h = (_Float16)f;
+    unsigned short b;
+    std::memcpy(&b, &h, sizeof b);
+    return b;
+}
+inline float cvf_f16_to_f32(unsigned short b) {
+    _Float16 h;
+    std::memcpy(&h, &b, sizeof h);
+    return (float)h;
+}
+inline unsigned short cvf_f32_to_bf16(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);  // NaN: quiet
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+inline float cvf_bf16_to_f32(unsigned short b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 template <typename T>
 inline T atomicAdd(T* address, T value) {

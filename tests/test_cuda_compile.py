@@ -1,6 +1,7 @@
 """Compile gate: every kernels/*.cu builds with nvcc for sm_80 and sm_90 without register
 spills, and stays compilable by NVRTC (CuPy's RawModule: no #include, no shared memory the
-emulator cannot run). Skips where nvcc is absent. Where an NVRTC library is found
+emulator cannot run); each is compiled after kernels/dtype.h, the prelude both executors add.
+Skips where nvcc is absent. Where an NVRTC library is found
 ($CVFLOW_NVRTC, or the nvidia-cuda-nvrtc wheel next to CuPy), every source is also
 compiled to PTX by NVRTC itself, with CuPy's options; NVRTC needs no GPU for that."""
 from __future__ import annotations
@@ -28,7 +29,8 @@ def ptxas_report(cu: Path, tmp: Path) -> dict:
     """{(kernel, arch): (registers, stack bytes, spill store bytes, spill load bytes)}."""
     nvcc = shutil.which("nvcc")
     gencode = [a for arch in ARCHS for a in ("-gencode", f"arch=compute_{arch[3:]},code={arch}")]
-    res = subprocess.run([nvcc, "--fatbin", *gencode, "-Xptxas", "-v", "-o", str(tmp / f"{cu.stem}.fatbin"), str(cu)],
+    res = subprocess.run([nvcc, "--fatbin", *gencode, "-Xptxas", "-v", "-include", str(KERNELS / "dtype.h"),
+                          "-o", str(tmp / f"{cu.stem}.fatbin"), str(cu)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     report, key, spill = {}, None, None
@@ -94,9 +96,11 @@ def nvrtc_compile(lib, source, name, options):
 
 @pytest.mark.parametrize("cu", SOURCES, ids=[p.name for p in SOURCES])
 def test_kernel_compiles_with_nvrtc(cu):
+    from cvflow.backends.cuda.emulator import kernel_source
+
     lib = _nvrtc()
     if lib is None:
         pytest.skip("no NVRTC library (set CVFLOW_NVRTC or install nvidia-cuda-nvrtc)")
     for arch in ("compute_80", "compute_90"):
-        rc, log = nvrtc_compile(lib, cu.read_text(), cu.name, [f"--gpu-architecture={arch}", "--std=c++17"])
+        rc, log = nvrtc_compile(lib, kernel_source(cu.stem), cu.name, [f"--gpu-architecture={arch}", "--std=c++17"])
         assert rc == 0, f"{cu.name} ({arch}): {log}"

@@ -42,11 +42,11 @@ def _fake_cupy(log):
     cp.asnumpy = np.asarray
     cp.cuda = types.SimpleNamespace(Device=_Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
     cp.get_default_memory_pool = cp.get_default_pinned_memory_pool = _Pool
-    stems = {p.read_text(): p.stem for p in emulator.kernel_dir().glob("*.cu")}
+    stems = {emulator.kernel_source(p.stem): p.stem for p in emulator.kernel_dir().glob("*.cu")}
 
     class RawModule:
         def __init__(self, code, options=()):
-            self.stem = stems[code]  # the module is built from a kernels/*.cu source, verbatim
+            self.stem = stems[code]  # the module is built from a kernels/*.cu source, verbatim (after dtype.h)
             log.append(("module", self.stem, tuple(options)))
 
         def get_function(self, name):
@@ -68,13 +68,14 @@ def fake(monkeypatch):
 
 
 def _wrappers(ex, rng):
-    x = rng.standard_normal((1, 9, 10, 4)).astype(np.float32)
+    x = ex.asarray(rng.standard_normal((1, 9, 10, 4)).astype(np.float32))  # kernels take device arrays
     w, b = rng.standard_normal((5, 4, 3, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
-    f = rng.standard_normal((1, 8, 9, 6)).astype(np.float32)
-    coords = rng.uniform(-3, 12, (1, 8, 9, 2)).astype(np.float32)
+    f = ex.asarray(rng.standard_normal((1, 8, 9, 6)).astype(np.float32))
+    coords = ex.asarray(rng.uniform(-3, 12, (1, 8, 9, 2)).astype(np.float32))
+    flow = ex.asarray(rng.standard_normal((1, 9, 10, 2)).astype(np.float32) * 3)
     return [k_conv.conv2d(ex, x, k_conv.prepare_conv(ex, w, b), 2, 1, act="relu"),
             k_corr.corr_lookup(ex, k_corr.corr_pyramid(ex, f, f, 3), coords, 3),
-            k_warp.resample2d(ex, x, rng.standard_normal((1, 9, 10, 2)).astype(np.float32) * 3)]
+            k_warp.resample2d(ex, x, flow)]
 
 
 def test_cupy_adapter_runs_the_wrappers_as_the_emulator(fake):
@@ -87,7 +88,7 @@ def test_cupy_adapter_runs_the_wrappers_as_the_emulator(fake):
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     modules = [e for e in fake if e[0] == "module"]
-    assert sorted(m[1] for m in modules) == ["act", "corr_lookup", "im2col", "pool", "sample"]
+    assert sorted(m[1] for m in modules) == ["act", "corr_lookup", "im2col", "pool", "sample", "strided"]
     assert all(m[2] == ("--std=c++17",) for m in modules)
     launches = [e for e in fake if e[0] == "launch"]
     assert all(len(g) == 1 and b == (executor.BLOCK,) and s == 0 for _, _, g, b, s in launches)

@@ -52,6 +52,7 @@ class Backend:
 
     name = "generic"
     xp = np
+    precision = "fp32"  # numeric mode (cvflow.backends.PRECISIONS); only the CUDA backend has others
     # Whether independent passes of one call (calcBidirectional's two directions) should
     # run as one batch: yes where small maps leave the device idle (a GPU); the CPU
     # backend says no, as a batch's working set outgrows the cache there.

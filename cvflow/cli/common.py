@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from cvflow.backends import PRECISIONS
 from cvflow.errors import InputError
 
 
@@ -27,7 +28,7 @@ def positive_float(text: str) -> float:
 
 
 def add_model_args(p) -> None:
-    """-m/--model, --weights, --iters, --device, --threads, --opt: the model arguments of every command that
+    """-m/--model, --weights, --iters, --device, --precision, --threads, --opt: the model arguments of every command that
     runs one."""
     p.add_argument("-m", "--model", required=True, help="model name (see `cvflow models`)")
     p.add_argument("--weights", help="checkpoint (.pth/.pth.tar/.npz) or tag (see `cvflow models`); "
@@ -35,6 +36,10 @@ def add_model_args(p) -> None:
     p.add_argument("--iters", type=positive_int, default=None,
                    help="update iterations (RAFT family; default 12)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                   help="numeric mode (CUDA: fp32 = parity with the authors' code, tf32 = TF32 tensor-core "
+                        "products, fp16/bf16 = half storage; the CPU computes in fp32 only); default: the "
+                        "device's")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="CPU threads of the model (default: the cores this process may use); on a machine "
                         "busy with other work, give this process's share, e.g. 1")
@@ -51,11 +56,12 @@ def add_frame_args(p, sized: str) -> None:
 
 
 def create(args):
-    """The algorithm named by the common model arguments (-m, --weights, --device, --threads, --iters, --opt)."""
+    """The algorithm named by the common model arguments (-m, --weights, --device, --precision, --threads,
+    --iters, --opt)."""
     import cvflow
 
     return cvflow.create(args.model, weights=args.weights, device=args.device, threads=args.threads,
-                         **model_options(args))
+                         precision=args.precision, **model_options(args))
 
 
 def model_options(args) -> dict:

@@ -65,7 +65,8 @@ def cmd_extract(args) -> int:
                       max_side=args.max_side, save=args.save, fp16=args.fp16, engine=args.engine,
                       address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                       device=args.device, options=options, warm_start=not args.no_warm_start,
-                      progress=not args.no_progress, threads=args.threads)
+                      progress=not args.no_progress, threads=args.threads,
+                      precision=args.precision)
     except ExtractInterrupted as stop:
         res = stop.summary
         print(f"cvflow extract: interrupted after {plural(res['computed'], 'clip')}; {res['table']} holds every "

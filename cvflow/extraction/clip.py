@@ -21,7 +21,7 @@ def create_algo(settings, weights, device=None):
     from cvflow.api import create
 
     return create(settings["model"], weights=weights, device=device or settings["device"],
-                  threads=settings.get("threads"), **settings["options"])
+                  threads=settings.get("threads"), precision=settings.get("precision"), **settings["options"])
 
 
 def _empty_row(clip, settings) -> dict:

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Mapping
 
+from cvflow.backends import check_precision
 from cvflow.backends.threads import check_threads
 from cvflow.errors import CvflowTypeError, InputError
 from cvflow.extraction.clip import run_local
@@ -46,12 +47,13 @@ class ExtractInterrupted(KeyboardInterrupt):
 # -- settings -------------------------------------------------------------------------------
 
 def make_settings(model, weights=None, *, every=1, max_side=None, save="score", fp16=False, warm_start=True,
-                  device="auto", options=None):
+                  device="auto", options=None, precision=None):
     """(settings dict, flat weights): the run's settings with their `fingerprint`, and the loaded weights.
 
     The fingerprint (16 hex) is a hash of everything that decides the results: model,
-    its options, the weights' sha256, every, max_side, warm_start, save, fp16 and the
-    cvflow version. `weights` as for `cvflow.create` (path, tag, None, mapping);
+    its options, the weights' sha256, every, max_side, warm_start, save, fp16, the
+    cvflow version and `precision` when given (None, the device's default, adds nothing).
+    `weights` as for `cvflow.create` (path, tag, None, mapping);
     `weights_sha256` is the sha256 of the file read, or for a mapping of arrays the one
     `cvflow.settings.weights_sha256` gives (sorted keys and float32 bytes).
     """
@@ -65,6 +67,7 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     max_side = _check_int("max_side", max_side, 1, allow_none=True)
     if save not in SAVE_MODES:
         raise InputError(f"`save` must be one of {', '.join(SAVE_MODES)}, got {save!r}")
+    precision = check_precision(precision)
     spec = get_model(model)
     opts = check_options(spec, dict(options or {}))  # checked, defaults added
     flat = load_model_weights(spec, weights)  # any weights create() takes; checked, in the model's layout
@@ -76,8 +79,11 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
         digest = file_sha256(file) if file else arrays_sha256(flat)
     settings = {"model": spec.name, "options": opts, "weights_sha256": digest, "every": every,
                 "max_side": max_side, "warm_start": bool(warm_start), "save": save, "fp16": bool(fp16),
-                "cvflow_version": __version__, "device": device}
-    text = json.dumps({k: settings[k] for k in _FINGERPRINTED}, sort_keys=True, default=str)
+                "cvflow_version": __version__, "device": device, "precision": precision}
+    decided = {k: settings[k] for k in _FINGERPRINTED}
+    if precision is not None:  # fingerprints of runs at the device's default stay as they were
+        decided["precision"] = precision
+    text = json.dumps(decided, sort_keys=True, default=str)
     settings["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return settings, flat
 
@@ -101,12 +107,12 @@ def thread_share(engine, workers, threads, address=None):
 
 def extract(input, output, model, *, weights=None, every=1, max_side=None, save="score", fp16=False,
             engine="local", address=None, workers=1, gpus_per_worker=0.0, device="auto", options=None,
-            warm_start=True, progress=True, on_row=None, flush_seconds=60.0, threads=None) -> dict:
+            warm_start=True, progress=True, on_row=None, flush_seconds=60.0, threads=None, precision=None) -> dict:
     """Flow over every clip of `input`; scores (and flow archives) into the folder `output`.
 
     input: a folder of videos (recursive), a folder of frame folders, or a manifest
     (.txt / .csv / .parquet with a `path` column). model, weights, options (e.g.
-    {"iters": 12}), device: as for `cvflow.create`; every, max_side, warm_start: as for
+    {"iters": 12}), device, precision: as for `cvflow.create`; every, max_side, warm_start: as for
     `cvflow.video.iter_video_flow`. save: "score" (the table only), "flow" (archives;
     the table's magnitude columns are then NaN), "both". fp16: archives in float16.
     engine: "local" or "ray" (needs `pip install cvflow-of[ray]`); address: a Ray cluster
@@ -140,7 +146,8 @@ def extract(input, output, model, *, weights=None, every=1, max_side=None, save=
         require_ray()  # a missing extra fails before any work
     clips = find_clips(input)
     settings, flat = make_settings(model, weights, every=every, max_side=max_side, save=save, fp16=fp16,
-                                   warm_start=warm_start, device=device, options=options)
+                                   warm_start=warm_start, device=device, options=options,
+                                   precision=precision)
     table = ScoreTable(out)
     done = _done(table.load(), settings, out)
     # clips finished by a run stopped before their rows reached its table (archives on disk, workers' journals)

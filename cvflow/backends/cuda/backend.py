@@ -23,6 +23,7 @@ import numpy as np
 from cvflow.backends.base import Backend
 from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_glue, k_gru, k_norm, k_patch_corr,
                                   k_upsample, k_warp)
+from cvflow.errors import InputError
 from cvflow.ops import attention as attention_ops
 from cvflow.ops import gru as gru_ops
 from cvflow.ops import matching as matching_ops
@@ -39,9 +40,15 @@ class CudaBackend(Backend):
 
     name = "cuda"
 
-    def __init__(self, ex):
+    def __init__(self, ex, precision="fp32"):
         super().__init__()
-        self.ex = ex
+        if precision in ("fp16", "bf16"):
+            raise InputError(f"`precision` {precision!r} is not available on the CUDA backend yet (available: "
+                             "'fp32', 'tf32')")
+        self.precision = precision
+        # The executor with this backend's math mode bound to its products (TF32: its own
+        # cuBLAS handle), so objects of different precisions share one device.
+        self.ex = ex.with_math(precision)
         self.xp = ex.xp
 
     # -- memory -----------------------------------------------------------------------

@@ -41,7 +41,9 @@ _PARALLEL_FROM = 1 << 16
 _SANITIZE = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\([^)]*\)\s*)?void\s+(\w+)\s*\(([^)]*)\)')
 # C parameter type (qualifiers and __restrict__ removed) -> NumPy dtype of the argument
-_POINTEE = {"float": np.float32, "int": np.int32, "double": np.float64, "unsigned char": np.uint8}
+_POINTEE = {"float": np.float32, "int": np.int32, "double": np.float64, "unsigned char": np.uint8,
+            # kernels/dtype.h's half storage: binary16, and bfloat16 as its uint16 bit patterns
+            "cvf_f16": np.float16, "cvf_bf16": np.uint16}
 _SCALAR = {"float": (np.float32, ctypes.c_float), "int": (np.int32, ctypes.c_int32),
            "double": (np.float64, ctypes.c_double)}
 
@@ -54,6 +56,14 @@ def kernel_dir() -> Path:
         if (d / "emu.h").is_file():
             return d
     raise DeviceError(f"cvflow's CUDA kernel sources were not found next to {pkg}")
+
+
+def kernel_source(stem: str) -> str:
+    """The text a device compiles for ``kernels/<stem>.cu``: ``kernels/dtype.h`` (the half
+    storage types and conversions), then the source. NVRTC has no include path, so the
+    header is a prelude rather than an #include."""
+    d = kernel_dir()
+    return (d / "dtype.h").read_text() + "\n" + (d / f"{stem}.cu").read_text()
 
 
 def parse_kernels(source: str) -> dict:
@@ -104,11 +114,12 @@ def build(stem: str) -> tuple[Path, dict]:
     kernels = parse_kernels(source)
     if not kernels:
         raise DeviceError(f'{cu.name} defines no extern "C" __global__ kernel')
-    unit = "\n".join([f'#include "{src_dir / "emu.h"}"', f'#include "{cu}"',
+    unit = "\n".join([f'#include "{src_dir / "emu.h"}"', f'#include "{src_dir / "dtype.h"}"', f'#include "{cu}"',
                       *(_launcher(k, sig) for k, sig in kernels.items())]) + "\n"
     flags = _FLAGS + (_SANITIZE if os.environ.get("CVFLOW_EMU_SANITIZE") == "address" else ())
     cxx = os.environ.get("CXX", "g++")
-    key = hashlib.sha256("\0".join([source, (src_dir / "emu.h").read_text(), unit, cxx, *flags]).encode()).hexdigest()
+    headers = [(src_dir / h).read_text() for h in ("emu.h", "dtype.h")]
+    key = hashlib.sha256("\0".join([source, *headers, unit, cxx, *flags]).encode()).hexdigest()
     lib = _cache_dir() / f"{stem}-{key[:16]}.so"
     if not lib.is_file():
         fd, tmp = tempfile.mkstemp(suffix=".so", prefix=f".{stem}-", dir=lib.parent)

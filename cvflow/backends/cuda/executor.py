@@ -19,6 +19,8 @@ import threading
 
 import numpy as np
 
+from cvflow.backends.cuda.rounding import HALF as _HALF
+from cvflow.backends.cuda.rounding import emulated_matmul as _emulated_matmul
 from cvflow.errors import DeviceError
 
 
@@ -31,6 +33,23 @@ class Executor:
 
     name = "base"
     xp = np
+    math = "fp32"  # the products' mode: "fp32", or "tf32" (operands rounded to TF32); see with_math
+
+    def with_math(self, math: str) -> "Executor":
+        """This executor with its products in mode `math` ("fp32"; "tf32": TF32 tensor
+        cores; "fp16"/"bf16": fp32 products of half storage, which the kernels handle). A
+        backend holds the view of its own precision, so objects of different precisions
+        share one device. The view shares the executor's state (one instance dictionary:
+        compiled kernels, cuBLAS handles, capture buffers, tracer); only `math` differs."""
+        if math == self.math:
+            return self
+        key = (type(self), math)
+        cls = _VIEW_CLASSES.get(key)
+        if cls is None:
+            cls = _VIEW_CLASSES[key] = type(f"{type(self).__name__}[{math}]", (type(self),), {"math": math})
+        view = object.__new__(cls)
+        view.__dict__ = self.__dict__
+        return view
 
     def empty(self, shape, dtype=np.float32):
         return self.xp.empty(shape, dtype)
@@ -76,6 +95,9 @@ class Captured:
     """What ``ex.capture()`` yields; `graph` is set when the block ends without error."""
 
     graph = None
+
+
+_VIEW_CLASSES: dict = {}  # (executor class, math) -> the class of with_math's views
 
 
 def _split(kernel):
@@ -134,6 +156,8 @@ class EmulatorExecutor(Executor):
     def matmul(self, a, b, out=None):
         trace = self._trace
         pa, pb = self._device(a, "matmul's a"), self._device(b, "matmul's b")
+        if pa.dtype != pb.dtype and {pa.dtype, pb.dtype} & _HALF:
+            raise DeviceError(f"matmul's operands must share one storage type, got {pa.dtype} and {pb.dtype}")
         if out is None:
             shape = np.broadcast_shapes(pa.shape[:-2], pb.shape[:-2]) + (pa.shape[-2], pb.shape[-1])
             out = self.empty(shape, np.result_type(pa, pb))
@@ -141,9 +165,9 @@ class EmulatorExecutor(Executor):
         self.tracer.matmul(trace._matmul_flops(pa, pb), True)
         rec = self.tracer.recorder
         if rec is not None:
-            rec.append(("matmul", a, b, out))
+            rec.append(("matmul", a, b, out, self.math))
         elif not self.tracer.dry:
-            np.matmul(pa, pb, out=po)
+            _emulated_matmul(pa, pb, po, self.math)
         return out
 
     def synchronize(self):
@@ -189,8 +213,8 @@ class EmulatorGraph:
                 stem, func = _split(kernel)
                 emulator.library(stem).launch(func, grid, block, args, dry=dry)
             elif not dry:
-                _, a, b, out = call
-                np.matmul(a.view(np.ndarray), b.view(np.ndarray), out=out.view(np.ndarray))
+                _, a, b, out, math = call
+                _emulated_matmul(a.view(np.ndarray), b.view(np.ndarray), out.view(np.ndarray), math)
 
 
 class CupyExecutor(Executor):
@@ -206,6 +230,7 @@ class CupyExecutor(Executor):
         self.device = cupy.cuda.Device(device_id)
         self._functions = {}
         self._modules = {}
+        self._cublas = {}  # math mode -> this executor's own cuBLAS handle (gemm)
 
     def asarray(self, host, dtype=np.float32):
         with self.device:
@@ -234,12 +259,12 @@ class CupyExecutor(Executor):
     def _function(self, kernel):
         fn = self._functions.get(kernel)
         if fn is None:
-            from cvflow.backends.cuda.emulator import kernel_dir
+            from cvflow.backends.cuda.emulator import kernel_source
 
             stem, func = _split(kernel)
             mod = self._modules.get(stem)
             if mod is None:  # NVRTC compiles lazily, at the first get_function
-                source = (kernel_dir() / f"{stem}.cu").read_text()
+                source = kernel_source(stem)
                 mod = self._modules[stem] = self.xp.RawModule(code=source, options=("--std=c++17",))
             fn = self._functions[kernel] = mod.get_function(func)
         return fn
@@ -250,7 +275,11 @@ class CupyExecutor(Executor):
 
     def matmul(self, a, b, out=None):
         with self.device:
-            return self._hold(self.xp.matmul(a, b, out=out))
+            if self.math != "tf32" and a.dtype not in _HALF:  # fp32: CuPy's own matmul
+                return self._hold(self.xp.matmul(a, b, out=out))
+            from cvflow.backends.cuda import gemm
+
+            return self._hold(gemm.matmul(self, a, b, out))
 
     def synchronize(self):
         self.device.synchronize()

@@ -3,7 +3,9 @@
 (kernels/act.cu) and Linear layers (a cuBLAS product, then the bias kernel).
 
 Same results as cvflow/ops/depthwise.py, ops/norm.py layer_norm, ops/act.py gelu and
-ops/linear.py, within float32 rounding. Arrays: float32 on the executor, NHWC.
+ops/linear.py, within float32 rounding. Arrays: float32 on the executor, NHWC; the
+depthwise convolution and the LayerNorm also take half storage (`k_dtype`: weights are
+converted to x's storage type).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 from cvflow.backends.cuda import k_glue
 from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
 from cvflow.backends.cuda.k_act import bias_act_
+from cvflow.backends.cuda.k_dtype import kernel, like, storage
 from cvflow.ops.depthwise import check_depthwise
 
 
@@ -27,13 +30,14 @@ def depthwise_conv2d(ex, x, layer, p, padding=0):
     """x (N, H, W, C) -> (N, Ho, Wo, C): stride 1, zero `padding`, the prepared `layer`
     (`prepare_depthwise` of p)."""
     ph, pw = check_depthwise(x, p, padding)
-    x = contiguous(ex, x)
+    x = contiguous(ex, x, storage(x))
     n, h, w, c = x.shape
     kh, kw = layer["shape"][2:]
     ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-    out = ex.empty((n, ho, wo, c))
-    bias = layer["bias"]
-    launch_1d(ex, "depthwise:depthwise_conv2d", out.size, x, layer["taps"], layer["taps"] if bias is None else bias,
+    out = ex.empty((n, ho, wo, c), x.dtype)
+    taps = like(ex, layer["taps"], x)
+    bias = None if layer["bias"] is None else like(ex, layer["bias"], x)
+    launch_1d(ex, kernel("depthwise:depthwise_conv2d", x), out.size, x, taps, taps if bias is None else bias,
               out, i32(n), i32(h), i32(w), i32(c), i32(kh), i32(kw), i32(ph), i32(pw), i32(ho), i32(wo),
               i32(bias is not None))
     return out
@@ -41,10 +45,11 @@ def depthwise_conv2d(ex, x, layer, p, padding=0):
 
 def layer_norm(ex, x, weight, bias, eps=1e-5):
     """LayerNorm over the last axis of x (..., C) with affine weight and bias (C,)."""
-    x = contiguous(ex, x)
+    x = contiguous(ex, x, storage(x))
     c = x.shape[-1]
-    out = ex.empty(x.shape)
-    launch_1d(ex, "layer_norm:layer_norm_last", x.size // c, x, contiguous(ex, weight), contiguous(ex, bias), out,
+    out = ex.empty(x.shape, x.dtype)
+    weight, bias = (like(ex, contiguous(ex, a), x) for a in (weight, bias))
+    launch_1d(ex, kernel("layer_norm:layer_norm_last", x), x.size // c, x, weight, bias, out,
               i32(x.size // c), i32(c), f32(eps))
     return out
 

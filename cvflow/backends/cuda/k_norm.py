@@ -1,4 +1,5 @@
-"""Normalisation layers on the CUDA backend (kernels/norm.cu), NHWC float32.
+"""Normalisation layers on the CUDA backend (kernels/norm.cu), NHWC, float32 or half
+storage (`k_dtype`: the typed entry points; statistics and affines stay float32).
 
 Same results as cvflow/ops/norm.py: instance norm's statistics accumulate in float64
 (mean rounded to float32 before centring, squares rounded to float32), batch norm is
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cvflow.backends.cuda.executor import contiguous, f64, i32, launch_1d
+from cvflow.backends.cuda.k_dtype import kernel, storage
 
 _CHUNK = 256  # pixels per partial sum of instance norm's statistics
 
@@ -16,23 +18,23 @@ _CHUNK = 256  # pixels per partial sum of instance norm's statistics
 def instance_norm(ex, x, eps=1e-5, relu=False, inplace=False):
     """InstanceNorm2d without affine or running stats, per sample and channel over H, W.
 
-    x: (N, H, W, C) float32. relu: a ReLU after normalising. inplace: write over x (then
+    x: (N, H, W, C) float32 (or half storage). relu: a ReLU after normalising. inplace: write over x (then
     x must be C-contiguous). Returns (N, H, W, C).
     """
     if not inplace:
-        x = contiguous(ex, x)
+        x = contiguous(ex, x, storage(x))
     n, h, w, c = x.shape
     m = h * w
     chunks = max(1, -(-m // _CHUNK))
     partial = ex.empty((n, chunks, c), np.float64)
     mean, alpha = ex.empty((n, c)), ex.empty((n, c))
     for stage in (0, 1):
-        launch_1d(ex, "norm:inorm_partial", n * chunks * c, x, mean, partial, i32(n), i32(m), i32(c),
+        launch_1d(ex, kernel("norm:inorm_partial", x), n * chunks * c, x, mean, partial, i32(n), i32(m), i32(c),
                   i32(_CHUNK), i32(chunks), i32(stage))
         launch_1d(ex, "norm:inorm_stats", n * c, partial, mean, alpha, i32(n), i32(m), i32(c),
                   i32(chunks), i32(stage), f64(eps))
-    out = x if inplace else ex.empty(x.shape)
-    launch_1d(ex, "norm:inorm_apply", x.size, x, mean, alpha, out, i32(n), i32(m), i32(c), i32(relu))
+    out = x if inplace else ex.empty(x.shape, x.dtype)
+    launch_1d(ex, kernel("norm:inorm_apply", x), x.size, x, mean, alpha, out, i32(n), i32(m), i32(c), i32(relu))
     return out
 
 
@@ -48,13 +50,13 @@ def batch_norm_affine(ex, p, eps=1e-5):
 
 def batch_norm_(ex, x, scale, shift, relu=False):
     """x = x*scale + shift in place (x C-contiguous (..., C)), then a ReLU if relu. Returns x."""
-    launch_1d(ex, "norm:scale_shift", x.size, x, scale, shift, i32(x.size), i32(x.shape[-1]), i32(relu))
+    launch_1d(ex, kernel("norm:scale_shift", x), x.size, x, scale, shift, i32(x.size), i32(x.shape[-1]), i32(relu))
     return x
 
 
 def channel_norm(ex, x):
     """FlowNet2's ChannelNorm: (N, H, W, C) -> (N, H, W, 1), the L2 norm over channels."""
-    x = contiguous(ex, x)
-    out = ex.empty(x.shape[:-1] + (1,))
-    launch_1d(ex, "norm:channel_norm", out.size, x, out, i32(out.size), i32(x.shape[-1]))
+    x = contiguous(ex, x, storage(x))
+    out = ex.empty(x.shape[:-1] + (1,), x.dtype)
+    launch_1d(ex, kernel("norm:channel_norm", x), out.size, x, out, i32(out.size), i32(x.shape[-1]))
     return out
