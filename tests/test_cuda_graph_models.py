@@ -128,6 +128,6 @@ def test_in_place_convolutions_give_the_same_flow_as_new_buffers(ex, monkeypatch
     monkeypatch.setattr(k_conv, "conv2d_", spy)
     got = eager.calc(a, b, None)
     assert len(calls) > 0
-    monkeypatch.setattr(CudaBackend, "conv2d_", lambda self, x, p, padding=0, act=None:
-                        self.conv2d(x, p, padding=padding, act=act))
+    monkeypatch.setattr(CudaBackend, "conv2d_", lambda self, x, p, stride=1, padding=0, act=None:
+                        self.conv2d(x, p, stride=stride, padding=padding, act=act))
     np.testing.assert_array_equal(got, eager.calc(a, b, None))

@@ -79,11 +79,11 @@ def test_bench_gpu_profile_prints_the_table(capsys):
 
 
 def test_raft_updates_dispatch_within_what_is_reached():
-    """RAFT-small's update within the issue's 30 executor calls; RAFT's GRU gates are kernels
-    (two per cell) with no array op left of them (the rest: the motion encoder's two
-    concatenations and the loop's coordinate arithmetic)."""
+    """RAFT's and RAFT-small's updates within the issue's 30 executor calls, with no array
+    op (tests/test_cuda_graph_models.py holds the budget from 128 px frames); RAFT's GRU
+    gates are two kernels per cell."""
     small = profile("raft-small", 64, 96, {"iters": 2}).update
-    assert small.executor_calls <= 30
+    assert small.executor_calls <= 30 and small.other_ops == 0
     big = profile("raft", 64, 96, {"iters": 2}).update
     assert big.launches["gru:gru_gates"] == big.launches["gru:gru_blend"] == 2
-    assert "tanh" not in big.ops and big.other_ops <= 4
+    assert big.executor_calls <= 30 and big.other_ops == 0

@@ -201,11 +201,11 @@ class Backend:
         return conv_ops.conv2d(x, self.prepared(p, "conv", lambda: dict(p)), stride, padding, dilation,
                                act=act, slope=slope)
 
-    def conv2d_(self, x, p, padding=0, act=None):
-        """conv2d(x, p, padding=padding, act=act) (stride 1) where x is not used after: a
-        backend may write the output over x's buffer (the CUDA backend does, for 'same'
-        convolutions with as many outputs as inputs). Use the result, never x."""
-        return self.conv2d(x, p, padding=padding, act=act)
+    def conv2d_(self, x, p, stride=1, padding=0, act=None):
+        """conv2d(x, p, ...) where x is not used after: a backend may write the output over
+        x's buffer (the CUDA backend does, for stride-1 'same' convolutions with as many
+        outputs as inputs). Use the result, never x."""
+        return self.conv2d(x, p, stride=stride, padding=padding, act=act)
 
     def conv_transpose2d(self, x, p, stride=1, padding=0, act=None, slope=0.1):
         return tconv_ops.conv_transpose2d(x, self.prepared(p, "conv", lambda: dict(p)), stride, padding,

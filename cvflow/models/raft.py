@@ -84,8 +84,7 @@ def _residual_block(be, x, p, stride, norm):
 
 def _bottleneck_block(be, x, p, stride, norm):
     y = _norm_relu(be, be.conv2d(x, p["conv1"]), p.get("norm1"), norm)
-    y = _norm_relu(be, be.conv2d(y, p["conv2"], stride=stride, padding=1) if stride != 1 else
-                   be.conv2d_(y, p["conv2"], padding=1), p.get("norm2"), norm)
+    y = _norm_relu(be, be.conv2d_(y, p["conv2"], stride=stride, padding=1), p.get("norm2"), norm)
     y = _norm_relu(be, be.conv2d(y, p["conv3"]), p.get("norm3"), norm)
     return be.add_relu_(y, _shortcut(be, x, p, stride, norm))
 

@@ -85,7 +85,9 @@ def convnext_block(be, x, p):
 
 def update(be, net, ctx, corr, flow, p, config):
     """One refinement: new hidden state from (state, context, correlation window, flow)."""
-    inp = be.concat([ctx, motion_encoder(be, flow, corr, p["encoder"], config)])
+    with be.fused():  # the motion encoder's biases, ReLUs and concatenations in its convs' gathers
+        motion = motion_encoder(be, flow, corr, p["encoder"], config)
+    inp = be.concat([ctx, motion])
     for j in range(config["num_blocks"]):
         net = convnext_block(be, be.concat([net, inp]), p["refine"][str(j)])
     return net

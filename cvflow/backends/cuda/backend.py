@@ -132,6 +132,9 @@ class CudaBackend(TransformerOps, Backend):
         if self._fusing() and axis in (-1, 3) and all(isinstance(p, (list, k_conv.Pending)) or p.ndim == 4
                                                       for p in parts):
             return [q for p in parts for q in (p if isinstance(p, list) else [p])]  # built by its consumer
+        parts = [q for p in parts for q in (p if isinstance(p, list) else [p])]
+        parts = [k_act.bias_act_(self.ex, p.raw, p.bias, p.act) if isinstance(p, k_conv.Pending) else p
+                 for p in parts]  # a pending output made real: its epilogue over its own fresh buffer
         if any(p.dtype != np.float32 for p in parts):
             return self.xp.concatenate(parts, axis=axis)
         return k_glue.concat(self.ex, parts, axis)
@@ -205,10 +208,10 @@ class CudaBackend(TransformerOps, Backend):
             return k_conv.Pending(raw, layer.bias, act)
         return k_act.bias_act_(self.ex, raw, layer.bias, act, slope)
 
-    def conv2d_(self, x, p, padding=0, act=None):
+    def conv2d_(self, x, p, stride=1, padding=0, act=None):
         """`Backend.conv2d_`: the output over x's buffer (`k_conv.conv2d_`)."""
-        if not (x.flags.c_contiguous and x.ndim == 4) or self._fusing():
-            return self.conv2d(x, p, padding=padding, act=act)
+        if stride != 1 or not (x.flags.c_contiguous and x.ndim == 4) or self._fusing():
+            return self.conv2d(x, p, stride=stride, padding=padding, act=act)
         return k_conv.conv2d_(self.ex, x, self._conv_layer(p), padding, act=act)
 
     @contextlib.contextmanager

@@ -101,6 +101,10 @@ def concat(ex, parts, axis=-1):
 
 
 def _contiguous(ex, x):
+    """x as a C-contiguous float32 device array: a host array uploaded, a view copied by
+    the kernel."""
+    if not isinstance(x, ex.xp.ndarray):
+        return ex.asarray(x)
     return x if x.flags.c_contiguous else copy(ex, x)
 
 
