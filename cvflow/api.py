@@ -18,6 +18,8 @@ from cvflow.arrays import get_xp
 from cvflow.backends import make_backend
 from cvflow.backends.threads import check_threads
 from cvflow.errors import CvflowTypeError, InputError, InputRangeWarning, ModelNotFoundError
+from cvflow.inputs import (as_uploaded, camel, check_frame, check_options, check_output_flow, describe, snake,
+                           to_bgr_float, unit_range, unknown_option)
 from cvflow.models.base import REGISTRY, ModelDef
 from cvflow.ops.pad import pad_replicate
 from cvflow.settings import AlgorithmSettings
@@ -56,61 +58,6 @@ def get_model(name: str) -> ModelDef:
     return models[key]
 
 
-def _describe(a) -> str:
-    shape = getattr(a, "shape", None)
-    dtype = getattr(a, "dtype", None)
-    if shape is None:
-        return type(a).__name__
-    return f"shape {tuple(shape)} {dtype}"
-
-
-def _check_frame(name: str, img) -> None:
-    what = f"`{name}` must be a 2-D or 3-D uint8/float array (H x W gray or H x W x 3 BGR)"
-    if img is None or not hasattr(img, "shape") or not hasattr(img, "dtype"):
-        raise InputError(f"{what}, got {_describe(img)}")
-    kind = img.dtype.kind
-    bad_shape = img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or 0 in img.shape
-    if bad_shape or kind not in "uif" or (kind in "iu" and img.dtype != np.uint8):
-        raise InputError(f"{what}, got {_describe(img)}")
-    if kind == "f" and not bool(get_xp(img).isfinite(img).all()):
-        raise InputError(f"`{name}` contains NaN or Inf ({_describe(img)})")
-
-
-def _check_output_flow(flow) -> None:
-    """A `flow` argument that `calc` would fill in place must be writable: say so before
-    the forward pass, not after it (NumPy's "assignment destination is read-only")."""
-    flags = getattr(flow, "flags", None)
-    if flags is not None and getattr(flags, "writeable", True) is False:
-        raise InputError(f"`flow` is read-only ({_describe(flow)}), so calc cannot fill it in place; "
-                         "pass a writable array (flow.copy()) or None")
-
-
-def _unit_range(img0, img1):
-    """(lo, hi) when both frames are float with every value in 0..1, else None."""
-    if img0.dtype.kind != "f" or img1.dtype.kind != "f":
-        return None
-    xp = get_xp(img0)
-    lo = float(min(xp.min(img0), xp.min(img1)))
-    hi = float(max(xp.max(img0), xp.max(img1)))
-    return (lo, hi) if 0.0 <= lo and 0.0 < hi <= 1.0 else None
-
-
-def _as_uploaded(img):
-    """A validated frame as a model with `device_frames` takes it: uint8 stays uint8 (the
-    upload is a quarter of float32's), other dtypes become float32; gray stays (H, W)."""
-    if img.dtype == np.uint8 or img.dtype == np.float32:
-        return img
-    return img.astype(np.float32)  # float64 / int frames: converted where they are
-
-
-def _to_bgr_float(img, be):
-    """A frame as (H, W, 3) float32 on the backend's device."""
-    img = be.asarray(img, dtype=img.dtype)
-    if img.ndim == 2:
-        img = be.xp.repeat(img[:, :, None], 3, axis=2)
-    return be.asarray(img)
-
-
 class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
     """A deep optical-flow algorithm with cv2.DenseOpticalFlow's interface (and
     cv2.Algorithm's: empty, clear, save, write, read, getDefaultName).
@@ -138,7 +85,7 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         initial estimate, for models that accept one.
         """
         if flow is not None:
-            _check_output_flow(flow)
+            check_output_flow(flow)
         img0, img1 = self._frames(I0, I1)
         init = self._initial_flow(flow, *I0.shape[:2])
         if init is not None:
@@ -246,7 +193,7 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
 
     def get(self, key: str):
         if key not in self._options:
-            raise InputError(_unknown_option(self._model, key))
+            raise InputError(unknown_option(self._model, key))
         return self._options[key]
 
     def set(self, key: str, value) -> None:
@@ -255,7 +202,7 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
     def __getattr__(self, attr: str):
         # getIters()/setIters(v) etc. for every option, as cv2 objects expose them.
         if attr[:3] in ("get", "set") and len(attr) > 3:
-            key = _snake(attr[3:])
+            key = snake(attr[3:])
             if key in self.__dict__.get("_options", {}):
                 if attr.startswith("get"):
                     return lambda: self.get(key)
@@ -263,7 +210,7 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
     def __dir__(self):
-        extra = [f"{p}{_camel(k)}" for k in self._options for p in ("get", "set")]
+        extra = [f"{p}{camel(k)}" for k in self._options for p in ("get", "set")]
         return sorted(set(super().__dir__()) | set(extra))
 
     def __repr__(self) -> str:
@@ -289,22 +236,22 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
 
     def _frames(self, I0, I1):
         """Validate a frame pair; return both as float32 (H, W, 3) BGR on the model's device."""
-        _check_frame("I0", I0)
-        _check_frame("I1", I1)
+        check_frame("I0", I0)
+        check_frame("I1", I1)
         if I0.shape[:2] != I1.shape[:2]:
-            raise InputError(f"`I0` and `I1` must have the same size, got {_describe(I0)} and {_describe(I1)}")
-        if not self._warned_range and (seen := _unit_range(I0, I1)) is not None:
+            raise InputError(f"`I0` and `I1` must have the same size, got {describe(I0)} and {describe(I1)}")
+        if not self._warned_range and (seen := unit_range(I0, I1)) is not None:
             self._warned_range = True  # once per object: a video would repeat it every pair
             warnings.warn(f"`I0` and `I1` are float frames with values in [{seen[0]:.3g}, {seen[1]:.3g}]; "
                           "cvflow expects uint8 or float in 0..255 (as cv2.imread gives), so the flow will "
                           "be poor: multiply the frames by 255", InputRangeWarning, stacklevel=3)
         be = self._backend
         if hasattr(be, "graphed") and self._model.device_frames:  # the graph's inputs: host arrays
-            img0, img1 = _as_uploaded(I0), _as_uploaded(I1)
+            img0, img1 = as_uploaded(I0), as_uploaded(I1)
             if self._graphs_on():
                 return img0, img1
             return be.asarray(img0, dtype=img0.dtype), be.asarray(img1, dtype=img1.dtype)
-        return _to_bgr_float(I0, be), _to_bgr_float(I1, be)
+        return to_bgr_float(I0, be), to_bgr_float(I1, be)
 
     def _wants_initial_flow(self) -> bool:
         return bool(self._flags & OPTFLOW_USE_INITIAL_FLOW) or bool(self._options.get("warm_start", False))
@@ -313,7 +260,7 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         if flow is None or not self._wants_initial_flow():
             return None
         if getattr(flow, "shape", None) != (h, w, 2) or getattr(flow, "dtype", None) != np.float32:
-            raise InputError(f"initial `flow` must be a ({h}, {w}, 2) float32 array, got {_describe(flow)}")
+            raise InputError(f"initial `flow` must be a ({h}, {w}, 2) float32 array, got {describe(flow)}")
         if not bool(get_xp(flow).isfinite(flow).all()):
             raise InputError("initial `flow` contains NaN or Inf")
         return flow
@@ -404,53 +351,6 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
             flow[...] = out
             return flow
         return out
-
-
-def _snake(camel: str) -> str:
-    out = []
-    for i, ch in enumerate(camel):
-        if ch.isupper() and i:
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
-
-
-def _camel(snake: str) -> str:
-    return "".join(part.capitalize() for part in snake.split("_"))
-
-
-def check_options(model: ModelDef, options: Mapping[str, Any], base=None) -> dict:
-    """`base` (default: the model's default options) updated with `options`, each checked
-    and coerced to its default's type; unknown keys name the model's options."""
-    out = dict(model.options if base is None else base)
-    for key, value in options.items():
-        if key not in model.options:
-            raise InputError(_unknown_option(model, key))
-        out[key] = _coerce_option(key, value, model.options[key])
-    return out
-
-
-def _unknown_option(model: ModelDef, key) -> str:
-    valid = ", ".join(sorted(model.options)) or "none"
-    return f"model {model.name!r} has no option {key!r}; its options: {valid}"
-
-
-def _coerce_option(key, value, default):
-    if isinstance(default, bool):
-        if not isinstance(value, (bool, np.bool_)):
-            raise CvflowTypeError(f"option {key!r} must be a bool, got {value!r}")
-        return bool(value)
-    if isinstance(default, numbers.Integral):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise CvflowTypeError(f"option {key!r} must be an int, got {value!r}")
-        if value < 1:
-            raise InputError(f"option {key!r} must be >= 1, got {value}")
-        return int(value)
-    if isinstance(default, numbers.Real):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise CvflowTypeError(f"option {key!r} must be a number, got {value!r}")
-        return float(value)
-    return value
 
 
 def create(name: str, *, weights=None, device: str = "auto", threads=None, precision=None,

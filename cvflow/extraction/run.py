@@ -58,7 +58,8 @@ def make_settings(model, weights=None, *, every=1, max_side=None, save="score", 
     `cvflow.settings.weights_sha256` gives (sorted keys and float32 bytes).
     """
     from cvflow._version import __version__
-    from cvflow.api import check_options, get_model
+    from cvflow.api import get_model
+    from cvflow.inputs import check_options
     from cvflow.settings import arrays_sha256, cached_weights_path, file_sha256
     from cvflow.video import _check_int
     from cvflow.weights import load_model_weights
