@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cvflow
+from cvflow.backends import threads
 from cvflow.backends.base import nest
 from cvflow.models.base import REGISTRY
 from cvflow.models.flownet2 import CONFIGS, chain_param_shapes, forward, normalize, resized_call
@@ -148,6 +149,9 @@ def test_forward_direct_matches_create():
     rng = np.random.default_rng(7)
     f0 = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     f1 = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    direct = forward(nest(weights), f0.astype(np.float32), f1.astype(np.float32), CONFIGS["flownet2-c"], {})
-    via = cvflow.create("flownet2-c", weights=weights, device="cpu").calc(f0, f1, None)
+    # Both at one thread: how cvflow's pool splits a product depends on the thread count,
+    # and OpenBLAS rounds each piece by its shape (~1e-6 here).
+    with threads.limited(1):
+        direct = forward(nest(weights), f0.astype(np.float32), f1.astype(np.float32), CONFIGS["flownet2-c"], {})
+    via = cvflow.create("flownet2-c", weights=weights, device="cpu", threads=1).calc(f0, f1, None)
     np.testing.assert_allclose(direct, via, rtol=1e-6, atol=1e-6)
