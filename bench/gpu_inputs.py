@@ -234,17 +234,23 @@ def golden_cases(pack_dir=PACK):
     return _index(pack_dir)["cases"]
 
 
+def synthetic_weights(manifest, tools=SHARED / "tools"):
+    """The shared recipe's weights for a manifest: `synth_weights.py` imported from `tools`
+    (../shared/tools, or a pack that carries a copy of it)."""
+    sys.path.insert(0, str(tools))
+    try:
+        from synth_weights import synth_weights
+    finally:
+        sys.path.pop(0)
+    return synth_weights(json.loads(Path(manifest).read_text()))
+
+
 def case_inputs(case, pack_dir=PACK):
     """(frame0, frame1, weights, golden flow) of a packed case."""
     f0, f1 = (load_array(pack_dir / rel) for rel in case["frames"])
     weights = case["weights"]
     if weights.startswith("synthetic:"):
-        sys.path.insert(0, str(pack_dir))
-        try:
-            from synth_weights import synth_weights
-        finally:
-            sys.path.pop(0)
-        weights = synth_weights(json.loads((pack_dir / case["manifest"]).read_text()))
+        weights = synthetic_weights(pack_dir / case["manifest"], pack_dir)
     else:
         weights = str(pack_dir / weights)
     return f0, f1, weights, load_array(pack_dir / case["output"])

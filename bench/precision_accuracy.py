@@ -43,6 +43,9 @@ from cvflow.evaluate import find_pairs, load_gt  # noqa: E402
 from cvflow.metrics import epe  # noqa: E402
 from cvflow.testing import cuda_emulator  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from gpu_inputs import synthetic_weights  # noqa: E402  (one loader of the shared recipe)
+
 FAMILIES = ("raft", "searaft", "flownet2", "gmflow", "neuflow2")
 # The golden cases the suite runs by default (the full-frame ones take minutes each here).
 SLOW = ("raft-small_chairs_", "raft-small_sintel_0016_", "neuflow2_synth41_chairs", "neuflow2_synth41_sintel_full",
@@ -66,12 +69,7 @@ def _weights(family, case):
     w = case["weights"]
     if not w.startswith("synthetic:"):
         return str(SHARED / w)
-    sys.path.insert(0, str(SHARED / "tools"))
-    try:
-        from synth_weights import synth_weights
-    finally:
-        sys.path.pop(0)
-    return synth_weights(json.loads((GOLDEN / family / f"manifest_{case['model']}.json").read_text()))
+    return synthetic_weights(GOLDEN / family / f"manifest_{case['model']}.json")
 
 
 def golden_cases(which):
