@@ -157,3 +157,59 @@ def assert_parity(flow: np.ndarray, golden: np.ndarray, mean_tol=1e-3, max_tol=5
     assert np.isfinite(diff).all(), "non-finite flow"
     assert diff.mean() <= mean_tol and diff.max() <= max_tol, (
         f"mean |d| {diff.mean():.3g} (<= {mean_tol}), max |d| {diff.max():.3g} (<= {max_tol})")
+
+
+# -- a stand-in `cupy` module (NumPy arrays), for the CuPy executor's wiring without a GPU --
+class _FakeDevice:
+    def __init__(self, i):
+        self.id = i
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def synchronize(self):
+        pass
+
+
+class FakeCupyPool:
+    freed = 0
+
+    def free_all_blocks(self):
+        FakeCupyPool.freed += 1
+
+
+def fake_cupy(log=None):
+    """A module to put in sys.modules["cupy"]: NumPy's array functions, one device, memory
+    pools that count frees, the current stream, and RawModule functions that run the
+    emulator's build of the same kernels/*.cu source (launches appended to `log`)."""
+    import types
+
+    from cvflow.backends.cuda import emulator
+
+    log = [] if log is None else log
+    cp = types.ModuleType("cupy")
+    for name in ("asarray", "ascontiguousarray", "empty", "zeros", "matmul", "ndarray", "float32",
+                 "broadcast_to"):
+        setattr(cp, name, getattr(np, name))
+    cp.asnumpy = np.asarray
+    cp.cuda = types.SimpleNamespace(Device=_FakeDevice, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+                                    get_current_stream=lambda: types.SimpleNamespace(ptr=77))
+    cp.get_default_memory_pool = cp.get_default_pinned_memory_pool = FakeCupyPool
+    stems = {emulator.kernel_source(p.stem): p.stem for p in emulator.kernel_dir().glob("*.cu")}
+
+    class RawModule:
+        def __init__(self, code, options=()):
+            self.stem = stems[code]  # the module is built from a kernels/*.cu source, verbatim (after dtype.h)
+            log.append(("module", self.stem, tuple(options)))
+
+        def get_function(self, name):
+            def launch(grid, block, args, shared_mem=0):
+                log.append(("launch", f"{self.stem}:{name}", grid, block, shared_mem))
+                emulator.library(self.stem).launch(name, grid, block, args)
+            return launch
+
+    cp.RawModule = RawModule
+    return cp

@@ -5,58 +5,14 @@ grid, block and arguments through unchanged, and gives the emulator's numbers.""
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import pytest
+from conftest import FakeCupyPool as _Pool
+from conftest import fake_cupy as _fake_cupy
 
-from cvflow.backends.cuda import emulator, executor, k_conv, k_corr, k_warp
+from cvflow.backends.cuda import executor, k_conv, k_corr, k_warp
 from cvflow.testing import cuda_emulator
-
-
-class _Device:
-    def __init__(self, i):
-        self.id = i
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def synchronize(self):
-        pass
-
-
-class _Pool:
-    freed = 0
-
-    def free_all_blocks(self):
-        _Pool.freed += 1
-
-
-def _fake_cupy(log):
-    cp = types.ModuleType("cupy")
-    for name in ("asarray", "ascontiguousarray", "empty", "zeros", "matmul", "ndarray", "float32"):
-        setattr(cp, name, getattr(np, name))
-    cp.asnumpy = np.asarray
-    cp.cuda = types.SimpleNamespace(Device=_Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
-    cp.get_default_memory_pool = cp.get_default_pinned_memory_pool = _Pool
-    stems = {emulator.kernel_source(p.stem): p.stem for p in emulator.kernel_dir().glob("*.cu")}
-
-    class RawModule:
-        def __init__(self, code, options=()):
-            self.stem = stems[code]  # the module is built from a kernels/*.cu source, verbatim (after dtype.h)
-            log.append(("module", self.stem, tuple(options)))
-
-        def get_function(self, name):
-            def launch(grid, block, args, shared_mem=0):
-                log.append(("launch", f"{self.stem}:{name}", grid, block, shared_mem))
-                emulator.library(self.stem).launch(name, grid, block, args)
-            return launch
-
-    cp.RawModule = RawModule
-    return cp
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import assert_parity, case_weights, golden_case, golden_flow, load_frames, need_shared
+from conftest import assert_parity, case_weights, fake_cupy, golden_case, golden_flow, load_frames, need_shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -245,23 +245,7 @@ class _FakeCublas(types.ModuleType):
 @pytest.fixture()
 def fake_cublas(monkeypatch):
     lib = _FakeCublas()
-    cp = types.ModuleType("cupy")
-    for name in ("asarray", "ascontiguousarray", "empty", "zeros", "matmul", "ndarray", "float32",
-                 "broadcast_to"):
-        setattr(cp, name, getattr(np, name))
-
-    class _Device:
-        def __init__(self, i):
-            self.id = i
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    cp.cuda = types.SimpleNamespace(Device=_Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
-                                    get_current_stream=lambda: types.SimpleNamespace(ptr=77))
+    cp = fake_cupy()
     monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setattr(executor, "_CUPY", {})
     monkeypatch.setattr(gemm, "_cublas", lambda: lib)
