@@ -15,7 +15,7 @@ device and held here, never in the weight dict; `release` frees the executor's p
 from __future__ import annotations
 
 import contextlib
-import warnings
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -23,6 +23,8 @@ import numpy as np
 from cvflow.backends.base import Backend
 from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_frames, k_glue, k_gru, k_norm,
                                   k_patch_corr, k_upsample, k_warp)
+from cvflow.backends.cuda.graphs import GraphOps, GraphWarning  # noqa: F401  (GraphWarning: public here)
+from cvflow.backends.cuda.precision import HalfStorage
 from cvflow.backends.cuda.transformer_ops import TransformerOps
 from cvflow.errors import InputError
 from cvflow.ops import gru as gru_ops
@@ -30,21 +32,24 @@ from cvflow.ops.corr import corr_volume_bytes
 from cvflow.ops.pad import pad_amounts, unpad
 
 
-class GraphWarning(RuntimeWarning):
-    """A pass could not be captured into a CUDA graph and runs eagerly."""
-
-
-class CudaBackend(TransformerOps, Backend):
-    """Ops on executor `ex` (`get_executor()`): arrays of `ex.xp`, kernels by `ex.launch`."""
+class CudaBackend(GraphOps, TransformerOps, Backend):
+    """Ops on executor `ex` (`get_executor()`): arrays of `ex.xp`, kernels by `ex.launch`.
+    precision "fp16" / "bf16" makes the half-storage backend (`precision.HalfStorage`)."""
 
     name = "cuda"
 
+    def __new__(cls, ex=None, precision="fp32"):
+        if precision in ("fp16", "bf16") and not issubclass(cls, HalfStorage):
+            cls = _half_class(cls)
+        return super().__new__(cls)
+
     def __init__(self, ex, precision="fp32"):
         super().__init__()
-        if precision in ("fp16", "bf16"):
-            raise InputError(f"`precision` {precision!r} is not available on the CUDA backend yet (available: "
-                             "'fp32', 'tf32')")
+        if precision not in ("fp32", "tf32", "fp16", "bf16"):
+            raise InputError(f"`precision` must be one of 'fp32', 'tf32', 'fp16', 'bf16', got {precision!r}")
         self.precision = precision
+        if isinstance(self, HalfStorage):
+            self._half_init()
         # The executor with this backend's math mode bound to its products (TF32: its own
         # cuBLAS handle), so objects of different precisions share one device.
         self.ex = ex.with_math(precision)
@@ -65,52 +70,6 @@ class CudaBackend(TransformerOps, Backend):
 
     def synchronize(self) -> None:
         self.ex.synchronize()
-
-    # -- graphs ----------------------------------------------------------------------------
-    def graphed(self, key, fn, *inputs):
-        """fn(*inputs) -> device array(s), as a replayed graph: captured once per `key` (the
-        caller's: input shapes, dtypes and options) on static copies of the inputs (host or
-        device arrays: each call copies them in, a host array straight to the device),
-        then replayed. The first call of a key runs fn eagerly on those copies (constants,
-        prepared layers and compiled kernels then exist, as a capture needs) and captures
-        it; later calls replay. Returns fn's (static) output: valid until the next call with
-        the same key. Where the capture fails (the pass breaks a graph's rules), one
-        warning, and fn runs eagerly from then on."""
-        graphs = self.__dict__.setdefault("_graphs", {})
-        entry = graphs.get(key, False)
-        if entry is None:  # eager: host inputs uploaded as they are
-            return fn(*(self.ex.asarray(x, x.dtype) if self._on_host(x) else x for x in inputs))
-        if entry is False:
-            static = tuple(self.ex.empty(x.shape, x.dtype) for x in inputs)
-            self._copy_in(static, inputs)
-            out = fn(*static)  # the warm-up pass, on the static inputs: its result is this call's
-            try:
-                with self.ex.capture() as held:
-                    captured = fn(*static)
-                graphs[key] = (held.graph, static, captured)
-            except Exception as e:  # any capture failure: eager, said once
-                graphs[key] = None
-                if not self.__dict__.get("_graph_warned"):
-                    self._graph_warned = True
-                    warnings.warn(f"CUDA graph capture failed, running eagerly ({type(e).__name__}: {e})",
-                                  GraphWarning, stacklevel=2)
-            return out
-        graph, static, out = entry
-        self._copy_in(static, inputs)
-        graph.replay()
-        return out
-
-    def _on_host(self, x):
-        return isinstance(x, np.ndarray) and not isinstance(x, self.xp.ndarray)
-
-    def _copy_in(self, static, inputs):
-        for dst, src in zip(static, inputs):
-            if src is dst:
-                continue
-            if self._on_host(src) and hasattr(dst, "set"):
-                dst.set(np.ascontiguousarray(src))  # CuPy: host -> device into the buffer
-            else:
-                dst[...] = src
 
     # -- glue as kernels (k_glue.py): frames in, views, concatenation, arithmetic ----------
     def frames(self, img0, img1, multiple=1, norm="signed", mean=None, std=None):
@@ -401,3 +360,9 @@ class CudaBackend(TransformerOps, Backend):
     def avg_pool2x2(self, x):
         """2x2 average pooling on the pyramid's pooling kernel (kernels/pool.cu)."""
         return k_corr.pool_pyramid(self.ex, x, 2)[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _half_class(cls):
+    """`cls` with half storage at its ops' boundary (`precision.HalfStorage`)."""
+    return type(f"Half{cls.__name__}", (HalfStorage, cls), {})
