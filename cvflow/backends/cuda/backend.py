@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_frames, k_glue, k_gru, k_norm,
+from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_dtype, k_frames, k_glue, k_gru, k_norm,
                                   k_patch_corr, k_upsample, k_warp)
 from cvflow.backends.cuda.graphs import GraphOps, GraphWarning  # noqa: F401  (GraphWarning: public here)
 from cvflow.backends.cuda.precision import HalfStorage
@@ -358,8 +358,8 @@ class CudaBackend(GraphOps, TransformerOps, Backend):
 
     # -- NeuFlow v2 ----------------------------------------------------------------------
     def avg_pool2x2(self, x):
-        """2x2 average pooling on the pyramid's pooling kernel (kernels/pool.cu)."""
-        return k_corr.pool_pyramid(self.ex, x, 2)[1]
+        """2x2 average pooling (kernels/pool.cu), in x's storage type (`k_dtype`)."""
+        return k_dtype.avg_pool2x2(self.ex, x)
 
 
 @functools.lru_cache(maxsize=None)
