@@ -38,7 +38,7 @@ def back(ex, x, mode):
     return host_float(h)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(rows=st.integers(1, 12), cols=st.integers(1, 40), bias=st.booleans(), scale=st.floats(0.1, 2),
        mode=modes, seed=seeds)
 def test_softmax_rows_half(ex, rows, cols, bias, scale, mode, seed):
@@ -55,7 +55,7 @@ def test_softmax_rows_half(ex, rows, cols, bias, scale, mode, seed):
     assert np.all(np.abs(got - want) <= half_ulp(want, mode) + 2e-6)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(lead=st.sampled_from([(1,), (3,), (2, 2)]), n_q=st.integers(1, 24), n_k=st.integers(1, 24),
        c=st.integers(1, 8), d=st.integers(1, 5), bias=st.booleans(), mode=modes, seed=seeds)
 def test_attention_half(ex, lead, n_q, n_k, c, d, bias, mode, seed):
@@ -80,7 +80,7 @@ def test_attention_half(ex, lead, n_q, n_k, c, d, bias, mode, seed):
     assert np.all(np.abs(got - want) <= half_ulp(want, mode) + slack + 1e-5)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 2), splits=st.sampled_from([1, 2, 4]), hh=st.integers(1, 4), ww=st.integers(1, 4),
        c=st.integers(1, 5), sh=st.integers(0, 3), sw=st.integers(0, 3), mode=modes, seed=seeds)
 def test_window_partition_and_merge_half_are_copies(ex, n, splits, hh, ww, c, sh, sw, mode, seed):
@@ -92,7 +92,7 @@ def test_window_partition_and_merge_half_are_copies(ex, n, splits, hh, ww, c, sh
     np.testing.assert_array_equal(back(ex, k_attention.window_merge(ex, parts, x.shape, splits, sh, sw), mode), x)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 2), h=st.integers(1, 6), w=st.integers(1, 6), c=st.integers(1, 8), mode=modes,
        seed=seeds)
 def test_global_matching_half_gives_float32_flow(ex, n, h, w, c, mode, seed):
@@ -109,7 +109,7 @@ def test_global_matching_half_gives_float32_flow(ex, n, h, w, c, mode, seed):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(n=st.integers(1, 2), h=st.integers(1, 6), w=st.integers(1, 6), c=st.integers(1, 64),
        radius=st.integers(1, 4), mode=modes, seed=seeds)
 def test_local_matching_half_gives_float32_flow(ex, n, h, w, c, radius, mode, seed):
@@ -126,7 +126,7 @@ def test_local_matching_half_gives_float32_flow(ex, n, h, w, c, radius, mode, se
         np.testing.assert_array_equal(got, 0)  # the pixel itself is the only candidate
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(n=st.integers(1, 2), h=st.integers(1, 6), w=st.integers(1, 6), c=st.integers(1, 64), d=st.integers(1, 4),
        radius=st.integers(1, 3), mode=modes, seed=seeds)
 def test_local_attention_half(ex, n, h, w, c, d, radius, mode, seed):
@@ -140,7 +140,7 @@ def test_local_attention_half(ex, n, h, w, c, d, radius, mode, seed):
     assert np.all(np.abs(got - want) <= half_ulp(want, mode) + 1e-5)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(n=st.integers(1, 2), h=st.integers(1, 7), w=st.integers(1, 7), c=st.integers(1, 9), md=st.integers(0, 6),
        stride=st.integers(1, 2), mode=modes, seed=seeds)
 def test_patch_correlation_half(ex, n, h, w, c, md, stride, mode, seed):
@@ -153,7 +153,7 @@ def test_patch_correlation_half(ex, n, h, w, c, md, stride, mode, seed):
     assert np.all(np.abs(got - want) <= half_ulp(want, mode) + 2e-6 * (1 + np.abs(want)))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 2), h=st.integers(1, 6), w=st.integers(1, 6), c=st.integers(1, 4),
        factor=st.integers(1, 3), lo=st.floats(-2, 0), hi=st.floats(0, 2), mode=modes, seed=seeds)
 def test_clamp_and_nearest_upsampling_half(ex, n, h, w, c, factor, lo, hi, mode, seed):
@@ -167,7 +167,7 @@ def test_clamp_and_nearest_upsampling_half(ex, n, h, w, c, factor, lo, hi, mode,
                                   upsample.upsample_nearest(yr, factor))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(h=st.integers(1, 12), w=st.integers(1, 12), uint8=st.booleans(), gray=st.booleans(), mode=modes,
        seed=seeds)
 def test_mean_free_pair_half_storage(ex, h, w, uint8, gray, mode, seed):
