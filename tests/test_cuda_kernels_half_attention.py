@@ -55,27 +55,54 @@ def test_softmax_rows_half(ex, rows, cols, bias, scale, mode, seed):
     assert np.all(np.abs(got - want) <= half_ulp(want, mode) + 2e-6)
 
 
+def attention_reference(qr, kr, vr, bias, mode):
+    """Attention of rounded q, k, v (..., L, C) as the half path stores it: the scores (the
+    product of the rounded operands, rounded once, as the emulator's cuBLAS) and the
+    probabilities rounded where the device stores them, products in float32. Returns the
+    float32 output before its own rounding, and the slack of the stored probabilities: each
+    may round to the other side (one ulp) when float32 sums in another order straddle a
+    rounding boundary."""
+    *lead, n_q, c = qr.shape
+    n_k, batch = kr.shape[-2], math.prod(lead)
+    s = rounded(np.matmul(qr.reshape(batch, n_q, c), kr.reshape(batch, n_k, c).swapaxes(-1, -2)), mode)
+    s = s.reshape(*lead, n_q, n_k) * np.float32(1 / math.sqrt(c))
+    p = rounded(attention.softmax(s if bias is None else s + bias), mode)
+    return np.matmul(p, vr), np.matmul(2 * half_ulp(p, mode) + 2e-6, np.abs(vr))
+
+
 @settings(max_examples=50, deadline=None)
 @given(lead=st.sampled_from([(1,), (3,), (2, 2)]), n_q=st.integers(1, 24), n_k=st.integers(1, 24),
        c=st.integers(1, 8), d=st.integers(1, 5), bias=st.booleans(), mode=modes, seed=seeds)
 def test_attention_half(ex, lead, n_q, n_k, c, d, bias, mode, seed):
-    """Scores and probabilities are stored in half (then multiplied in float32), so the
-    reference rounds them where the device stores them; each stored probability may
-    round to the other side (one ulp) when float32 sums in another order straddle a
-    rounding boundary."""
+    """Scores and probabilities are stored in half, then multiplied in float32."""
     rng = np.random.default_rng(seed)
     q, k, v = randn(rng, *lead, n_q, c) * 2, randn(rng, *lead, n_k, c), randn(rng, *lead, n_k, d)
     b = randn(rng, lead[-1], n_q, n_k) if bias else None
-    qr, kr, vr = (rounded(t, mode) for t in (q, k, v))
-    batch = math.prod(lead)
-    s = rounded(np.matmul(qr.reshape(batch, n_q, c), kr.reshape(batch, n_k, c).swapaxes(-1, -2)), mode)
-    s = s.reshape(*lead, n_q, n_k) * np.float32(1 / math.sqrt(c))
-    p = rounded(attention.softmax(s if b is None else s + b), mode)
-    want = np.matmul(p, vr)
+    want, slack = attention_reference(*(rounded(t, mode) for t in (q, k, v)), b, mode)
     got = k_attention.attention(ex, device(ex, q, mode), device(ex, k, mode), device(ex, v, mode),
                                 None if b is None else ex.asarray(b.reshape(-1, n_q, n_k)))
     got = back(ex, got, mode)
-    slack = np.matmul(2 * half_ulp(p, mode) + 2e-6, np.abs(vr))
+    assert got.shape == want.shape
+    assert np.all(np.abs(got - want) <= half_ulp(want, mode) + slack + 1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 2), splits=st.sampled_from([1, 2]), hh=st.integers(1, 4), ww=st.integers(1, 4),
+       c=st.integers(1, 6), shift=st.booleans(), mode=modes, seed=seeds)
+def test_window_attention_half(ex, n, splits, hh, ww, c, shift, mode, seed):
+    """Shifted windows: half maps, the float32 mask (1-pixel windows included)."""
+    rng = np.random.default_rng(seed)
+    h, w = splits * hh, splits * ww
+    q, k, v = (randn(rng, n, h, w, c) for _ in range(3))
+    sh, sw = window.shift_sizes(h, w, splits) if shift else (0, 0)
+    mask = window.shifted_window_mask(h, w, splits) if shift else None
+    parts = [window.window_partition(np.roll(rounded(t, mode), (-sh, -sw), axis=(1, 2)), splits)
+             .reshape(n, splits * splits, hh * ww, c) for t in (q, k, v)]
+    want, slack = (np.roll(window.window_merge(t.reshape(-1, hh, ww, c), splits), (sh, sw), axis=(1, 2))
+                   for t in attention_reference(*parts, mask, mode))
+    got = k_attention.window_attention(ex, *(device(ex, t, mode) for t in (q, k, v)), splits, shift,
+                                       None if mask is None else ex.asarray(mask))
+    got = back(ex, got, mode)
     assert got.shape == want.shape
     assert np.all(np.abs(got - want) <= half_ulp(want, mode) + slack + 1e-5)
 
