@@ -131,7 +131,7 @@ HALF_BARS = {  # (mode, family, case): (mean, max) bar; the measured difference 
     ("fp16", "gmflow", "gmflow_synth21_sintel_crop"): (1e-1, 2e-1),        # 2.8e-2 / 7.8e-2
     ("bf16", "gmflow", "gmflow_synth21_sintel_crop"): (5e-1, 1.0),         # 0.13 / 0.45
     ("fp16", "neuflow2", "neuflow2_synth41_sintel_crop"): (2e-1, 1.0),     # 6.0e-2 / 0.49
-    ("bf16", "neuflow2", "neuflow2_synth41_sintel_crop"): (NF_BF16),
+    ("bf16", "neuflow2", "neuflow2_synth41_sintel_crop"): (1.0, 5.0),  # NF_BF16
     # the chaotic synthetic RAFT (its updates amplify any rounding): gross errors only
     ("fp16", "raft", "raft_synth1_sintel_crop_0016_it6"): (1.0, 10.0),     # 0.40 / 4.9
     ("bf16", "raft", "raft_synth1_sintel_crop_0016_it6"): (5.0, 50.0),     # 1.6 / 11

@@ -37,6 +37,7 @@ class CudaBackend(GraphOps, TransformerOps, Backend):
     precision "fp16" / "bf16" makes the half-storage backend (`precision.HalfStorage`)."""
 
     name = "cuda"
+    storage = np.dtype(np.float32)  # activations' storage type (half: `precision.HalfStorage`)
 
     def __new__(cls, ex=None, precision="fp32"):
         if precision in ("fp16", "bf16") and not issubclass(cls, HalfStorage):
@@ -245,7 +246,7 @@ class CudaBackend(GraphOps, TransformerOps, Backend):
         return k_norm.channel_norm_diff(self.ex, img0, warped)
 
     def mean_free_pair(self, img0, img1, rgb_max=255.0):
-        return k_frames.mean_free_pair(self.ex, img0, img1, rgb_max)
+        return k_frames.mean_free_pair(self.ex, img0, img1, rgb_max, dtype=self.storage)
 
     # -- RAFT's recurrent unit: the gate arithmetic in two kernels per cell ------------------
     def _gru_step(self, xp, h, g, c, hzr, conv_q):

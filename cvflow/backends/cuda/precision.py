@@ -44,7 +44,7 @@ KERNELS = {
     "batch_norm_": ("norm:scale_shift",),
     "channel_norm": ("norm:channel_norm",),
     "brightness_error": ("norm:channel_norm_diff",),
-    "mean_free_pair": ("mean_free:pair_partial_f32", "mean_free:pair_normalize_f32"),
+    "mean_free_pair": _UNTYPED,  # frames as uploaded in, the backend's storage out (its dtype=)
     "add": ("strided:binary",), "sub": ("strided:binary",), "scale": ("strided:scale",),
     "add_scaled": ("strided:add_scaled",), "concat": _COPY,
     "resize_bilinear": ("upsample:resize_bilinear",),
@@ -59,7 +59,7 @@ KERNELS = {
     "global_matching": ("softmax:softmax_rows", "matching:global_match_flow"),
     "local_matching": _PATCH + ("matching:local_match_flow",),
     "local_attention": _PATCH + ("local_attention:local_attention",),
-    "hardtanh": ("clamp:clamp",), "upsample_nearest": ("nearest:upsample_nearest",),
+    "hardtanh": _COPY + ("clamp:clamp",), "upsample_nearest": _COPY + ("nearest:upsample_nearest",),
     "avg_pool2x2": ("pool:avg_pool2x2",),
     "conv_gru": _GRU, "sep_conv_gru": _GRU, "flow_head": _CONV,
 }
@@ -72,9 +72,9 @@ FOLLOW = frozenset({"add", "sub", "scale", "add_scaled", "concat", "resize_bilin
 # In place: the result is written over the first argument (its half buffer).
 IN_PLACE = frozenset({"relu_", "leaky_relu_", "add_bias_", "add_relu_", "batch_norm_", "gelu_"})
 # Positional arguments that stay float32 on a typed op (coordinates, flows).
-FLOAT_ARGS = {"corr_lookup": (1,), "warp": (1,), "convex_upsample": (0,)}
+FLOAT_ARGS = {"corr_lookup": (1,), "warp": (1,), "convex_upsample": (0,), "local_attention": (2,)}
 # Arguments passed as they are (the frames as uploaded).
-NO_ARGS = frozenset({"frames"})
+NO_ARGS = frozenset({"frames", "mean_free_pair"})
 
 
 
@@ -212,7 +212,7 @@ class HalfStorage:
             return np.dtype(np.float32)
         if op in FOLLOW:
             return self.storage if self._any_half(args[0]) else np.dtype(np.float32)
-        if op == "attention" and len(args) > 2 and not _is_half(args[2]):
+        if op in ("attention", "local_attention") and len(args) > 2 and not _is_half(args[2]):
             return np.dtype(np.float32)  # attention of a flow (GMFlow's propagation): a flow
         return self.storage
 
