@@ -107,7 +107,8 @@ extern "C" __global__ void im2col_parts(float* __restrict__ cols, int p0, int ro
                                         int o1, int s1, int c1, int f1, const float* __restrict__ x2,
                                         const float* __restrict__ b2, int o2, int s2, int c2, int f2)
 {
-    im2col_parts_t(cols, p0, rows, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, x0, b0, o0, s0, c0, f0, x1, b1, o1, s1, c1, f1, x2, b2, o2, s2, c2, f2);
+    im2col_parts_t(cols, p0, rows, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, x0, b0, o0, s0, c0, f0,
+                   x1, b1, o1, s1, c1, f1, x2, b2, o2, s2, c2, f2);
 }
 
 extern "C" __global__ void im2col_parts_f16(cvf_f16* __restrict__ cols, int p0, int rows, int H, int W, int Ho,
@@ -118,7 +119,8 @@ extern "C" __global__ void im2col_parts_f16(cvf_f16* __restrict__ cols, int p0, 
                                             const cvf_f16* __restrict__ x2, const cvf_f16* __restrict__ b2, int o2,
                                             int s2, int c2, int f2)
 {
-    im2col_parts_t(cols, p0, rows, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, x0, b0, o0, s0, c0, f0, x1, b1, o1, s1, c1, f1, x2, b2, o2, s2, c2, f2);
+    im2col_parts_t(cols, p0, rows, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, x0, b0, o0, s0, c0, f0,
+                   x1, b1, o1, s1, c1, f1, x2, b2, o2, s2, c2, f2);
 }
 
 extern "C" __global__ void im2col_parts_bf16(cvf_bf16* __restrict__ cols, int p0, int rows, int H, int W, int Ho,
@@ -129,5 +131,6 @@ extern "C" __global__ void im2col_parts_bf16(cvf_bf16* __restrict__ cols, int p0
                                              const cvf_bf16* __restrict__ x2, const cvf_bf16* __restrict__ b2, int o2,
                                              int s2, int c2, int f2)
 {
-    im2col_parts_t(cols, p0, rows, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, x0, b0, o0, s0, c0, f0, x1, b1, o1, s1, c1, f1, x2, b2, o2, s2, c2, f2);
+    im2col_parts_t(cols, p0, rows, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, x0, b0, o0, s0, c0, f0,
+                   x1, b1, o1, s1, c1, f1, x2, b2, o2, s2, c2, f2);
 }

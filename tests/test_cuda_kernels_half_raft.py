@@ -183,7 +183,8 @@ def test_gru_step_half(p, ch, const_rows, has_hzr, mode, seed):
 def _state(vols_r, n, h, w):
     """cvflow.ops.corr's lookup state over given (rounded) volumes."""
     pyr = [np.zeros((n, v.shape[1], v.shape[2], 1), F32) for v in vols_r]
-    return {"f1": None, "pyramid": pyr, "volumes": [v.reshape(v.shape[0], v.shape[1] * v.shape[2]) for v in vols_r], "shape": (n, h, w)}
+    flat = [v.reshape(v.shape[0], v.shape[1] * v.shape[2]) for v in vols_r]
+    return {"f1": None, "pyramid": pyr, "volumes": flat, "shape": (n, h, w)}
 
 
 @settings(max_examples=50, deadline=None)
@@ -326,7 +327,8 @@ def test_mean_free_pair_half(h, w, uint8, mode, seed):
     with cuda_emulator() as ex:
         want = ex.to_host(k_frames.mean_free_pair(ex, a, b))
         got = _down(ex, k_frames.mean_free_pair(ex, a, b, dtype=k_dtype.STORAGE[mode]), mode)
-        with pytest.raises(InputError, match=r"dtype must be float32, float16 or uint16 \(bfloat16 bits\), got float64"):
+        with pytest.raises(InputError, match=r"dtype must be float32, float16 or uint16 \(bfloat16 bits\), got "
+                                             r"float64"):
             k_frames.mean_free_pair(ex, a, b, dtype=np.float64)
     np.testing.assert_array_equal(got, rounded(want, mode))
 

@@ -236,10 +236,10 @@ def conv2d_parts(ex, parts, layer, stride=1, padding=0, dilation=1):
     if any(tuple(p.shape[:3]) != (n, h, w) for p in parts):
         raise InputError(f"concatenated parts differ in (N, H, W): {[tuple(p.shape) for p in parts]}")
     c = sum(p.shape[3] for p in parts)
-    dtype = (parts[0].raw if isinstance(parts[0], Pending) else parts[0]).dtype
-    if any((p.raw if isinstance(p, Pending) else p).dtype != dtype for p in parts):
-        raise InputError(f"concatenated parts differ in storage dtype: "
-                         f"{[str((p.raw if isinstance(p, Pending) else p).dtype) for p in parts]}")
+    dtypes = [(p.raw if isinstance(p, Pending) else p).dtype for p in parts]
+    dtype = dtypes[0]
+    if any(d != dtype for d in dtypes):
+        raise InputError(f"concatenated parts differ in storage dtype: {[str(d) for d in dtypes]}")
     if c != layer.in_channels:
         raise InputError(f"conv2d: input has {c} channels, the layer takes {layer.in_channels}")
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
@@ -259,7 +259,7 @@ def conv2d_parts(ex, parts, layer, stride=1, padding=0, dilation=1):
     mat = like(ex, layer.mat, cols)
     for p0 in range(0, total, rows):
         m = min(rows, total - p0)
-        launch_1d(ex, kernel("im2col:im2col_parts", cols), m * k, cols[:m], i32(p0), i32(m), i32(h), i32(w), i32(ho), i32(wo),
-                  i32(kh), i32(kw), i32(sh), i32(sw), i32(ph), i32(pw), i32(dh), i32(dw), *args)
+        launch_1d(ex, kernel("im2col:im2col_parts", cols), m * k, cols[:m], i32(p0), i32(m), i32(h), i32(w),
+                  i32(ho), i32(wo), i32(kh), i32(kw), i32(sh), i32(sw), i32(ph), i32(pw), i32(dh), i32(dw), *args)
         ex.matmul(cols[:m], mat, out=res[p0:p0 + m])
     return out

@@ -77,7 +77,8 @@ def corr_lookup(ex, pyramid, coords, radius):
     vols = [contiguous(ex, v, dtype) for v in pyramid]
     if len(pyramid) == 4:  # RAFT's four levels: one launch
         dims = [i32(d) for v in vols for d in v.shape[1:]]
-        launch_1d(ex, kernel("corr_lookup:raft_corr_lookup4", out), p * 4 * k * k, *vols, pts, out, i32(p), *dims, i32(radius))
+        launch_1d(ex, kernel("corr_lookup:raft_corr_lookup4", out), p * 4 * k * k, *vols, pts, out, i32(p), *dims,
+                  i32(radius))
         return out
     for lvl, vol in enumerate(vols):
         hl, wl = vol.shape[1:]
@@ -112,8 +113,8 @@ def corr_lookup_on_the_fly(ex, f1, f2_pyramid, coords, radius):
         for p0 in range(0, p, rows):
             m = min(rows, p - p0)
             if hl and wl:
-                launch_1d(ex, kernel("corr_lookup:raft_corr_dots", f1c), m * s * s, f1c, f2l, pts, taps[:m], i32(p0), i32(m),
-                          i32(h * w), i32(hl), i32(wl), i32(d), i32(radius), scale, inv)
+                launch_1d(ex, kernel("corr_lookup:raft_corr_dots", f1c), m * s * s, f1c, f2l, pts, taps[:m], i32(p0),
+                          i32(m), i32(h * w), i32(hl), i32(wl), i32(d), i32(radius), scale, inv)
             launch_1d(ex, kernel("corr_lookup:raft_corr_interp", f1c), m * k * k, taps[:m], pts, out, i32(p0), i32(m),
                       i32(hl), i32(wl), i32(radius), i32(lvl), i32(levels), scale)
     return out

@@ -70,8 +70,8 @@ def copy(ex, x, out=None, act=None):
     dst, doff, ds = _flat(ex, out)
     n, ss = _dims(x.shape, ss)
     _, ds = _dims(x.shape, ds)
-    launch_1d(ex, kernel("strided:strided_copy", x), x.size, src, dst, i32(soff), i32(doff), *map(i32, n), *map(i32, ss),
-              *map(i32, ds), i32(_ACT[act]))
+    launch_1d(ex, kernel("strided:strided_copy", x), x.size, src, dst, i32(soff), i32(doff), *map(i32, n),
+              *map(i32, ss), *map(i32, ds), i32(_ACT[act]))
     return out
 
 
@@ -154,8 +154,8 @@ def scale(ex, x, s, divide=False):
     else:
         sx = sy = float(s)
     out = ex.empty(x.shape, x.dtype)
-    launch_1d(ex, kernel("strided:scale", x), x.size, x, out, i32(x.size), i32(x.shape[-1] if x.ndim else 1), f32(sx), f32(sy),
-              i32(divide))
+    launch_1d(ex, kernel("strided:scale", x), x.size, x, out, i32(x.size), i32(x.shape[-1] if x.ndim else 1),
+              f32(sx), f32(sy), i32(divide))
     return out
 
 
@@ -193,6 +193,6 @@ def frames(ex, img0, img1, pads, mode, mean_std, dtype=np.float32):
     hp, wp = h + top + bottom, w + left + right
     out = ex.empty((2, hp, wp, 3), dtype)
     a, b = (x if x.flags.c_contiguous else ex.xp.ascontiguousarray(x) for x in (img0, img1))
-    launch_1d(ex, name + suffix(out), out.size, a, b, mean_std, out, i32(h), i32(w), i32(cin), i32(hp), i32(wp), i32(top),
-              i32(left), i32(_MODES[mode]))
+    launch_1d(ex, name + suffix(out), out.size, a, b, mean_std, out, i32(h), i32(w), i32(cin), i32(hp), i32(wp),
+              i32(top), i32(left), i32(_MODES[mode]))
     return out
