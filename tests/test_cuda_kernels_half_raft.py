@@ -316,23 +316,6 @@ def test_frames_half(h, w, gray, uint8, norm, mode, seed):
     np.testing.assert_array_equal(padded, rounded(padded32, mode))
 
 
-@settings(max_examples=10, deadline=None)
-@given(sizes, sizes, st.booleans(), modes, seeds)
-def test_mean_free_pair_half(h, w, uint8, mode, seed):
-    """FlowNet's input in half storage: the float32 result rounded once."""
-    from cvflow.backends.cuda import k_frames
-
-    rng = np.random.default_rng(seed)
-    a, b = (rng.integers(0, 256, (h, w, 3)).astype(np.uint8 if uint8 else F32) for _ in range(2))
-    with cuda_emulator() as ex:
-        want = ex.to_host(k_frames.mean_free_pair(ex, a, b))
-        got = _down(ex, k_frames.mean_free_pair(ex, a, b, dtype=k_dtype.STORAGE[mode]), mode)
-        with pytest.raises(InputError, match=r"dtype must be float32, float16 or uint16 \(bfloat16 bits\), got "
-                                             r"float64"):
-            k_frames.mean_free_pair(ex, a, b, dtype=np.float64)
-    np.testing.assert_array_equal(got, rounded(want, mode))
-
-
 # -- strided.cu --------------------------------------------------------------------------------
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, 5), min_size=1, max_size=4), st.sampled_from([None, "relu", "tanh"]), modes, seeds)
