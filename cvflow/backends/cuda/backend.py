@@ -80,7 +80,7 @@ class CudaBackend(GraphOps, TransformerOps, Backend):
         key = ("mean_std", tuple(mean or (0.0,) * 3), tuple(std or (1.0,) * 3))
         ms = self.const(key, lambda: self.asarray(np.asarray(key[1] + key[2], np.float32)))
         mode = "mean_std" if norm not in ("signed", "unit") else norm
-        return k_glue.frames(self.ex, img0, img1, pads, mode, ms), pads
+        return k_glue.frames(self.ex, img0, img1, pads, mode, ms, dtype=self.storage), pads
 
     def crop(self, x, pads):
         return k_glue.copy(self.ex, unpad(x, pads)[0])
@@ -95,8 +95,8 @@ class CudaBackend(GraphOps, TransformerOps, Backend):
         parts = [q for p in parts for q in (p if isinstance(p, list) else [p])]
         parts = [k_act.bias_act_(self.ex, p.raw, p.bias, p.act) if isinstance(p, k_conv.Pending) else p
                  for p in parts]  # a pending output made real: its epilogue over its own fresh buffer
-        if any(p.dtype != np.float32 for p in parts):
-            return self.xp.concatenate(parts, axis=axis)
+        if any(p.dtype != parts[0].dtype for p in parts) or parts[0].dtype not in (np.float32, np.float16, np.uint16):
+            return self.xp.concatenate(parts, axis=axis)  # mixed or other dtypes: NumPy's promotion
         return k_glue.concat(self.ex, parts, axis)
 
     def add(self, a, b):
@@ -199,8 +199,12 @@ class CudaBackend(GraphOps, TransformerOps, Backend):
         return k_convnext.depthwise_conv2d(self.ex, x, layer, p, padding)
 
     def linear(self, x, p):
+        """x (..., I) @ W.T + b -> (..., O): one product, then the bias kernel; any storage."""
         layer = self.prepared(p, "cuda_linear", lambda: k_convnext.prepare_linear(self.ex, p["weight"], p.get("bias")))
-        return k_convnext.linear(self.ex, x, layer)
+        wt = layer["wt"]
+        flat = (x if x.flags.c_contiguous else k_glue.copy(self.ex, x)).reshape(-1, wt.shape[0])
+        out = k_act.bias_act_(self.ex, self.ex.matmul(flat, wt), layer["bias"])
+        return out.reshape(*x.shape[:-1], wt.shape[1])
 
     # -- point-wise and normalisation ----------------------------------------------------
     def gelu(self, x):

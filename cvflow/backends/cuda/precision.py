@@ -35,7 +35,8 @@ KERNELS = {
     "conv2d": _CONV, "conv2d_": _CONV, "same_conv": _CONV, "conv_bn": _CONV + ("norm:scale_shift",),
     "conv_transpose2d": ("col2im:col2im", "act:bias_act"),
     "depthwise_conv2d": ("depthwise:depthwise_conv2d",),
-    "linear": _UNTYPED, "gelu": _UNTYPED, "gelu_": _UNTYPED, "frames": _UNTYPED,
+    "linear": _COPY + ("act:bias_act",), "gelu": _COPY + ("act:gelu",), "gelu_": ("act:gelu",),
+    "frames": _UNTYPED,  # frames as uploaded in, the backend's storage out (its dtype=)
     "layer_norm": ("layer_norm:layer_norm_last",),
     "relu": _COPY, "tanh": _COPY, "contiguous": _COPY, "crop": _COPY,
     "relu_": ("act:bias_act",), "leaky_relu_": ("act:bias_act",), "add_bias_": ("act:bias_act",),
@@ -262,9 +263,10 @@ class HalfStorage:
         return layer  # the placed float32 weight is not the prepared (half) matrix
 
     def prepared(self, layer, kind, make):
-        """Derived weights in storage: convolution matrices and depthwise taps in half
-        (rounded to nearest even); biases and affines stay float32. An op that falls back
-        reads the same rounded weights as float32 (a second prepared entry)."""
+        """Derived weights in storage: convolution and linear matrices, depthwise taps and
+        their biases in half (rounded to nearest even: the kernels read a bias in x's
+        storage type); norm affines stay float32. An op that falls back reads the same
+        rounded weights as float32 (a second prepared entry)."""
         if kind not in _HALF_WEIGHTS:
             return super().prepared(layer, kind, make)
         field = _HALF_WEIGHTS[kind]
@@ -284,15 +286,15 @@ class HalfStorage:
         return host.astype(np.float32) if host.dtype == np.float16 else host
 
 
-# prepared kind -> the field holding its weights (ConvLayer attribute or dict key)
-_HALF_WEIGHTS = {"cuda_conv": "mat", "cuda_tconv": "mat", "cuda_gru_hx": "mat", "cuda_linear": "wt",
-                 "cuda_dw": "taps"}
+# prepared kind -> the fields holding its weights (ConvLayer attributes or dict keys)
+_HALF_WEIGHTS = {"cuda_conv": ("mat", "bias"), "cuda_tconv": ("mat", "bias"), "cuda_gru_hx": ("mat", "bias"),
+                 "cuda_linear": ("wt", "bias"), "cuda_dw": ("taps", "bias")}
 
 
-def _with(layer, field, fn):
-    if isinstance(layer, dict):
-        return {**layer, field: fn(layer[field])}
-    return replace(layer, **{field: fn(getattr(layer, field))})
+def _with(layer, fields, fn):
+    get = layer.get if isinstance(layer, dict) else lambda f: getattr(layer, f)
+    new = {f: fn(get(f)) for f in fields if get(f) is not None}
+    return {**layer, **new} if isinstance(layer, dict) else replace(layer, **new)
 
 
 def _boundary_method(op):
