@@ -217,8 +217,8 @@ class CudaBackend(GraphOps, TransformerOps, Backend):
         return k_glue.copy(self.ex, x, act="relu")
 
     def relu_(self, x):
-        if not x.flags.c_contiguous:  # a view (RAFT's split head): glue, in place
-            return self.xp.maximum(x, 0, out=x)
+        if not x.flags.c_contiguous:  # a view (RAFT's split head): the strided copy over itself
+            return k_glue.copy(self.ex, x, out=x, act="relu")
         return k_act.relu_(self.ex, x)
 
     def leaky_relu_(self, x, slope=0.1):

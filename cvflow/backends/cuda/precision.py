@@ -240,7 +240,7 @@ class HalfStorage:
 
     def _in_place(self, op, fn, args, kw):
         x = args[0]
-        if typed(op):
+        if typed(op) and (x.flags.c_contiguous or op == "relu_"):  # views: glue for float32 only
             rest = tuple(self._map(a, self.to_half, dicts=False) if op == "add_relu_" else a for a in args[1:])
             return fn(x, *rest, **kw)
         self.fallbacks[op] += 1
