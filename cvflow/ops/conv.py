@@ -36,6 +36,9 @@ from cvflow.ops.parallel import matmul as pooled_matmul
 
 # Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
 _CHUNK_BYTES = 2 << 20
+# Frames and flows (C <= 8): kh*kw copies of a few planes per chunk, each a NumPy call
+# that re-takes the GIL (see cvflow.ops.parallel.CHUNK): larger chunks, fewer calls.
+_PLANAR_BYTES = 8 << 20
 _WINO_BYTES = 4 << 20
 # Matrix rows per product (at least). Every BLAS call hands its work to OpenBLAS's threads,
 # and on a loaded VM that hand-off costs ~0.1 ms: few, large products keep it negligible
@@ -292,7 +295,7 @@ def _planar(x, p, stride, ph, pw, dilation, out, act, slope):
     hs, ws = -(-(h + 2 * ph) // sh), -(-(wd + 2 * pw) // sw)  # rows, columns per phase
     padded = _scratch(xp, c * hs * sh * ws * sw, "planar_in", x.dtype).reshape(c, hs * sh, ws * sw)
     phases = _scratch(xp, padded.size, "planar_ph", x.dtype).reshape(c, sh, sw, hs, ws)
-    rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
+    rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _PLANAR_BYTES)
     taps = [((i * dh) % sh, (j * dw) % sw, (i * dh) // sh, (j * dw) // sw) for i in range(kh) for j in range(kw)]
 
     def chunk(job, b):
