@@ -21,6 +21,7 @@ by a setter that the pass registers (`limited(n, blas=...)`, see
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -114,15 +115,39 @@ def run(fn, items, xp=np, blas_one=False):
     if len(items) < 2 or xp is not np or n < 2 or getattr(_LOCAL, "busy", False):
         return [fn(item) for item in items]
     if not blas_one:
-        return list(_pool(n).map(lambda item: _call(fn, item), items))
+        return _share(fn, items, n)
     setter = getattr(_LOCAL, "blas", None)
     if setter is None:
         return [fn(item) for item in items]
     setter(1)
     try:
-        return list(_pool(n).map(lambda item: _call(fn, item), items))
+        return _share(fn, items, n)
     finally:
         setter(_LOCAL.limit)
+
+
+def _share(fn, items, n):
+    """Every item once, taken in order by this thread and n - 1 pool threads. The calling
+    thread works rather than waits: one wake-up fewer per pass (waking a sleeping thread
+    costs 0.1-0.3 ms on a 2-core VM) and its caches stay warm."""
+    results = [None] * len(items)
+    nxt = itertools.count()  # next() on it is atomic under the GIL
+
+    def drain():
+        for i in nxt:
+            if i >= len(items):
+                return
+            results[i] = _call(fn, items[i])
+
+    helpers = [_pool(n - 1).submit(drain) for _ in range(min(n, len(items)) - 1)]
+    try:
+        drain()
+    finally:
+        for f in helpers:  # before returning or raising: they write into shared buffers
+            f.exception()
+    for f in helpers:
+        f.result()
+    return results
 
 
 def pooled_products() -> bool:
