@@ -3,6 +3,10 @@
 // divided by rgb_max. Frames as uploaded: (H, W, cin) BGR (cin = 3) or gray (cin = 1,
 // repeated), uint8 or float32 0..255. Three launches, no shared memory: per-chunk partial
 // sums in double, the three means, then one thread per output element.
+// The output is typed (O: float, or kernels/dtype.h's half storage: pair_normalize_u8_f16,
+// pair_normalize_f32_bf16, ...): the first activation of a half-precision pass. The frames
+// stay as uploaded (uint8 or float32) and the statistics (sums, means) float64/float32:
+// a mean over all pixels in half would lose the 8 bits of the frames' values.
 
 // The BGR channel c of pixel m.
 template <typename T>
@@ -28,10 +32,10 @@ __device__ __forceinline__ void partial_sums(const T* __restrict__ f0, const T* 
 }
 
 // out[m, j] = (frame_{j/3}[m, BGR 2 - j%3] - mean[2 - j%3]) / rgb_max, float32 roundings as
-// the NumPy op (subtract, then divide). out: (M, 6).
-template <typename T>
+// the NumPy op (subtract, then divide), then one rounding to O. out: (M, 6).
+template <typename T, typename O>
 __device__ __forceinline__ void normalize(const T* __restrict__ f0, const T* __restrict__ f1,
-                                          const float* __restrict__ mean, float* __restrict__ out, int M, int cin,
+                                          const float* __restrict__ mean, O* __restrict__ out, int M, int cin,
                                           float rgb_max)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -39,10 +43,11 @@ __device__ __forceinline__ void normalize(const T* __restrict__ f0, const T* __r
     int j = i % 6, m = i / 6;
     int c = 2 - j % 3;
     float v = pixel(j < 3 ? f0 : f1, m, cin, c);
-    out[i] = __fdiv_rn(__fsub_rn(v, mean[c]), rgb_max);
+    out[i] = cvf_from_f32<O>(__fdiv_rn(__fsub_rn(v, mean[c]), rgb_max));
 }
 
-extern "C" __global__ void pair_partial_u8(const unsigned char* __restrict__ f0, const unsigned char* __restrict__ f1,
+extern "C" __global__ void pair_partial_u8(const unsigned char* __restrict__ f0,
+                                           const unsigned char* __restrict__ f1,
                                            double* __restrict__ partial, int M, int cin, int chunk, int chunks)
 {
     partial_sums(f0, f1, partial, M, cin, chunk, chunks);
@@ -79,6 +84,36 @@ extern "C" __global__ void pair_normalize_u8(const unsigned char* __restrict__ f
 extern "C" __global__ void pair_normalize_f32(const float* __restrict__ f0, const float* __restrict__ f1,
                                               const float* __restrict__ mean, float* __restrict__ out, int M,
                                               int cin, float rgb_max)
+{
+    normalize(f0, f1, mean, out, M, cin, rgb_max);
+}
+
+extern "C" __global__ void pair_normalize_u8_f16(const unsigned char* __restrict__ f0,
+                                                 const unsigned char* __restrict__ f1,
+                                                 const float* __restrict__ mean, cvf_f16* __restrict__ out,
+                                                 int M, int cin, float rgb_max)
+{
+    normalize(f0, f1, mean, out, M, cin, rgb_max);
+}
+
+extern "C" __global__ void pair_normalize_u8_bf16(const unsigned char* __restrict__ f0,
+                                                  const unsigned char* __restrict__ f1,
+                                                  const float* __restrict__ mean, cvf_bf16* __restrict__ out,
+                                                  int M, int cin, float rgb_max)
+{
+    normalize(f0, f1, mean, out, M, cin, rgb_max);
+}
+
+extern "C" __global__ void pair_normalize_f32_f16(const float* __restrict__ f0, const float* __restrict__ f1,
+                                                  const float* __restrict__ mean, cvf_f16* __restrict__ out,
+                                                  int M, int cin, float rgb_max)
+{
+    normalize(f0, f1, mean, out, M, cin, rgb_max);
+}
+
+extern "C" __global__ void pair_normalize_f32_bf16(const float* __restrict__ f0, const float* __restrict__ f1,
+                                                   const float* __restrict__ mean, cvf_bf16* __restrict__ out,
+                                                   int M, int cin, float rgb_max)
 {
     normalize(f0, f1, mean, out, M, cin, rgb_max);
 }

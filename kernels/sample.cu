@@ -2,15 +2,19 @@
 // warps (cvflow/ops/sample.py). border = 0: taps outside contribute 0 (grid_sample zeros);
 // border = 1: tap indices clamp to the edge (FlowNet2's Resample2d). Rounded as the NumPy
 // op: weight = wy*wx, out = ((t00 + t01) + t10) + t11 with t = img * weight.
+// T: float, or kernels/dtype.h's half storage (<name>_f16 / <name>_bf16) for img and out;
+// the positions (coordinates or a flow) stay float32, as do the weights and the sum,
+// rounded once on store.
 
 // out[n, y, x, c] = img sampled at pos[n, y, x] (is_flow = 0: pos is (x, y); is_flow = 1:
 // pos is a flow and the position is (x + pos_x, y + pos_y)). img (N, H, W, C),
 // pos (N, h, w, 2), out (N, h, w, C). img may be a channel slice of a wider map: its pixel
 // (n, y, x) starts at img[((n*H + y)*W + x)*S + O] (S = C, O = 0 for a whole map).
 // One output element per thread.
-extern "C" __global__ void bilinear_sample(const float* __restrict__ img, const float* __restrict__ pos,
-                                           float* __restrict__ out, int N, int H, int W, int C,
-                                           int h, int w, int is_flow, int border, int S, int O)
+template <typename T>
+__device__ __forceinline__ void bilinear_sample_t(const T* __restrict__ img, const float* __restrict__ pos,
+                                                  T* __restrict__ out, int N, int H, int W, int C, int h, int w,
+                                                  int is_flow, int border, int S, int O)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * h * w * C) return;
@@ -38,9 +42,30 @@ extern "C" __global__ void bilinear_sample(const float* __restrict__ img, const 
             float wx = dx ? ax : __fsub_rn(1.0f, ax);
             if (!border && (xi < 0 || xi >= W)) wx = 0.0f;
             xi = min(max(xi, 0), W - 1);
-            float v = img[(((long long)n * H + yi) * W + xi) * S + O + c];
+            float v = cvf_f32(img[(((long long)n * H + yi) * W + xi) * S + O + c]);
             acc = __fadd_rn(acc, __fmul_rn(v, __fmul_rn(wy, wx)));
         }
     }
-    out[i] = acc;
+    out[i] = cvf_from_f32<T>(acc);
+}
+
+extern "C" __global__ void bilinear_sample(const float* __restrict__ img, const float* __restrict__ pos,
+                                           float* __restrict__ out, int N, int H, int W, int C, int h, int w,
+                                           int is_flow, int border, int S, int O)
+{
+    bilinear_sample_t(img, pos, out, N, H, W, C, h, w, is_flow, border, S, O);
+}
+
+extern "C" __global__ void bilinear_sample_f16(const cvf_f16* __restrict__ img, const float* __restrict__ pos,
+                                               cvf_f16* __restrict__ out, int N, int H, int W, int C, int h, int w,
+                                               int is_flow, int border, int S, int O)
+{
+    bilinear_sample_t(img, pos, out, N, H, W, C, h, w, is_flow, border, S, O);
+}
+
+extern "C" __global__ void bilinear_sample_bf16(const cvf_bf16* __restrict__ img, const float* __restrict__ pos,
+                                                cvf_bf16* __restrict__ out, int N, int H, int W, int C, int h, int w,
+                                                int is_flow, int border, int S, int O)
+{
+    bilinear_sample_t(img, pos, out, N, H, W, C, h, w, is_flow, border, S, O);
 }

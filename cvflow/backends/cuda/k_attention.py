@@ -6,12 +6,20 @@ Same results as cvflow/ops/attention.py, ops/window.py and ops/matching.py withi
 float32 rounding (the softmax is normalised before the value product here, after it
 there). Tiling is the device's: one block of scores for all problems and rows while it
 stays under `SCORE_BYTES` (GMFlow at 448x1024: one block per attention), where the CPU
-takes cache-sized ones. Arrays: float32 on the executor, contiguous.
+takes cache-sized ones. Arrays: contiguous on the executor, float32 or half storage
+(`k_dtype`: float16, or uint16 bfloat16 bits). Half inputs give half outputs: q, k, v,
+the scores and the probabilities are stored in q's (or f0's, v's) type, products and
+softmax computed in float32. What stays float32 in every mode: the attention bias (a
+constant mask of 0 and -100) and the matching flows (the models' output and the next
+stage's sampling offsets, sub-pixel quantities half storage would coarsen).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from cvflow.backends.cuda import k_dtype
 from cvflow.backends.cuda.executor import contiguous, f32, i32, launch_1d
 from cvflow.errors import InputError
 
@@ -20,17 +28,29 @@ from cvflow.errors import InputError
 SCORE_BYTES = 1 << 30
 
 
-def _row_block(problems, n_q, n_k):
+def _row_block(problems, n_q, n_k, itemsize=4):
     """Query rows per block: every problem's scores at once, in bands of rows of at most
     SCORE_BYTES (all rows when they fit)."""
-    return max(1, min(n_q, SCORE_BYTES // max(1, problems * n_k * 4)))
+    return max(1, min(n_q, SCORE_BYTES // max(1, problems * n_k * itemsize)))
+
+
+def _typed(ex, x, like):
+    """x contiguous on the executor in the storage dtype of `like`."""
+    return k_dtype.like(ex, contiguous(ex, x, k_dtype.storage(x)), like)
+
+
+def _float32(ex, x):
+    """x contiguous float32 on the executor (half storage converted exactly)."""
+    return contiguous(ex, k_dtype.to_float(ex, x) if k_dtype.storage(x) != np.float32 else x)
 
 
 def attention(ex, q, k, v, bias=None, scale=None):
     """softmax(q @ k^T * scale + bias) @ v. q: (..., L, C), k: (..., S, C), v: (..., S, D);
-    bias: None or (P, L, S) with the problems (product of the leading axes) reading bias
-    problem index % P (a shifted-window mask, the same for every image). Returns (..., L, D)."""
-    q, k, v = contiguous(ex, q), contiguous(ex, k), contiguous(ex, v)
+    bias: None or (P, L, S) float32 with the problems (product of the leading axes) reading bias
+    problem index % P (a shifted-window mask, the same for every image). Returns (..., L, D)
+    in q's storage dtype (k and v are converted to it)."""
+    q = contiguous(ex, q, k_dtype.storage(q))
+    k, v = _typed(ex, k, q), _typed(ex, v, q)
     *lead, n_q, c = q.shape
     n_k, d = k.shape[-2], v.shape[-1]
     batch = math.prod(lead)
@@ -39,15 +59,18 @@ def attention(ex, q, k, v, bias=None, scale=None):
     kt = k.reshape(batch, n_k, c).swapaxes(-1, -2)
     vb = v.reshape(batch, n_k, d)
     if bias is not None:
-        bias = contiguous(ex, bias)
+        bias = _float32(ex, bias)
         if bias.ndim != 3 or tuple(bias.shape[1:]) != (n_q, n_k) or batch % bias.shape[0]:
             raise InputError(f"bias must be (P, {n_q}, {n_k}) with P dividing {batch}, got {tuple(bias.shape)}")
-    rows = _row_block(batch, n_q, n_k)
-    out = ex.empty((batch, n_q, d))
+    rows = _row_block(batch, n_q, n_k, q.itemsize)
+    out = ex.empty((batch, n_q, d), q.dtype)
+    # without a bias the kernel reads none, but its argument is a float32 array all the same
+    unused = None if bias is not None or q.dtype == np.float32 else ex.empty((1,))
     for r0 in range(0, n_q, rows):
         r1 = min(n_q, r0 + rows)
         s = ex.matmul(qb if (r0, r1) == (0, n_q) else qb[:, r0:r1], kt)
-        launch_1d(ex, "softmax:softmax_rows", batch * (r1 - r0), s, s if bias is None else bias,
+        b = bias if bias is not None else s if unused is None else unused
+        launch_1d(ex, k_dtype.kernel("softmax:softmax_rows", s), batch * (r1 - r0), s, b,
                   i32(batch * (r1 - r0)), i32(n_k), inv, i32(bias is not None), i32(r1 - r0), i32(n_q),
                   i32(1 if bias is None else bias.shape[0]), i32(r0))
         ex.matmul(s, vb, out=out if (r0, r1) == (0, n_q) else out[:, r0:r1])
@@ -55,27 +78,30 @@ def attention(ex, q, k, v, bias=None, scale=None):
 
 
 def window_partition(ex, x, splits, sh=0, sw=0):
-    """(N, H, W, C) rolled by (-sh, -sw) -> (N*s*s, H/s * W/s, C) windows."""
-    x = contiguous(ex, x)
+    """(N, H, W, C) rolled by (-sh, -sw) -> (N*s*s, H/s * W/s, C) windows, in x's storage dtype."""
+    x = contiguous(ex, x, k_dtype.storage(x))
     n, h, w, c = x.shape
-    out = ex.empty((n * splits * splits, (h // splits) * (w // splits), c))
-    launch_1d(ex, "window:window_partition", x.size, x, out, i32(n), i32(h), i32(w), i32(c), i32(splits),
-              i32(sh), i32(sw))
+    out = ex.empty((n * splits * splits, (h // splits) * (w // splits), c), x.dtype)
+    launch_1d(ex, k_dtype.kernel("window:window_partition", x), x.size, x, out, i32(n), i32(h), i32(w), i32(c),
+              i32(splits), i32(sh), i32(sw))
     return out
 
 
 def window_merge(ex, win, shape, splits, sh=0, sw=0):
-    """Inverse of `window_partition`: windows -> (N, H, W, C) = `shape`, rolled back."""
+    """Inverse of `window_partition`: windows -> (N, H, W, C) = `shape`, rolled back, in
+    win's storage dtype."""
     n, h, w, c = shape
-    out = ex.empty(shape)
-    launch_1d(ex, "window:window_merge", out.size, contiguous(ex, win), out, i32(n), i32(h), i32(w), i32(c),
+    win = contiguous(ex, win, k_dtype.storage(win))
+    out = ex.empty(shape, win.dtype)
+    launch_1d(ex, k_dtype.kernel("window:window_merge", win), out.size, win, out, i32(n), i32(h), i32(w), i32(c),
               i32(splits), i32(sh), i32(sw))
     return out
 
 
 def window_attention(ex, q, k, v, splits, shift, mask):
     """Attention inside each of splits x splits windows of (N, H, W, C) maps, shifted by
-    (shift_sizes) with the additive `mask` (s*s, L, L) when `shift`. Returns (N, H, W, C)."""
+    (shift_sizes) with the additive float32 `mask` (s*s, L, L) when `shift`. Returns
+    (N, H, W, C) in q's storage dtype."""
     from cvflow.ops.window import shift_sizes
 
     n, h, w, c = q.shape
@@ -88,41 +114,46 @@ def window_attention(ex, q, k, v, splits, shift, mask):
 
 
 def global_matching(ex, f0, f1):
-    """Flow (N, H, W, 2): per pixel of f0, the softmax over all pixels of f1 of
-    <f0, f1> / sqrt(C), its expected (x, y) minus the pixel's (one kernel, no grid)."""
-    f0, f1 = contiguous(ex, f0), contiguous(ex, f1)
+    """Flow (N, H, W, 2) float32: per pixel of f0, the softmax over all pixels of f1 of
+    <f0, f1> / sqrt(C), its expected (x, y) minus the pixel's (one kernel, no grid). The
+    scores are stored in f0's storage dtype (f1 is converted to it)."""
+    f0 = contiguous(ex, f0, k_dtype.storage(f0))
+    f1 = _typed(ex, f1, f0)
     n, h, w, c = f0.shape
     hw = h * w
     q = f0.reshape(n, hw, c)
     kt = f1.reshape(n, hw, c).swapaxes(-1, -2)
     flow = ex.empty((n, h, w, 2))
-    rows = _row_block(n, hw, hw)
+    rows = _row_block(n, hw, hw, f0.itemsize)
     inv = f32(1.0 / math.sqrt(c))
     for r0 in range(0, hw, rows):
         r1 = min(hw, r0 + rows)
         s = ex.matmul(q if (r0, r1) == (0, hw) else q[:, r0:r1], kt)
-        launch_1d(ex, "matching:global_match_flow", n * (r1 - r0), s, flow, i32(n * (r1 - r0)), i32(hw), i32(w),
-                  inv, i32(r1 - r0), i32(r0))
+        launch_1d(ex, k_dtype.kernel("matching:global_match_flow", s), n * (r1 - r0), s, flow, i32(n * (r1 - r0)),
+                  i32(hw), i32(w), inv, i32(r1 - r0), i32(r0))
     return flow
 
 
 def local_matching(ex, corr, radius, channels):
-    """Flow (N, H, W, 2) from `corr` (N, H, W, (2r+1)^2), patch_correlation's channel
-    means of `channels`-channel features: softmax over the window positions inside the
-    map, expected offset."""
+    """Flow (N, H, W, 2) float32 from `corr` (N, H, W, (2r+1)^2, float32 or half storage),
+    patch_correlation's channel means of `channels`-channel features: softmax over the
+    window positions inside the map, expected offset."""
+    corr = contiguous(ex, corr, k_dtype.storage(corr))
     n, h, w, _ = corr.shape
     flow = ex.empty((n, h, w, 2))
-    launch_1d(ex, "matching:local_match_flow", n * h * w, contiguous(ex, corr), flow, i32(n), i32(h), i32(w),
-              i32(radius), f32(math.sqrt(channels)))
+    launch_1d(ex, k_dtype.kernel("matching:local_match_flow", corr), n * h * w, corr, flow, i32(n), i32(h),
+              i32(w), i32(radius), f32(math.sqrt(channels)))
     return flow
 
 
 def local_attention(ex, corr, v, radius, channels):
-    """(N, H, W, D): softmax over the (2r+1)^2 neighbourhood scores `corr` (channel means
-    of `channels`-channel q.k, zero outside) of the zero-padded neighbours of v."""
-    v = contiguous(ex, v)
+    """(N, H, W, D) in v's storage dtype: softmax over the (2r+1)^2 neighbourhood scores
+    `corr` (channel means of `channels`-channel q.k, zero outside; converted to v's type)
+    of the zero-padded neighbours of v."""
+    v = contiguous(ex, v, k_dtype.storage(v))
+    corr = _typed(ex, corr, v)
     n, h, w, d = v.shape
-    out = ex.empty((n, h, w, d))
-    launch_1d(ex, "local_attention:local_attention", out.size, contiguous(ex, corr), v, out, i32(n), i32(h),
+    out = ex.empty((n, h, w, d), v.dtype)
+    launch_1d(ex, k_dtype.kernel("local_attention:local_attention", v), out.size, corr, v, out, i32(n), i32(h),
               i32(w), i32(d), i32(radius), f32(math.sqrt(channels)))
     return out

@@ -57,7 +57,7 @@ def layer_norm(ex, x, weight, bias, eps=1e-5):
 def gelu(ex, x):
     """Exact (erf) GELU of x, a new array."""
     out = k_glue.copy(ex, x)  # a kernel, not an array op: a pass stays capturable
-    launch_1d(ex, "act:gelu", out.size, out, i32(out.size))
+    launch_1d(ex, kernel("act:gelu", out), out.size, out, i32(out.size))
     return out
 
 

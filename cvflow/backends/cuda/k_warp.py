@@ -1,9 +1,14 @@
 """Bilinear sampling and backward warps on the CUDA backend (kernels/sample.cu), as
-cvflow/ops/sample.py (pixel coordinates, 0 at the centre of the first pixel)."""
+cvflow/ops/sample.py (pixel coordinates, 0 at the centre of the first pixel).
+
+Storage (`k_dtype`): the image and the output in float32 or half storage (the output takes
+the image's); coordinates and flows stay float32 (half ones are converted): a sub-pixel
+position is not rounded to half."""
 from __future__ import annotations
 
-from cvflow.backends.cuda.executor import contiguous, i32, launch_1d
-from cvflow.backends.cuda.k_glue import rows
+from cvflow.backends.cuda.executor import i32, launch_1d
+from cvflow.backends.cuda.k_dtype import kernel
+from cvflow.backends.cuda.k_glue import floats, rows
 from cvflow.errors import InputError
 
 _PADDING = {"zeros": 0, "border": 1}
@@ -12,14 +17,14 @@ _PADDING = {"zeros": 0, "border": 1}
 def _sample(ex, img, pos, padding, is_flow):
     if padding not in _PADDING:
         raise InputError(f"padding must be 'zeros' or 'border', got {padding!r}")
-    pos = contiguous(ex, pos)
+    pos = floats(ex, pos)
     n, hh, ww, c = img.shape
     base, stride, offset = rows(ex, img)  # a channel slice is read in place
     if pos.ndim != 4 or pos.shape[0] != n or pos.shape[-1] != 2:
         raise InputError(f"coordinates must be (N, h, w, 2) with N = {n}, got {tuple(pos.shape)}")
     _, h, w, _ = pos.shape
-    out = ex.empty((n, h, w, c))
-    launch_1d(ex, "sample:bilinear_sample", out.size, base, pos, out, i32(n), i32(hh), i32(ww), i32(c),
+    out = ex.empty((n, h, w, c), base.dtype)
+    launch_1d(ex, kernel("sample:bilinear_sample", base), out.size, base, pos, out, i32(n), i32(hh), i32(ww), i32(c),
               i32(h), i32(w), i32(is_flow), i32(_PADDING[padding]), i32(stride), i32(offset))
     return out
 

@@ -3,6 +3,10 @@ attention in device-sized blocks with its softmax, shifted windows, matching and
 attention as kernels (`k_attention.py`), and the few point-wise ops they need besides
 the backend's glue (`k_tensor.py`). A mixin of `CudaBackend` (which provides `ex`,
 `patch_correlation` and `shifted_window_mask`); kept apart so backend.py stays small.
+
+Arrays are float32 or half storage (`k_dtype`); each op returns its input's storage dtype,
+except the matching flows, which stay float32 in every mode (k_attention.py), and the
+shifted-window mask, a float32 constant.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 
 from cvflow.backends.cuda import k_attention, k_tensor
 from cvflow.backends.cuda.executor import launch_1d
+from cvflow.backends.cuda.k_dtype import kernel
 
 
 class TransformerOps:
@@ -39,7 +44,7 @@ class TransformerOps:
         """GELU in place on a C-contiguous x (the caller's fresh product)."""
         if not x.flags.c_contiguous:
             return self.gelu(x)
-        launch_1d(self.ex, "act:gelu", x.size, x, np.int32(x.size))
+        launch_1d(self.ex, kernel("act:gelu", x), x.size, x, np.int32(x.size))
         return x
 
     def hardtanh(self, x, lo, hi):
