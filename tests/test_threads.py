@@ -55,7 +55,9 @@ def test_threads_bound_every_pool_during_each_call_and_are_restored(weights, thr
             algo.calcBidirectional(frame, frame)
             algo.calc_batch([frame], [frame])
         assert len(calls) > 10
-        assert set(calls) == {((threads,), min(threads, parallel.MAX_WORKERS), threads)}
+        # OpenCV at one thread: its calls inside a pass are split by cvflow's pool (an
+        # idle OpenCV worker spins with sched_yield against the pool's threads)
+        assert set(calls) == {((threads,), min(threads, parallel.MAX_WORKERS), 1)}
         assert _blas() == [3] and cv2.getNumThreads() == cv2_before
         assert parallel.workers() == min(parallel.default_threads(), parallel.MAX_WORKERS)
 

@@ -1,9 +1,13 @@
 """Thread limits of one forward pass on the CPU: BLAS, cvflow's own pool and OpenCV's.
 
-A CPU forward pass runs three thread pools in turn: BLAS's (the products), cvflow's
-(`cvflow.ops.parallel`: memory-bound passes) and OpenCV's (resizes, thresholds). They
-never run at once, so the same `n` bounds all three. Outside the pass, every pool is
-back at the size it had: the caller's other NumPy/OpenCV code is untouched.
+A CPU forward pass runs BLAS's threads (products outside the pool) and cvflow's pool
+(`cvflow.ops.parallel`: memory-bound passes, and most products at one BLAS thread
+each) in turn, never at once, so the same `n` bounds both. OpenCV runs at one thread
+during the pass: its calls there (thresholds, reductions, filters) sit inside the
+pool's pieces, and an OpenCV worker woken by a call from the calling thread spins
+with sched_yield against the pool's threads afterwards (perf, RAFT-small at 2
+threads). Outside the pass, every pool is back at the size it had: the caller's other
+NumPy/OpenCV code is untouched.
 
 Why it matters: OpenBLAS's threads spin while they wait for each other. On a machine
 busier than its cores (other processes, or several models side by side), a thread that
@@ -83,11 +87,11 @@ def _set_blas(n):
 
 @contextmanager
 def limited(n: int):
-    """Within the block, BLAS, cvflow's pool and OpenCV use at most n threads (n >= 1).
+    """Within the block, BLAS and cvflow's pool use at most n threads (n >= 1), OpenCV one.
     Products that cvflow splits itself run in its pool with BLAS at one thread
     (`cvflow.ops.parallel.matmul`): still n threads at most."""
     with ExitStack() as stack:
         stack.enter_context(_controller().limit(limits=n, user_api="blas"))
         stack.enter_context(parallel.limited(n, blas=_set_blas))
-        stack.enter_context(_cv2_threads(n))
+        stack.enter_context(_cv2_threads(1))
         yield

@@ -29,6 +29,7 @@ import threading
 from cvflow.arrays import get_xp
 from cvflow.ops import arena
 from cvflow.ops import conv_winograd as wino
+from cvflow.ops.im2col import fill as _fill, span as _span
 from cvflow.ops.act import leaky_relu_, relu_
 from cvflow.ops.parallel import map_spans, pooled_products, run, workers
 from cvflow.ops.parallel import SPLIT_MACS as _SPLIT_MACS
@@ -36,6 +37,9 @@ from cvflow.ops.parallel import matmul as pooled_matmul
 
 # Bytes of copied input per chunk: L2/L3-resident, yet enough rows for an efficient product.
 _CHUNK_BYTES = 2 << 20
+# Frames and flows (C <= 8): kh*kw copies of a few planes per chunk, each a NumPy call
+# that re-takes the GIL (see cvflow.ops.parallel.CHUNK): larger chunks, fewer calls.
+_PLANAR_BYTES = 8 << 20
 _WINO_BYTES = 4 << 20
 # Matrix rows per product (at least). Every BLAS call hands its work to OpenBLAS's threads,
 # and on a loaded VM that hand-off costs ~0.1 ms: few, large products keep it negligible
@@ -109,48 +113,6 @@ def _cached(p, key, make):
     if m is None:
         m = p[key] = make(p["weight"])
     return m
-
-
-def _span(n_out, n_in, step, off):
-    """[a, b): the outputs o < n_out whose input o*step + off lies in [0, n_in)."""
-    a = max(0, -(off // step))
-    b = min(n_out, (n_in - 1 - off) // step + 1) if n_in > off else 0
-    return a, max(a, b)
-
-
-def _fill(dst, src, y0, sh, dh, sw, dw, pw):
-    """Zero-padded im2col: dst[t, c, i, j] = src[y0 + t*sh + i*dh, c*sw + j*dw - pw]
-    (zero where outside src). dst: (m, wo, kh, kw, C) view; src: (H, W, C)."""
-    xp = get_xp(src)
-    m, wo, kh, kw, c = dst.shape
-    h, w = src.shape[:2]
-    for i in range(kh):
-        a, b = _span(m, h, sh, y0 + i * dh)
-        dst[:a, :, i] = 0
-        dst[b:, :, i] = 0
-        if b == a:
-            continue
-        ys = y0 + i * dh + a * sh
-        rows = src[ys:ys + (b - a - 1) * sh + 1:sh]
-        out = dst[a:b, :, i]
-        # Columns whose kw taps are all inside: one copy of kw*C contiguous values each.
-        ca, cb = _span(wo, w - (kw - 1) * dw, sw, -pw) if dw == 1 else (0, 0)
-        if cb > ca:
-            first = rows[:, ca * sw - pw:]
-            view = xp.lib.stride_tricks.as_strided(
-                first, shape=(b - a, cb - ca, kw * c),
-                strides=(rows.strides[0], sw * src.strides[1], src.strides[2]))
-            out[:, ca:cb].reshape(b - a, cb - ca, kw * c)[...] = view
-        for j in range(kw):  # the rest, tap by tap (all of it when dilated)
-            ja, jb = _span(wo, w, sw, j * dw - pw)
-            for lo, hi in ((0, ca), (cb, wo)) if cb > ca else ((0, wo),):
-                lo_in = min(hi, max(lo, ja))
-                hi_in = max(lo_in, min(hi, jb))
-                out[:, lo:lo_in, j] = 0
-                out[:, hi_in:hi, j] = 0
-                if hi_in > lo_in:
-                    x0 = lo_in * sw + j * dw - pw
-                    out[:, lo_in:hi_in, j] = rows[:, x0:x0 + (hi_in - lo_in - 1) * sw + 1:sw]
 
 
 def _finish(res, bias, act, slope):
@@ -292,7 +254,7 @@ def _planar(x, p, stride, ph, pw, dilation, out, act, slope):
     hs, ws = -(-(h + 2 * ph) // sh), -(-(wd + 2 * pw) // sw)  # rows, columns per phase
     padded = _scratch(xp, c * hs * sh * ws * sw, "planar_in", x.dtype).reshape(c, hs * sh, ws * sw)
     phases = _scratch(xp, padded.size, "planar_ph", x.dtype).reshape(c, sh, sw, hs, ws)
-    rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _CHUNK_BYTES)
+    rows = _chunk_rows(ho, wo * k * x.itemsize, wo, _PLANAR_BYTES)
     taps = [((i * dh) % sh, (j * dw) % sw, (i * dh) // sh, (j * dw) // sw) for i in range(kh) for j in range(kw)]
 
     def chunk(job, b):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from cvflow.arrays import get_xp
 from cvflow.ops import arena
-from cvflow.ops.conv import _CHUNK_BYTES, _cached, _chunk_rows, _finish, _pair, _scratch, _span
+from cvflow.ops.conv import _CHUNK_BYTES, _cached, _chunk_rows, _finish, _pair, _scratch
+from cvflow.ops.im2col import span as _span
 
 _PLANES_BELOW = 32  # outputs below which taps are added as (O, H, W) planes
 

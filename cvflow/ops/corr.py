@@ -19,7 +19,7 @@ from cvflow.ops import parallel as _parallel  # noqa: E402
 from cvflow.ops.pool import avg_pool2x2 as _avg_pool2x2  # noqa: E402
 
 _CHUNK_BYTES = 16 << 20  # bound on gathered features per on-the-fly chunk
-_LOOKUP_PIXELS = 2048     # pixels per lookup piece: its index and tap arrays stay in cache
+_LOOKUP_PIXELS = 8192     # pixels per lookup piece (few NumPy calls: each re-takes the GIL; see parallel.CHUNK)
 
 
 def pool_pyramid(fmap, levels):
