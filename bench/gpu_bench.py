@@ -5,8 +5,8 @@
     python3 bench/gpu_bench.py parity  [--emulator] [--quick]
     python3 bench/gpu_bench.py graphs  [--emulator]               # CUDA graph replay vs eager
     python3 bench/gpu_bench.py smoke   [--emulator] [--no-pool]   # tiny runs, for compute-sanitizer
-    python3 bench/gpu_bench.py latency [--emulator] [--mode fp32|fast] [--repeat N] [--only NAME ...]
-    python3 bench/gpu_bench.py memory  [--emulator]
+    python3 bench/gpu_bench.py latency [--emulator] [--mode fp32|tf32|fp16|bf16] [--repeat N] [--only NAME ...]
+    python3 bench/gpu_bench.py memory  [--emulator] [--modes fp32,fp16]
 
 pack: the golden cases, weights and frames the check needs, copied from ../shared into
 the ignored folder gpu_pack/ (at most 40 MiB; see bench/gpu_inputs.py): the GPU machine
@@ -17,13 +17,16 @@ parity: every packed golden case through `create(..., device="cuda")`, the proje
 graphs: each model's pass captured and replayed with new frames against eager passes
 (bench/gpu_graphs.py).
 latency: RAFT (32 updates), RAFT-small (12 updates), FlowNet2, GMFlow, NeuFlow v2,
-SEA-RAFT on the CUDA backend and, in the same run, PyTorch's codes (bench/gpu_torch.py). Like for like:
-`--mode fp32` is cvflow's FP32 against PyTorch with TF32 off (cuDNN and matmul);
-`--mode fast` is cvflow's fastest mode (gpu_check.sh sets CUPY_TF32=1) against PyTorch's
-defaults. Each row: wall ms (host uint8 frames in, host flow out; median) and GPU ms
-(CUDA events around a pass on device-resident frames, queued behind a spin kernel so the
-host is ahead: the device's own time; "host behind" where the host could not keep up).
-memory: peak GPU memory of RAFT at 3840x2160 (the on-the-fly lookup).
+SEA-RAFT on the CUDA backend and, in the same run, PyTorch's codes (bench/gpu_torch.py). Like for like,
+cvflow's `precision=` against PyTorch at its matching setting: `--mode fp32` against TF32
+off (cuDNN and matmul); `tf32` against TF32 allowed in both; `fp16` / `bf16` against
+`torch.autocast("cuda", torch.float16 / torch.bfloat16)` (`fast` is the old name of tf32).
+Each row: wall ms (host uint8 frames in, host flow out; median) and GPU ms (CUDA events
+around a pass on device-resident frames, queued behind a spin kernel so the host is
+ahead: the device's own time; "host behind" where the host could not keep up); a mode
+other than fp32 also prints its flow's mean / max difference from cvflow's fp32 flow of
+the same pair, on the device.
+memory: peak GPU memory of RAFT at 3840x2160 (the on-the-fly lookup), per `--modes`.
 Lines starting "summary:" feed gpu_check.sh's closing table.
 
 --emulator runs the same code on the CPU emulator of the kernels, at tiny sizes (a smoke
@@ -139,23 +142,24 @@ def smoke(args):
 
 # -- latency -----------------------------------------------------------------------------------
 def latency(args):
-    """Wall and GPU ms per pair; "x cvflow": a competitor's wall time over cvflow's.
-    --mode fp32: cvflow FP32 against PyTorch with TF32 off; fast: cvflow's fastest mode
-    (CUPY_TF32=1) against PyTorch's defaults."""
+    """Wall and GPU ms per pair; "x cvflow": a competitor's wall time over cvflow's, each
+    at the mode's matching setting (module docstring)."""
     import os
 
-    if args.mode == "fast":
-        os.environ.setdefault("CUPY_TF32", "1")  # before CuPy is imported (cvflow imports it lazily)
-    elif os.environ.get("CUPY_TF32", "0") != "0":
-        print("latency --mode fp32 with CUPY_TF32 set: that is not FP32", file=sys.stderr)
+    mode = "tf32" if args.mode == "fast" else args.mode
+    if os.environ.get("CUPY_TF32", "0") != "0":
+        print("latency with CUPY_TF32 set: CuPy's own products would be TF32 (cvflow's modes are per object)",
+              file=sys.stderr)
         return 1
+    autocast = None
     if not args.emulator and not args.no_torch:
         try:
             import torch
 
-            # fp32: TF32 off in both places; fast: PyTorch's defaults (cuDNN TF32 on, matmul off)
-            torch.backends.cudnn.allow_tf32 = args.mode == "fast"
-            torch.backends.cuda.matmul.allow_tf32 = False
+            # fp32: TF32 off in both places; tf32: on in both; fp16 / bf16: autocast (defaults otherwise)
+            torch.backends.cudnn.allow_tf32 = mode != "fp32"
+            torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+            autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
         except ImportError:
             pass
     entries = [e for e in LATENCY if not args.only or e[0] in args.only]
@@ -173,9 +177,9 @@ def latency(args):
                        resolve_weights(name, str(PACK / "weights" / "raft-small.pth")).items()}
         f0, f1 = frame_pair(h, w)
         opts = ",".join(f"{k}={v}" for k, v in options.items()) or "-"
-        lead = f"{name:<12}{f'{h}x{w}':>11}{opts:>10}{args.mode:>6}"
+        lead = f"{name:<12}{f'{h}x{w}':>11}{opts:>10}{mode:>6}"
         with device(args.emulator):
-            algo = cvflow.create(name, weights=weights, device="cuda", **options)
+            algo = cvflow.create(name, weights=weights, device="cuda", precision=mode, **options)
             ours = median_ms(lambda: algo.calc(f0, f1, None), args.repeat)
             gpu, behind = float("nan"), False
             if not args.emulator:
@@ -184,15 +188,22 @@ def latency(args):
                 d0, d1 = cupy.asarray(f0), cupy.asarray(f1)
                 spin, event = cupy_timing()
                 gpu, behind = gpu_ms(lambda: algo.calc(d0, d1, None), spin, event, min(args.repeat, 5))
+            vs = ""
+            if mode != "fp32":  # this mode's flow against fp32's, same pair, same device
+                flow = algo.calc(f0, f1, None)
+                algo = None
+                ref = cvflow.create(name, weights=weights, device="cuda", precision="fp32", **options).calc(f0, f1, None)
+                d = np.abs(flow.astype(np.float64) - ref)
+                vs = f"; vs fp32 mean {d.mean():.2e} / max {d.max():.2e} px"
         note = " (host behind)" if behind else ""
-        print(f"{lead}{'cvflow':>14}{ours:10.2f}{gpu:9.2f}{1.0:10.2f}{note}", flush=True)
+        print(f"{lead}{'cvflow':>14}{ours:10.2f}{gpu:9.2f}{1.0:10.2f}{note}{vs}", flush=True)
         summary = [f"cvflow {ours:.1f} / {gpu:.1f}{note}"]
         if not (args.emulator or args.no_torch):
-            for label, ms, tgpu, tbehind in torch_rows(name, options, weights, f0, f1, args.repeat):
+            for label, ms, tgpu, tbehind in torch_rows(name, options, weights, f0, f1, args.repeat, autocast):
                 tnote = " (host behind)" if tbehind else ""
                 print(f"{lead}{label:>14}{ms:10.2f}{tgpu:9.2f}{ms / ours:10.2f}{tnote}", flush=True)
                 summary.append(f"{label} {ms:.1f} / {tgpu:.1f}{tnote} (x{ms / ours:.2f})")
-        print(f"summary: latency {args.mode} {name} {h}x{w} {opts} | wall / GPU ms | " + "; ".join(summary))
+        print(f"summary: latency {mode} {name} {h}x{w} {opts} | wall / GPU ms | " + "; ".join(summary) + vs)
         algo = None  # its GPU memory back before the next model
     return 0
 
@@ -200,16 +211,18 @@ def latency(args):
 # -- memory ------------------------------------------------------------------------------------
 def memory(args):
     """Peak GPU memory of RAFT at 3840x2160 (12 updates; the correlation pyramid would take
-    ~89 GB, so the on-the-fly lookup runs): the pool's in-use high-water mark and the bytes
-    it held from the driver."""
+    ~89 GB, so the on-the-fly lookup runs), per mode of `--modes`: the pool's in-use
+    high-water mark and the bytes it held from the driver."""
     h, w = (128, 160) if args.emulator else (2160, 3840)
     f0, f1 = frame_pair(h, w)
+    modes = args.modes.split(",")
     if args.emulator:
-        with device(True):
-            flow = cvflow.create("raft", weights=random_weights("raft"), device="cuda", iters=2,
-                                 corr_budget=1).calc(f0, f1, None)
-        print(f"memory (emulator, {h}x{w}): flow {flow.shape}, finite {bool(np.isfinite(flow).all())}; "
-              "GPU memory is measured on a device only")
+        for mode in modes:
+            with device(True):
+                flow = cvflow.create("raft", weights=random_weights("raft"), device="cuda", iters=2,
+                                     corr_budget=1, precision=mode).calc(f0, f1, None)
+            print(f"memory {mode} (emulator, {h}x{w}): flow {flow.shape}, finite {bool(np.isfinite(flow).all())}; "
+                  "GPU memory is measured on a device only")
         print("summary: memory (emulator) | ran | measured on a device only")
         return 0
     import cupy
@@ -228,25 +241,29 @@ def memory(args):
         def free_postprocess(self, **kw):
             self.used -= kw["mem_size"]
 
-    of = cvflow.create("raft", weights=random_weights("raft"), device="cuda", iters=12)
-    pool = cupy.get_default_memory_pool()
-    of.collectGarbage()
-    with Peak() as hook:
-        flow = of.calc(f0, f1, None)
     gib = 1 << 30
-    print(f"memory RAFT {h}x{w} iters=12: peak in use {hook.peak / gib:.2f} GiB, held by the pool "
-          f"{pool.total_bytes() / gib:.2f} GiB (goal <= 2 GiB); flow {flow.shape}, finite "
-          f"{bool(np.isfinite(flow).all())}")
-    print(f"summary: memory RAFT {h}x{w} | {'ok' if hook.peak <= gib * 2 else 'over 2 GiB'} | peak in use "
-          f"{hook.peak / gib:.2f} GiB")
+    pool = cupy.get_default_memory_pool()
+    for mode in modes:
+        of = cvflow.create("raft", weights=random_weights("raft"), device="cuda", iters=12, precision=mode)
+        of.collectGarbage()
+        with Peak() as hook:
+            flow = of.calc(f0, f1, None)
+        print(f"memory RAFT {h}x{w} iters=12 {mode}: peak in use {hook.peak / gib:.2f} GiB, held by the pool "
+              f"{pool.total_bytes() / gib:.2f} GiB (goal <= 2 GiB); flow {flow.shape}, finite "
+              f"{bool(np.isfinite(flow).all())}")
+        print(f"summary: memory RAFT {h}x{w} {mode} | {'ok' if hook.peak <= gib * 2 else 'over 2 GiB'} | peak in use "
+              f"{hook.peak / gib:.2f} GiB")
+        of = flow = None
+        pool.free_all_blocks()
     return 0
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["pack", "missing", "parity", "graphs", "smoke", "latency", "memory"])
-    ap.add_argument("--mode", choices=["fp32", "fast"], default="fp32",
-                    help="latency: fp32 (PyTorch TF32 off) or fast (cvflow TF32, PyTorch defaults)")
+    ap.add_argument("--mode", choices=["fp32", "tf32", "fp16", "bf16", "fast"], default="fp32",
+                    help="latency: cvflow's precision against PyTorch's matching setting (fast: tf32)")
+    ap.add_argument("--modes", default="fp32,fp16", help="memory: the precisions measured")
     ap.add_argument("--emulator", action="store_true", help="the CPU emulator at tiny sizes (no GPU needed)")
     ap.add_argument("--quick", action="store_true", help="parity: skip the full-resolution RAFT-small cases")
     ap.add_argument("--repeat", type=int, default=10, help="latency: timed runs per entry (median kept)")

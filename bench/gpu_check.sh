@@ -14,15 +14,17 @@
 #   2. every kernel wrapper on the device against the CPU emulator (needs pytest and g++)
 #   3. compute-sanitizer memcheck and racecheck on tiny inputs (64x64, one update), CuPy's
 #      memory pool off; skipped with a message where the sanitizer refuses the device
-#   4. latency, like for like, wall and CUDA-event GPU ms: cvflow FP32 against PyTorch with
-#      TF32 off; then cvflow's fastest mode (TF32 products) against PyTorch's defaults.
-#      RAFT (32 updates), RAFT-small (12 updates), FlowNet2, GMFlow, NeuFlow v2, SEA-RAFT at ~440x1024
-#   5. peak GPU memory of RAFT at 3840x2160
+#   4. latency per precision mode, like for like, wall and CUDA-event GPU ms (bench/gpu_bench.py):
+#      cvflow fp32 against PyTorch with TF32 off (RAFT (32 updates), RAFT-small (12), FlowNet2,
+#      GMFlow, NeuFlow v2, SEA-RAFT at ~440x1024); tf32 against PyTorch with TF32 allowed;
+#      fp16 against torch.autocast("cuda", torch.float16) (RAFT, RAFT-small, GMFlow, SEA-RAFT-S);
+#      bf16 against autocast bfloat16 (RAFT-small); each mode's flow against fp32's on the device
+#   5. peak GPU memory of RAFT at 3840x2160, fp32 and fp16
 # Time on an H200 (an estimate; no GPU was at hand when it was written): the step limits
-# add up to 340 s (plus <= 30 s probing compute-sanitizer), under 6 minutes; expected ~4: parity ~60 s (CuPy compiles each kernels/*.cu once,
+# add up to 330 s (plus <= 30 s probing compute-sanitizer), 6 minutes; expected ~4.5: parity ~50 s (CuPy compiles each kernels/*.cu once,
 # ~1 s each, cached on disk for the later steps; FlowNet2's 650 MB of synthetic weights
 # regenerated on the CPU, ~5 s), graphs ~25 s (13 models at 128x256, random weights),
-# kernels ~30 s, sanitizer 2 x ~30 s, latency ~50 + ~40 s, memory ~15 s.
+# kernels ~25 s, sanitizer 2 x ~25 s, latency ~45 + 25 + 25 + 10 s, memory ~15 s.
 # One summary table at the end. Needs python3 with NumPy and CuPy; OpenCV, pytest, torch,
 # torchvision are used when present (each absence is reported). Nothing is installed.
 set -uo pipefail
@@ -83,12 +85,12 @@ if [ -z "$EMU" ]; then
     fi
 fi
 
-step "1. golden parity, CUDA backend" 55 "$PY" bench/gpu_bench.py parity $EMU
+step "1. golden parity, CUDA backend" 50 "$PY" bench/gpu_bench.py parity $EMU
 step "1b. CUDA graphs, replay vs eager" 30 "$PY" bench/gpu_bench.py graphs $EMU
 
 if "$PY" -c "import pytest" 2>/dev/null && command -v g++ >/dev/null; then
     if [ -z "$EMU" ]; then
-        step "2. device kernels against the emulator" 40 "$PY" -m pytest -q -p no:cacheprovider -x \
+        step "2. device kernels against the emulator" 30 "$PY" -m pytest -q -p no:cacheprovider -x \
             tests/test_cuda_kernels_gpu.py
     else
         step "2. kernels on the emulator (the device's test needs a GPU)" 30 "$PY" -m pytest -q \
@@ -112,21 +114,21 @@ elif ! timeout 30 "$SAN" --tool memcheck --error-exitcode 3 "$PY" -c \
     printf '%-48s %-5s\n' "3. compute-sanitizer" "SKIP (refused the device)" >>"$LOG/summary"
 else
     for tool in memcheck racecheck; do
-        step "3. compute-sanitizer $tool (64x64)" 35 "$SAN" --tool "$tool" --error-exitcode 3 \
+        step "3. compute-sanitizer $tool (64x64)" 30 "$SAN" --tool "$tool" --error-exitcode 3 \
             "$PY" bench/gpu_bench.py smoke --no-pool
     done
 fi
 
-step "4. latency, cvflow FP32 vs PyTorch TF32 off" 75 "$PY" bench/gpu_bench.py latency --mode fp32 $EMU --repeat 5
-if [ -z "$EMU" ]; then
-    step "4b. latency, cvflow TF32 vs PyTorch defaults" 50 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
-        --mode fast --repeat 5
-else
-    step "4b. latency, fast mode (emulator: RAFT-small only)" 5 env CUPY_TF32=1 "$PY" bench/gpu_bench.py latency \
-        --mode fast $EMU --only raft-small
-fi
+step "4. latency, fp32 vs PyTorch TF32 off" 60 "$PY" bench/gpu_bench.py latency --mode fp32 $EMU --repeat 5
+HALF_SET="--only raft raft-small gmflow searaft-s"
+[ -n "$EMU" ] && HALF_SET="--only raft-small"
+step "4b. latency, tf32 vs PyTorch TF32 on" 30 "$PY" bench/gpu_bench.py latency --mode tf32 $EMU --repeat 3 $HALF_SET
+step "4c. latency, fp16 vs PyTorch autocast fp16" 30 "$PY" bench/gpu_bench.py latency --mode fp16 $EMU --repeat 3 \
+    $HALF_SET
+step "4d. latency, bf16 vs PyTorch autocast bf16" 15 "$PY" bench/gpu_bench.py latency --mode bf16 $EMU --repeat 3 \
+    --only raft-small
 
-step "5. peak GPU memory, RAFT 3840x2160" 20 "$PY" bench/gpu_bench.py memory $EMU
+step "5. peak GPU memory, RAFT 3840x2160" 25 "$PY" bench/gpu_bench.py memory --modes fp32,fp16 $EMU
 
 echo
 echo "== summary ($(( $(date +%s) - t0 )) s; status $status)"

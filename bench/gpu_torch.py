@@ -5,6 +5,7 @@ otherwise. Timed as cvflow's rows (`gpu_timing`)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -92,8 +93,9 @@ def _torchvision_raft(torch, dev, name, weights, iters):
     return lambda a, b: net(a / 127.5 - 1, b / 127.5 - 1, num_flow_updates=iters)[-1]
 
 
-def torch_rows(name, options, weights, f0, f1, repeat):
-    """[(label, wall ms, GPU ms, host behind)] of the PyTorch codes on this pair."""
+def torch_rows(name, options, weights, f0, f1, repeat, autocast=None):
+    """[(label, wall ms, GPU ms, host behind)] of the PyTorch codes on this pair; autocast:
+    a dtype (torch.float16 / torch.bfloat16) to run them under torch.autocast("cuda", dtype)."""
     try:
         import torch
     except ImportError:
@@ -106,14 +108,19 @@ def torch_rows(name, options, weights, f0, f1, repeat):
             return [torch.from_numpy(np.ascontiguousarray(f[..., ::-1])).to(dev).permute(2, 0, 1)[None].float()
                     for f in (f0, f1)]
 
+        def mode():
+            if autocast is None:
+                return contextlib.nullcontext()
+            return torch.autocast("cuda", dtype=autocast)
+
         def wall():
-            with torch.inference_mode():
-                fn(*upload()).cpu()  # host frames in, host flow out, as cvflow's calc
+            with torch.inference_mode(), mode():
+                fn(*upload()).float().cpu()  # host frames in, host flow out, as cvflow's calc
 
         a, b = upload()
 
         def on_device():
-            with torch.inference_mode():
+            with torch.inference_mode(), mode():
                 fn(a, b)
 
         ms = median_ms(wall, repeat)

@@ -281,7 +281,7 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
         if graph and self._graphs_on():
             return self._run_graphed(img0, img1, init, options, both)
         with be.workspace():
-            out = self._forward(img0, img1, init, options, both)
+            out = be.float_output(self._forward(img0, img1, init, options, both))
         if isinstance(out, tuple):
             return tuple(be.detach(o) for o in out)
         return be.detach(out)
@@ -308,7 +308,7 @@ class OpticalFlow(AlgorithmSettings, UncertaintyOutputs):
 
         def run(a, b, *rest):
             with be.workspace():
-                return self._forward(a, b, rest[0] if rest else None, options, both)
+                return be.float_output(self._forward(a, b, rest[0] if rest else None, options, both))
 
         out = be.graphed(key, run, img0, img1, *(() if init is None else (init,)))
         outs = out if isinstance(out, tuple) else (out,)

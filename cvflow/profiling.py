@@ -56,11 +56,14 @@ class Profile:
     total: Counts
     phases: dict = field(default_factory=dict)
     update: Counts | None = None
+    precision: str = "fp32"
+    fallbacks: int = 0  # half storage: op calls of the pass that ran through fp32 scratch
 
     def summary(self) -> dict:
         """The table row: counts of the pass (and of one update) as plain numbers."""
         t = self.total
-        row = {"model": self.name, "size": f"{self.height}x{self.width}",
+        row = {"model": self.name, "size": f"{self.height}x{self.width}", "precision": self.precision,
+               "fallbacks": self.fallbacks,
                "launches": sum(t.launches.values()), "ex_matmuls": t.ex_matmuls,
                "executor_calls": t.executor_calls, "other_ops": t.other_ops, "matmuls": t.matmuls,
                "tflop": t.flops / 1e12, "h2d": t.h2d, "d2h": t.d2h, "syncs": t.syncs, "allocs": t.allocs,
@@ -124,12 +127,12 @@ def _phases(tracer, family, be):
                 setattr(obj, attr, fn)
 
 
-def profile(name, height, width, options=None, dry=True, weights=None, algo=None) -> Profile:
+def profile(name, height, width, options=None, dry=True, weights=None, algo=None, precision="fp32") -> Profile:
     """Profile one `calc` of model `name` on a (height, width) uint8 pair on the emulator
     (host frames in, host flow out), after one unrecorded call. dry: kernels and products
     skip their arithmetic. weights: the model's weights (default `random_weights`);
     algo: an existing object made inside `cvflow.testing.cuda_emulator()` (then
-    name/weights unused)."""
+    name/weights unused). precision: the object's mode (`create(precision=)`)."""
     from cvflow.api import create
     from cvflow.backends.cuda import executor
     from cvflow.models.base import REGISTRY
@@ -142,13 +145,18 @@ def profile(name, height, width, options=None, dry=True, weights=None, algo=None
         was_dry, tracer.dry = tracer.dry, dry
         try:
             of = algo if algo is not None else create(
-                name, weights=random_weights(name) if weights is None else weights, device="cuda", **options)
+                name, weights=random_weights(name) if weights is None else weights, device="cuda",
+                precision=precision, **options)
             model = REGISTRY[of.name] if hasattr(of, "name") and of.name in REGISTRY else REGISTRY[name]
             be = of._backend
             of.use_graphs = False                 # the eager pass: what a captured graph holds, call by call
             of.calc(f0, f1, None)                 # warm: constants, prepared layers, kernels built
+            fallbacks = getattr(be, "fallbacks", None)  # half storage: ops run through fp32 scratch
+            if fallbacks is not None:
+                fallbacks.clear()
             with _phases(tracer, model.family, be), tracer.record() as total:
                 of.calc(f0, f1, None)
+            fallbacks = sum(fallbacks.values()) if fallbacks is not None else 0
             update = None
             if "iters" in model.options:
                 iters = int(of.get("iters"))
@@ -164,7 +172,8 @@ def profile(name, height, width, options=None, dry=True, weights=None, algo=None
             tracer.dry = was_dry
     finally:
         executor.pop_emulator()
-    return Profile(name, height, width, options, dry, total, dict(total.phases), update)
+    return Profile(name, height, width, options, dry, total, dict(total.phases), update,
+                   getattr(of, "precision", precision), fallbacks)
 
 
 def _difference(a: Counts, b: Counts) -> Counts:

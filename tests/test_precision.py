@@ -76,10 +76,11 @@ def test_gpu_default_and_cuda_modes(toy):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_cuda_backend_refuses_half_until_its_model_path_exists(toy, precision):
-    with cuda_emulator(), pytest.raises(InputError, match=rf"`precision` '{precision}' is not available on the CUDA "
-                                                          r"backend yet \(available: 'fp32', 'tf32'\)"):
-        cvflow.create("test-precision", weights=toy, device="cuda", precision=precision)
+def test_cuda_backend_runs_half_storage(toy, precision):
+    with cuda_emulator():
+        of = cvflow.create("test-precision", weights=toy, device="cuda", precision=precision)
+        assert of.precision == precision and f"({precision})" in repr(of)
+        assert of._backend.storage == (np.float16 if precision == "fp16" else np.uint16)
 
 
 def test_precision_on_the_command_line(tmp_path, toy, capsys, monkeypatch):

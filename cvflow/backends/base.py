@@ -90,6 +90,11 @@ class Backend:
     def release(self) -> None:
         """Give back the memory kept between calls (`collectGarbage`)."""
 
+    def float_output(self, out):
+        """A pass's result (an array or a tuple of them) as float32: itself here; the CUDA
+        backend's half storage converts (`cuda.precision`)."""
+        return out
+
     def empty(self, shape, dtype=np.float32):
         return self.xp.empty(shape, dtype)
 

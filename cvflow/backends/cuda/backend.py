@@ -15,14 +15,16 @@ device and held here, never in the weight dict; `release` frees the executor's p
 from __future__ import annotations
 
 import contextlib
-import warnings
+import functools
 from dataclasses import replace
 
 import numpy as np
 
 from cvflow.backends.base import Backend
-from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_frames, k_glue, k_gru, k_norm,
+from cvflow.backends.cuda import (k_act, k_conv, k_convnext, k_corr, k_dtype, k_frames, k_glue, k_gru, k_norm,
                                   k_patch_corr, k_upsample, k_warp)
+from cvflow.backends.cuda.graphs import GraphOps, GraphWarning  # noqa: F401  (GraphWarning: public here)
+from cvflow.backends.cuda.precision import HalfStorage
 from cvflow.backends.cuda.transformer_ops import TransformerOps
 from cvflow.errors import InputError
 from cvflow.ops import gru as gru_ops
@@ -30,21 +32,25 @@ from cvflow.ops.corr import corr_volume_bytes
 from cvflow.ops.pad import pad_amounts, unpad
 
 
-class GraphWarning(RuntimeWarning):
-    """A pass could not be captured into a CUDA graph and runs eagerly."""
-
-
-class CudaBackend(TransformerOps, Backend):
-    """Ops on executor `ex` (`get_executor()`): arrays of `ex.xp`, kernels by `ex.launch`."""
+class CudaBackend(GraphOps, TransformerOps, Backend):
+    """Ops on executor `ex` (`get_executor()`): arrays of `ex.xp`, kernels by `ex.launch`.
+    precision "fp16" / "bf16" makes the half-storage backend (`precision.HalfStorage`)."""
 
     name = "cuda"
+    storage = np.dtype(np.float32)  # activations' storage type (half: `precision.HalfStorage`)
+
+    def __new__(cls, ex=None, precision="fp32"):
+        if precision in ("fp16", "bf16") and not issubclass(cls, HalfStorage):
+            cls = _half_class(cls)
+        return super().__new__(cls)
 
     def __init__(self, ex, precision="fp32"):
         super().__init__()
-        if precision in ("fp16", "bf16"):
-            raise InputError(f"`precision` {precision!r} is not available on the CUDA backend yet (available: "
-                             "'fp32', 'tf32')")
+        if precision not in ("fp32", "tf32", "fp16", "bf16"):
+            raise InputError(f"`precision` must be one of 'fp32', 'tf32', 'fp16', 'bf16', got {precision!r}")
         self.precision = precision
+        if isinstance(self, HalfStorage):
+            self._half_init()
         # The executor with this backend's math mode bound to its products (TF32: its own
         # cuBLAS handle), so objects of different precisions share one device.
         self.ex = ex.with_math(precision)
@@ -66,52 +72,6 @@ class CudaBackend(TransformerOps, Backend):
     def synchronize(self) -> None:
         self.ex.synchronize()
 
-    # -- graphs ----------------------------------------------------------------------------
-    def graphed(self, key, fn, *inputs):
-        """fn(*inputs) -> device array(s), as a replayed graph: captured once per `key` (the
-        caller's: input shapes, dtypes and options) on static copies of the inputs (host or
-        device arrays: each call copies them in, a host array straight to the device),
-        then replayed. The first call of a key runs fn eagerly on those copies (constants,
-        prepared layers and compiled kernels then exist, as a capture needs) and captures
-        it; later calls replay. Returns fn's (static) output: valid until the next call with
-        the same key. Where the capture fails (the pass breaks a graph's rules), one
-        warning, and fn runs eagerly from then on."""
-        graphs = self.__dict__.setdefault("_graphs", {})
-        entry = graphs.get(key, False)
-        if entry is None:  # eager: host inputs uploaded as they are
-            return fn(*(self.ex.asarray(x, x.dtype) if self._on_host(x) else x for x in inputs))
-        if entry is False:
-            static = tuple(self.ex.empty(x.shape, x.dtype) for x in inputs)
-            self._copy_in(static, inputs)
-            out = fn(*static)  # the warm-up pass, on the static inputs: its result is this call's
-            try:
-                with self.ex.capture() as held:
-                    captured = fn(*static)
-                graphs[key] = (held.graph, static, captured)
-            except Exception as e:  # any capture failure: eager, said once
-                graphs[key] = None
-                if not self.__dict__.get("_graph_warned"):
-                    self._graph_warned = True
-                    warnings.warn(f"CUDA graph capture failed, running eagerly ({type(e).__name__}: {e})",
-                                  GraphWarning, stacklevel=2)
-            return out
-        graph, static, out = entry
-        self._copy_in(static, inputs)
-        graph.replay()
-        return out
-
-    def _on_host(self, x):
-        return isinstance(x, np.ndarray) and not isinstance(x, self.xp.ndarray)
-
-    def _copy_in(self, static, inputs):
-        for dst, src in zip(static, inputs):
-            if src is dst:
-                continue
-            if self._on_host(src) and hasattr(dst, "set"):
-                dst.set(np.ascontiguousarray(src))  # CuPy: host -> device into the buffer
-            else:
-                dst[...] = src
-
     # -- glue as kernels (k_glue.py): frames in, views, concatenation, arithmetic ----------
     def frames(self, img0, img1, multiple=1, norm="signed", mean=None, std=None):
         """The frames as uploaded (uint8 or float32, BGR or gray) -> (2, H', W', 3) float32,
@@ -120,7 +80,7 @@ class CudaBackend(TransformerOps, Backend):
         key = ("mean_std", tuple(mean or (0.0,) * 3), tuple(std or (1.0,) * 3))
         ms = self.const(key, lambda: self.asarray(np.asarray(key[1] + key[2], np.float32)))
         mode = "mean_std" if norm not in ("signed", "unit") else norm
-        return k_glue.frames(self.ex, img0, img1, pads, mode, ms), pads
+        return k_glue.frames(self.ex, img0, img1, pads, mode, ms, dtype=self.storage), pads
 
     def crop(self, x, pads):
         return k_glue.copy(self.ex, unpad(x, pads)[0])
@@ -135,8 +95,8 @@ class CudaBackend(TransformerOps, Backend):
         parts = [q for p in parts for q in (p if isinstance(p, list) else [p])]
         parts = [k_act.bias_act_(self.ex, p.raw, p.bias, p.act) if isinstance(p, k_conv.Pending) else p
                  for p in parts]  # a pending output made real: its epilogue over its own fresh buffer
-        if any(p.dtype != np.float32 for p in parts):
-            return self.xp.concatenate(parts, axis=axis)
+        if any(p.dtype != parts[0].dtype for p in parts) or parts[0].dtype not in (np.float32, np.float16, np.uint16):
+            return self.xp.concatenate(parts, axis=axis)  # mixed or other dtypes: NumPy's promotion
         return k_glue.concat(self.ex, parts, axis)
 
     def add(self, a, b):
@@ -239,8 +199,12 @@ class CudaBackend(TransformerOps, Backend):
         return k_convnext.depthwise_conv2d(self.ex, x, layer, p, padding)
 
     def linear(self, x, p):
+        """x (..., I) @ W.T + b -> (..., O): one product, then the bias kernel; any storage."""
         layer = self.prepared(p, "cuda_linear", lambda: k_convnext.prepare_linear(self.ex, p["weight"], p.get("bias")))
-        return k_convnext.linear(self.ex, x, layer)
+        wt = layer["wt"]
+        flat = (x if x.flags.c_contiguous else k_glue.copy(self.ex, x)).reshape(-1, wt.shape[0])
+        out = k_act.bias_act_(self.ex, self.ex.matmul(flat, wt), layer["bias"])
+        return out.reshape(*x.shape[:-1], wt.shape[1])
 
     # -- point-wise and normalisation ----------------------------------------------------
     def gelu(self, x):
@@ -253,8 +217,8 @@ class CudaBackend(TransformerOps, Backend):
         return k_glue.copy(self.ex, x, act="relu")
 
     def relu_(self, x):
-        if not x.flags.c_contiguous:  # a view (RAFT's split head): glue, in place
-            return self.xp.maximum(x, 0, out=x)
+        if not x.flags.c_contiguous:  # a view (RAFT's split head): the strided copy over itself
+            return k_glue.copy(self.ex, x, out=x, act="relu")
         return k_act.relu_(self.ex, x)
 
     def leaky_relu_(self, x, slope=0.1):
@@ -286,7 +250,7 @@ class CudaBackend(TransformerOps, Backend):
         return k_norm.channel_norm_diff(self.ex, img0, warped)
 
     def mean_free_pair(self, img0, img1, rgb_max=255.0):
-        return k_frames.mean_free_pair(self.ex, img0, img1, rgb_max)
+        return k_frames.mean_free_pair(self.ex, img0, img1, rgb_max, dtype=self.storage)
 
     # -- RAFT's recurrent unit: the gate arithmetic in two kernels per cell ------------------
     def _gru_step(self, xp, h, g, c, hzr, conv_q):
@@ -399,5 +363,11 @@ class CudaBackend(TransformerOps, Backend):
 
     # -- NeuFlow v2 ----------------------------------------------------------------------
     def avg_pool2x2(self, x):
-        """2x2 average pooling on the pyramid's pooling kernel (kernels/pool.cu)."""
-        return k_corr.pool_pyramid(self.ex, x, 2)[1]
+        """2x2 average pooling (kernels/pool.cu), in x's storage type (`k_dtype`)."""
+        return k_dtype.avg_pool2x2(self.ex, x)
+
+
+@functools.lru_cache(maxsize=None)
+def _half_class(cls):
+    """`cls` with half storage at its ops' boundary (`precision.HalfStorage`)."""
+    return type(f"Half{cls.__name__}", (HalfStorage, cls), {})

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cvflow.backends.cuda.rounding import emulated_matmul
 from cvflow.errors import DeviceError
 
 _FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-fno-fast-math", "-ffp-contract=off")
@@ -207,3 +208,27 @@ def library(stem) -> Library:
         if lib is None:
             lib = _LIBS[stem] = Library(stem)
         return lib
+
+
+class EmulatorGraph:
+    """A captured sequence of executor calls (the emulator's CUDA graph); `replay` runs them
+    in order on the buffers they were captured with."""
+
+    def __init__(self, ex, calls, pool):
+        self.ex, self.calls, self.pool = ex, tuple(calls), pool
+
+    @property
+    def nodes(self) -> int:
+        return len(self.calls)
+
+    def replay(self):
+        self.pool.replayed = True
+        dry = self.ex.tracer.dry
+        for call in self.calls:
+            if call[0] == "launch":
+                _, kernel, grid, block, args = call
+                stem, _, func = kernel.partition(":")
+                library(stem).launch(func, grid, block, args, dry=dry)
+            elif not dry:
+                _, a, b, out, math = call
+                emulated_matmul(a.view(np.ndarray), b.view(np.ndarray), out.view(np.ndarray), math)

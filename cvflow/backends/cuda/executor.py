@@ -186,35 +186,11 @@ class EmulatorExecutor(Executor):
         tr.recorder, tr.capturing, tr.replayed = [], True, pool.replayed
         try:
             yield held
+            from cvflow.backends.cuda.emulator import EmulatorGraph
+
             held.graph = EmulatorGraph(self, tr.recorder, pool)
         finally:
             tr.recorder, tr.capturing, tr.replayed = None, False, False
-
-
-class EmulatorGraph:
-    """A captured sequence of executor calls (the emulator's CUDA graph); `replay` runs them
-    in order on the buffers they were captured with."""
-
-    def __init__(self, ex, calls, pool):
-        self.ex, self.calls, self.pool = ex, tuple(calls), pool
-
-    @property
-    def nodes(self) -> int:
-        return len(self.calls)
-
-    def replay(self):
-        from cvflow.backends.cuda import emulator
-
-        self.pool.replayed = True
-        dry = self.ex.tracer.dry
-        for call in self.calls:
-            if call[0] == "launch":
-                _, kernel, grid, block, args = call
-                stem, func = _split(kernel)
-                emulator.library(stem).launch(func, grid, block, args, dry=dry)
-            elif not dry:
-                _, a, b, out, math = call
-                _emulated_matmul(a.view(np.ndarray), b.view(np.ndarray), out.view(np.ndarray), math)
 
 
 class CupyExecutor(Executor):
