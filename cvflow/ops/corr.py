@@ -145,8 +145,13 @@ def corr_lookup(state, coords, radius):
     k = 2 * radius + 1
     pts = coords.reshape(-1, 2)
     p = pts.shape[0]
-    out = xp.zeros((len(state["pyramid"]), k, k, p), dtype=coords.dtype)
-    _parallel.map_spans(lambda a, b: _lookup_share(state, pts, radius, out, a, b), p, 1, xp, _LOOKUP_PIXELS)
+    levels = len(state["pyramid"])
+    out = xp.zeros((levels, k, k, p), dtype=coords.dtype)
+    # a pixel's work is its levels * (2r+2)^2 gathered taps: counted so, a map of a few
+    # thousand pixels (RAFT's 55x128) is still cut into one piece per thread
+    per_px = levels * (k + 1) ** 2
+    _parallel.map_spans(lambda a, b: _lookup_share(state, pts, radius, out, a, b), p, per_px, xp,
+                        _LOOKUP_PIXELS * per_px)
     return out.reshape(-1, p).T.reshape(n, h, w, -1)
 
 
