@@ -86,7 +86,8 @@ def test_ops_fall_back_only_where_a_kernel_has_no_typed_entry():
     assert precision.has_typed("norm:inorm_apply") and precision.has_typed("pool:avg_pool2x2")
     assert not precision.has_typed("norm:inorm_stats") and not precision.has_typed("nosuchfile:f")
     assert precision.typed("instance_norm") and precision.typed("depthwise_conv2d")
-    assert not precision.typed("brightness_error")  # norm:channel_norm_diff has no typed entry yet
+    assert precision.typed("brightness_error") and precision.typed("channel_norm")  # FlowNet2's last two
+    assert [op for op in precision.KERNELS if not precision.typed(op)] == ["frames", "mean_free_pair"]
     assert set(precision.FLOAT_OUT) | set(precision.FOLLOW) | set(precision.IN_PLACE) <= set(precision.KERNELS)
 
 
