@@ -359,6 +359,12 @@ TF32_BARS = {
     ("gmflow", "gmflow_synth21_sintel_crop"): (1e-1, 2e-1),        # 4.1e-2 / 6.6e-2
     ("searaft", "searaft-s_synth31_sintel_crop"): (5e-3, 2e-2),    # 1.2e-3 / 9.9e-3
     ("neuflow2", "neuflow2_synth41_sintel_crop"): (2e-1, 1.0),     # 5.1e-2 / 0.37
+    ("searaft", "searaft-m_synth32_sintel_crop"): (5e-3, 5e-2),    # 2.1e-3 / 1.1e-2
+    ("flownet2", "flownet2-c_synth11_sintel_crop"): (5e-3, 5e-2),  # 2.5e-3 / 1.5e-2
+    ("flownet2", "flownet2-sd_synth13_sintel_crop"): (1e-2, 1e-1),  # 4.2e-3 / 3.7e-2
+    ("flownet2", "flownet2-css_synth14_sintel_crop"): (2e-2, 2e-1),  # 8.1e-3 / 8.0e-2
+    ("flownet2", "flownet2_synth15_sintel_crop"): (2e-2, 5e-1),    # 1.0e-2 / 0.16
+    ("gmflow", "gmflow-refine_synth22_sintel_crop"): (2e-1, 1.0),  # 7.0e-2 / 0.43
 }
 TF32_CASES = list(TF32_BARS)
 
