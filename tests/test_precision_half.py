@@ -120,8 +120,9 @@ def test_half_pass_replays_as_a_graph_and_counts_its_fallbacks(ex, mode):
 
 
 # -- golden parity per mode --------------------------------------------------------------------
-# (mean, max) px from the authors' fp32 output: twice the difference the emulator's half
-# pass measured (bench/precision_accuracy.py, README table), rounded up to 1, 2 or 5 x 10^k.
+# Every model name's golden crop, in each half mode. (mean, max) px from the authors' fp32
+# output: twice the difference the emulator's half pass measured (bench/precision_accuracy.py,
+# README table), rounded up to 1, 2 or 5 x 10^k. Every pass runs without a fallback.
 HALF_BARS = {  # (mode, family, case): (mean, max) bar; the measured difference in the comment
     ("fp16", "raft", "raft-small_sintel_crop_0018_it4"): (2e-3, 1e-2),    # 7.7e-4 / 4.4e-3
     ("bf16", "raft", "raft-small_sintel_crop_0018_it4"): (2e-2, 1e-1),    # 7.1e-3 / 4.3e-2
