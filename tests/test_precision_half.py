@@ -119,6 +119,21 @@ def test_half_pass_replays_as_a_graph_and_counts_its_fallbacks(ex, mode):
     assert not be.fallbacks, dict(be.fallbacks)  # every kernel of RAFT's path has its typed entry points
 
 
+def test_flownet2_half_pass_has_no_fallback(ex):
+    """FlowNet-C then FlowNet-S: the brightness error between them (norm:channel_norm_diff)
+    runs on its typed entry point, as every other op of the pass (random weights, 64x64)."""
+    rng = np.random.default_rng(11)
+    of = cvflow.create("flownet2-cs", weights=random_weights("flownet2-cs"), device="cuda", precision="fp16")
+    of.use_graphs = False
+    be = of._backend
+    be.fallbacks.clear()
+    with ex.tracer.record() as c:
+        got = of.calc(*_pair(rng, 64, 64), None)
+    assert got.dtype == np.float32 and got.shape == (64, 64, 2) and np.isfinite(got).all()
+    assert c.launches["norm:channel_norm_diff_f16"] == 1 and not c.launches["norm:channel_norm_diff"]
+    assert not be.fallbacks, dict(be.fallbacks)
+
+
 # -- golden parity per mode --------------------------------------------------------------------
 # Every model name's golden crop, in each half mode. (mean, max) px from the authors' fp32
 # output: twice the difference the emulator's half pass measured (bench/precision_accuracy.py,
