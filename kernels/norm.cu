@@ -167,18 +167,42 @@ extern "C" __global__ void channel_norm_bf16(const cvf_bf16* __restrict__ x, cvf
 // FlowNet2's brightness error: out[p] = sqrt(sum_c (a[p, c] - b[p, c])^2), the difference
 // and its square rounded to float as the NumPy op (channel_norm(a - b)). a and b may be
 // channel slices of wider maps: pixel p of a starts at a[p*Sa + Oa] (of b: b[p*Sb + Ob]).
+// Typed: a and b in half, the differences and the sum in float, the norm stored in half
+// (an activation, as channel_norm's).
+template <typename T>
+__device__ __forceinline__ void channel_norm_diff_t(const T* __restrict__ a, const T* __restrict__ b,
+                                                    T* __restrict__ out, int P, int C, int Sa, int Oa, int Sb,
+                                                    int Ob)
+{
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= P) return;
+    const T* pa = a + (long long)p * Sa + Oa;
+    const T* pb = b + (long long)p * Sb + Ob;
+    float s = 0.0f;
+    for (int c = 0; c < C; ++c) {
+        float d = __fsub_rn(cvf_f32(pa[c]), cvf_f32(pb[c]));
+        s = __fadd_rn(s, __fmul_rn(d, d));
+    }
+    out[p] = cvf_from_f32<T>(sqrtf(s));
+}
+
 extern "C" __global__ void channel_norm_diff(const float* __restrict__ a, const float* __restrict__ b,
                                              float* __restrict__ out, int P, int C, int Sa, int Oa, int Sb,
                                              int Ob)
 {
-    int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= P) return;
-    const float* pa = a + (long long)p * Sa + Oa;
-    const float* pb = b + (long long)p * Sb + Ob;
-    float s = 0.0f;
-    for (int c = 0; c < C; ++c) {
-        float d = __fsub_rn(pa[c], pb[c]);
-        s = __fadd_rn(s, __fmul_rn(d, d));
-    }
-    out[p] = sqrtf(s);
+    channel_norm_diff_t(a, b, out, P, C, Sa, Oa, Sb, Ob);
+}
+
+extern "C" __global__ void channel_norm_diff_f16(const cvf_f16* __restrict__ a, const cvf_f16* __restrict__ b,
+                                                 cvf_f16* __restrict__ out, int P, int C, int Sa, int Oa, int Sb,
+                                                 int Ob)
+{
+    channel_norm_diff_t(a, b, out, P, C, Sa, Oa, Sb, Ob);
+}
+
+extern "C" __global__ void channel_norm_diff_bf16(const cvf_bf16* __restrict__ a, const cvf_bf16* __restrict__ b,
+                                                  cvf_bf16* __restrict__ out, int P, int C, int Sa, int Oa,
+                                                  int Sb, int Ob)
+{
+    channel_norm_diff_t(a, b, out, P, C, Sa, Oa, Sb, Ob);
 }

@@ -132,6 +132,33 @@ def test_channel_norm_half(shape, mode, seed):
 
 
 @settings(max_examples=40, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 5), st.integers(1, 5), st.integers(1, 4), st.sampled_from(MODES),
+       st.integers(0, 2**31))
+def test_brightness_error_half(n, h, w, c, mode, seed):
+    """channel_norm_diff's typed entry points: channel slices of one half map (read in
+    place), 1-pixel maps; differences, squares and the sum in float as the NumPy op on the
+    rounded inputs, so the stored norm is its value rounded once. A float32 b is converted
+    to a's storage first."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, h, w, 2 * c + 1)) * 5).astype(np.float32)
+    y = (rng.standard_normal((n, h, w, c)) * 5).astype(np.float32)
+    xr = rounded(x, mode)
+    want = rounded(norm.channel_norm(xr[..., 1:c + 1] - xr[..., c + 1:]), mode)
+    want_mixed = rounded(norm.channel_norm(xr[..., 1:c + 1] - rounded(y, mode)), mode)
+    stored = host_storage(x, mode)
+    with cuda_emulator() as ex:
+        wide = ex.asarray(stored, stored.dtype)
+        a, b = wide[..., 1:c + 1], wide[..., c + 1:]
+        assert k_dtype.kernel("norm:channel_norm_diff", a).endswith("_f16" if mode == "fp16" else "_bf16")
+        out = k_norm.channel_norm_diff(ex, a, b)
+        assert out.dtype == stored.dtype and out.shape == (n, h, w, 1)
+        got = host_float(ex.to_host(out))
+        mixed = host_float(ex.to_host(k_norm.channel_norm_diff(ex, a, ex.asarray(y))))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(mixed, want_mixed)
+
+
+@settings(max_examples=40, deadline=None)
 @given(shapes, st.sampled_from(MODES), st.integers(0, 2**31))
 def test_avg_pool_half(shape, mode, seed):
     """1-pixel and odd maps: the trailing row/column is dropped (H = 1 gives an empty map)."""

@@ -86,7 +86,8 @@ def test_ops_fall_back_only_where_a_kernel_has_no_typed_entry():
     assert precision.has_typed("norm:inorm_apply") and precision.has_typed("pool:avg_pool2x2")
     assert not precision.has_typed("norm:inorm_stats") and not precision.has_typed("nosuchfile:f")
     assert precision.typed("instance_norm") and precision.typed("depthwise_conv2d")
-    assert not precision.typed("brightness_error")  # norm:channel_norm_diff has no typed entry yet
+    assert precision.typed("brightness_error") and precision.typed("channel_norm")  # FlowNet2's last two
+    assert [op for op in precision.KERNELS if not precision.typed(op)] == ["frames", "mean_free_pair"]
     assert set(precision.FLOAT_OUT) | set(precision.FOLLOW) | set(precision.IN_PLACE) <= set(precision.KERNELS)
 
 
@@ -118,9 +119,25 @@ def test_half_pass_replays_as_a_graph_and_counts_its_fallbacks(ex, mode):
     assert not be.fallbacks, dict(be.fallbacks)  # every kernel of RAFT's path has its typed entry points
 
 
+def test_flownet2_half_pass_has_no_fallback(ex):
+    """FlowNet-C then FlowNet-S: the brightness error between them (norm:channel_norm_diff)
+    runs on its typed entry point, as every other op of the pass (random weights, 64x64)."""
+    rng = np.random.default_rng(11)
+    of = cvflow.create("flownet2-cs", weights=random_weights("flownet2-cs"), device="cuda", precision="fp16")
+    of.use_graphs = False
+    be = of._backend
+    be.fallbacks.clear()
+    with ex.tracer.record() as c:
+        got = of.calc(*_pair(rng, 64, 64), None)
+    assert got.dtype == np.float32 and got.shape == (64, 64, 2) and np.isfinite(got).all()
+    assert c.launches["norm:channel_norm_diff_f16"] == 1 and not c.launches["norm:channel_norm_diff"]
+    assert not be.fallbacks, dict(be.fallbacks)
+
+
 # -- golden parity per mode --------------------------------------------------------------------
-# (mean, max) px from the authors' fp32 output: twice the difference the emulator's half
-# pass measured (bench/precision_accuracy.py, README table), rounded up to 1, 2 or 5 x 10^k.
+# Every model name's golden crop, in each half mode. (mean, max) px from the authors' fp32
+# output: twice the difference the emulator's half pass measured (bench/precision_accuracy.py,
+# README table), rounded up to 1, 2 or 5 x 10^k. Every pass runs without a fallback.
 HALF_BARS = {  # (mode, family, case): (mean, max) bar; the measured difference in the comment
     ("fp16", "raft", "raft-small_sintel_crop_0018_it4"): (2e-3, 1e-2),    # 7.7e-4 / 4.4e-3
     ("bf16", "raft", "raft-small_sintel_crop_0018_it4"): (2e-2, 1e-1),    # 7.1e-3 / 4.3e-2
@@ -132,6 +149,18 @@ HALF_BARS = {  # (mode, family, case): (mean, max) bar; the measured difference 
     ("bf16", "gmflow", "gmflow_synth21_sintel_crop"): (5e-1, 2.0),         # 0.13 / 0.56
     ("fp16", "neuflow2", "neuflow2_synth41_sintel_crop"): (2e-1, 1.0),     # 5.4e-2 / 0.40
     ("bf16", "neuflow2", "neuflow2_synth41_sintel_crop"): (2.0, 10.0),    # 0.55 / 4.0
+    ("fp16", "searaft", "searaft-m_synth32_sintel_crop"): (1e-2, 5e-2),    # 3.2e-3 / 2.0e-2
+    ("bf16", "searaft", "searaft-m_synth32_sintel_crop"): (1e-1, 5e-1),    # 3.8e-2 / 0.18
+    ("fp16", "flownet2", "flownet2-c_synth11_sintel_crop"): (1e-2, 1e-1),  # 5.0e-3 / 3.0e-2
+    ("bf16", "flownet2", "flownet2-c_synth11_sintel_crop"): (1e-1, 5e-1),  # 3.7e-2 / 0.25
+    ("fp16", "flownet2", "flownet2-sd_synth13_sintel_crop"): (2e-2, 2e-1),  # 5.6e-3 / 5.8e-2
+    ("bf16", "flownet2", "flownet2-sd_synth13_sintel_crop"): (2e-1, 2.0),   # 5.6e-2 / 0.61
+    ("fp16", "flownet2", "flownet2-css_synth14_sintel_crop"): (5e-2, 5e-1),  # 1.2e-2 / 0.13
+    ("bf16", "flownet2", "flownet2-css_synth14_sintel_crop"): (2e-1, 5.0),   # 9.8e-2 / 1.2
+    ("fp16", "flownet2", "flownet2_synth15_sintel_crop"): (5e-2, 1.0),     # 1.4e-2 / 0.28
+    ("bf16", "flownet2", "flownet2_synth15_sintel_crop"): (5e-1, 5.0),     # 0.12 / 2.0
+    ("fp16", "gmflow", "gmflow-refine_synth22_sintel_crop"): (5e-1, 5.0),  # 0.15 / 1.1
+    ("bf16", "gmflow", "gmflow-refine_synth22_sintel_crop"): (2.0, 20.0),  # 0.92 / 5.9
     # the chaotic synthetic RAFT (its updates amplify any rounding): gross errors only
     ("fp16", "raft", "raft_synth1_sintel_crop_0016_it6"): (1.0, 10.0),     # 0.39 / 4.6
     ("bf16", "raft", "raft_synth1_sintel_crop_0016_it6"): (5.0, 50.0),     # 1.5 / 12
@@ -161,6 +190,7 @@ def test_half_golden_parity_on_the_emulator(mode, family, name):
     want = golden_flow(family, case)
     assert_parity(flow, want, *HALF_BARS[mode, family, name])
     assert np.abs(flow - want).max() > 1e-4  # the pass really stored half
+    assert not of._backend.fallbacks, dict(of._backend.fallbacks)  # every op of every model is typed
 
 
 def test_pending_parts_keep_their_epilogue(ex):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cvflow.backends.cuda.executor import contiguous, f64, i32, launch_1d
-from cvflow.backends.cuda.k_dtype import kernel, storage
+from cvflow.backends.cuda.k_dtype import kernel, like, storage
 from cvflow.backends.cuda.k_glue import rows
 from cvflow.errors import InputError
 
@@ -66,11 +66,14 @@ def channel_norm(ex, x):
 
 def channel_norm_diff(ex, a, b):
     """FlowNet2's brightness error: (N, H, W, C) a and b -> (N, H, W, 1), sqrt(sum_c (a - b)^2),
-    as channel_norm(a - b). Channel slices of wider maps are read in place."""
+    as channel_norm(a - b). Channel slices of wider maps are read in place. In a's storage
+    (float32 or half: the sum in float, the norm rounded once); b is converted to it if not."""
     if tuple(a.shape) != tuple(b.shape):
         raise InputError(f"a and b must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     (ba, sa, oa), (bb, sb, ob) = rows(ex, a), rows(ex, b)
-    out = ex.empty(tuple(a.shape[:-1]) + (1,))
-    launch_1d(ex, "norm:channel_norm_diff", out.size, ba, bb, out, i32(out.size), i32(a.shape[-1]), i32(sa), i32(oa),
-              i32(sb), i32(ob))
+    if bb.dtype != ba.dtype:
+        bb = like(ex, bb, ba)  # the whole buffer, so b's stride and offset still hold
+    out = ex.empty(tuple(a.shape[:-1]) + (1,), ba.dtype)
+    launch_1d(ex, kernel("norm:channel_norm_diff", ba), out.size, ba, bb, out, i32(out.size), i32(a.shape[-1]),
+              i32(sa), i32(oa), i32(sb), i32(ob))
     return out
