@@ -9,9 +9,16 @@ to 440x1024 by both), the same update count (12), each side's threads set the sa
 (cvflow `threads=N`, torch.set_num_threads(N); default: the cores this process may use,
 then 1). Runs alternate (cvflow, torch, torch, cvflow, ...) so a load change on a shared
 machine hits both; each side keeps its best of --repeat. "x torch" = torch s / cvflow s
-from this run (above 1: cvflow is faster); the cpu columns are the process's CPU seconds
-per call (all threads), which a busy machine inflates less than wall time. The load
-average is printed before and after every row: trust only rows taken on a quiet machine.
+from this run (above 1: cvflow is faster). A round is one run of each side, back to back:
+"x pair" is the median over the rounds of the round's torch s / cvflow s, and "pair
+range" their lowest and highest. This VM's second core slows for seconds to minutes at
+a time (2-thread sgemm at 1.0-2.0x the 1-thread rate, minutes apart, load 0): such a
+spell can take every best-of run of one side and none of the other's, while both runs
+of a round mostly share it. "sgemm 1/n" is NumPy's sgemm rate at n threads over its
+rate at one, taken before and after the row: near 1.0 means the extra cores were not
+there for part of the row. The cpu columns are the process's CPU seconds per call (all
+threads), which a busy machine inflates less than wall time. The load average is
+printed before and after every row: trust only rows taken on a quiet machine.
 Note that torchvision's forward upsamples the flow after every update (RAFT: the convex
 mask head too), where the authors' test mode and cvflow upsample once at the end.
 
@@ -86,8 +93,14 @@ def load():
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def sgemm_rate(n=2048, repeat=5):
-    """Best-of-`repeat` GFLOP/s of an n x n x n float32 matrix product."""
+def sgemm_rate(n=2048, repeat=5, threads=None):
+    """Best-of-`repeat` GFLOP/s of an n x n x n float32 matrix product (BLAS at `threads`
+    threads, None: as set now)."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads, user_api="blas"):
+            return sgemm_rate(n, repeat)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -120,8 +133,16 @@ def frames(h, w):
 
 
 # -- table 1: cvflow beside torchvision ---------------------------------------------------
+def core_scaling(threads):
+    """sgemm GFLOP/s at `threads` threads over the rate at one (1.0 for one thread)."""
+    if threads < 2:
+        return 1.0
+    return sgemm_rate(1024, 5, threads) / sgemm_rate(1024, 5, 1)
+
+
 def side_by_side(name, threads, repeat, profile=False):
-    """{"cvflow": (wall, cpu), "torch": (wall, cpu)}: best of `repeat` alternating runs."""
+    """({"cvflow": (wall, cpu), "torch": (wall, cpu)}, [torch s / cvflow s per round]): best
+    of `repeat` alternating rounds, and each round's ratio."""
     from threadpoolctl import threadpool_limits
 
     builder, ckpt = torch_raft.MODELS[name]
@@ -138,13 +159,17 @@ def side_by_side(name, threads, repeat, profile=False):
         for fn in sides.values():
             fn()  # warm-up: derived weights, thread pools, page faults
         best = {k: (float("inf"), float("inf")) for k in sides}
+        rounds = []
         for r in range(repeat):
+            walls = {}
             for k in (("cvflow", "torch") if r % 2 == 0 else ("torch", "cvflow")):
                 wall, cpu = _timed(sides[k])
+                walls[k] = wall
                 best[k] = (min(best[k][0], wall), min(best[k][1], cpu))
+            rounds.append(walls["torch"] / walls["cvflow"])
         if profile:
             print(torch_raft.profile(sides["torch"]), flush=True)
-    return best
+    return best, rounds
 
 
 def table_torch(names, thread_settings, repeat, profile):
@@ -154,17 +179,20 @@ def table_torch(names, thread_settings, repeat, profile):
         return
     print(f"# table 1: same run, {torch_raft.versions()}, frames 436x1024 (Sintel market_2 16->17), "
           f"{ITERS} updates, best of {repeat}; sgemm {sgemm_rate(repeat=3):.1f} GFLOP/s")
-    print(f"{'model':<12}{'threads':>8}{'cvflow s':>10}{'torch s':>9}{'x torch':>9}"
-          f"{'cvflow cpu':>12}{'torch cpu':>11}{'x cpu':>7}   load before / after")
+    print(f"{'model':<12}{'threads':>8}{'cvflow s':>10}{'torch s':>9}{'x torch':>9}{'x pair':>8}"
+          f"{'pair range':>12}{'cvflow cpu':>12}{'torch cpu':>11}{'x cpu':>7}{'sgemm 1/n':>11}"
+          f"   load before / after")
     for name in names:
         if name not in torch_raft.MODELS:
             continue
         for threads in thread_settings:
-            before = load()
-            best = side_by_side(name, threads, repeat, profile)
+            before, scale = load(), core_scaling(threads)
+            best, rounds = side_by_side(name, threads, repeat, profile)
+            scale = f"{scale:.2f}/{core_scaling(threads):.2f}" if threads > 1 else "-"
             (cw, cc), (tw, tc) = best["cvflow"], best["torch"]
-            print(f"{name:<12}{threads:>8}{cw:10.2f}{tw:9.2f}{tw / cw:9.2f}{cc:12.2f}{tc:11.2f}{tc / cc:7.2f}"
-                  f"   {before} / {load()}", flush=True)
+            span = f"{min(rounds):.2f}-{max(rounds):.2f}"
+            print(f"{name:<12}{threads:>8}{cw:10.2f}{tw:9.2f}{tw / cw:9.2f}{float(np.median(rounds)):8.2f}"
+                  f"{span:>12}{cc:12.2f}{tc:11.2f}{tc / cc:7.2f}{scale:>11}   {before} / {load()}", flush=True)
 
 
 # -- table 2: against the sgemm rate -------------------------------------------------------

@@ -40,8 +40,18 @@ def test_other_array_modules_get_one_piece_in_this_thread():
 def test_map_spans_keeps_order_and_runs_every_piece(threads, monkeypatch):
     monkeypatch.setenv("CVFLOW_NUM_THREADS", threads)
     assert parallel.workers() == int(threads)
-    got = parallel.map_spans(lambda a, b: (a, b), 1000, 1, chunk=64)
-    assert got == parallel.spans(1000, 1, 64)
+    k = int(threads)
+    for n, per_item, chunk in ((1000, 1, 64), (7040, 384, 1 << 20), (130, 1, 64), (5, 1, 64), (3, 1, 1)):
+        got = parallel.map_spans(lambda a, b: (a, b), n, per_item, chunk=chunk)
+        assert got[0][0] == 0 and got[-1][1] == n                  # every item once, in order
+        assert all(b0 == a1 for (_, b0), (a1, _) in zip(got, got[1:]))
+        assert max(b - a for a, b in got) <= parallel.piece_len(n, per_item, chunk=chunk)
+        pieces = parallel.spans(n, per_item, chunk)
+        if k == 1 or (len(pieces) < k and n * per_item < k * parallel.MIN_PIECE):
+            assert got == pieces                                    # alone or too small: as `spans`
+        else:  # equal pieces, a multiple of the threads (RAFT's GRU: 7040 rows, 3 pieces -> 4)
+            assert {i * n // min(k, n) for i in range(min(k, n))} <= {a for a, _ in got}
+            assert len(got) % min(k, n) == 0 and max(b - a for a, b in got) - min(b - a for a, b in got) <= 1
     assert parallel.map_spans(lambda a, b: (a, b), 0) == []
 
 

@@ -15,7 +15,8 @@ from cvflow.models.raft import forward
 from cvflow.ops.corr import build_corr, corr_lookup, corr_volume_bytes, pool_pyramid
 from cvflow.backends.cpu import CPUBackend
 from cvflow.ops.sample import bilinear_sample
-from cvflow.ops.upsample import convex_upsample, upsample_nearest
+from cvflow.backends.threads import limited
+from cvflow.ops.upsample import convex_upsample, resize_bilinear, upsample_nearest
 from conftest import randn
 
 sizes = st.integers(min_value=2, max_value=9)
@@ -226,6 +227,45 @@ def test_convex_upsample_neighbour_layout():
     assert up[0, 5] == 0.0                            # beyond the right border: zero padding
     np.testing.assert_allclose(convex_upsample(flow, np.zeros((1, 3, 3, 36), np.float32), f)[0, 2:4, 2:4, 0],
                                np.full((2, 2), f * 4.0), atol=1e-5)  # uniform mask: mean of 3x3 = 4
+
+
+# -- bilinear resizing ----------------------------------------------------------------------
+def _resize_reference(x, oh, ow, align):
+    """PyTorch's F.interpolate(mode="bilinear") by its definition, in float64."""
+    def src(n_in, n_out):
+        d = np.arange(n_out, dtype=np.float64)
+        if align:
+            s = d * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+        else:
+            s = np.maximum((d + 0.5) * (n_in / n_out) - 0.5, 0.0)
+        i0 = np.minimum(np.floor(s).astype(int), n_in - 1)
+        return i0, np.minimum(i0 + 1, n_in - 1), s - i0
+    (y0, y1, ly), (x0, x1, lx) = src(x.shape[1], oh), src(x.shape[2], ow)
+    v = x.astype(np.float64)
+    rows = v[:, y0] * (1 - ly)[None, :, None, None] + v[:, y1] * ly[None, :, None, None]
+    return rows[:, :, x0] * (1 - lx)[None, None, :, None] + rows[:, :, x1] * lx[None, None, :, None]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 2), h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 5),
+       oh=st.integers(1, 40), ow=st.integers(1, 40), align=st.booleans(), threads=st.sampled_from([1, 2]),
+       seed=seeds)
+def test_resize_bilinear_matches_definition(n, h, w, c, oh, ow, align, threads, seed):
+    # C of 2-4 takes cv2.merge for the channel interleave, 1 and 5 NumPy's copy
+    x = randn(np.random.default_rng(seed), n, h, w, c)
+    with limited(threads):
+        got = resize_bilinear(x, oh, ow, align)
+    assert got.shape == (n, oh, ow, c) and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_allclose(got, _resize_reference(x, oh, ow, align), rtol=1e-5, atol=1e-5)
+
+
+def test_resize_bilinear_8x_flow_in_pieces_over_threads():
+    # RAFT-small's final upsampling: enough rows for several pieces on two threads
+    x = randn(np.random.default_rng(3), 1, 55, 128, 2)
+    want = _resize_reference(x, 440, 1024, True)
+    for threads in (1, 2):  # BLAS rounds a share of rows apart from the whole: close, not equal
+        with limited(threads):
+            np.testing.assert_allclose(resize_bilinear(x, 440, 1024, True), want, rtol=1e-5, atol=1e-5)
 
 
 # -- model on small frames ------------------------------------------------------------------

@@ -200,18 +200,24 @@ def piece_len(n, per_item=1, xp=np, chunk=CHUNK):
 
 
 def map_spans(fn, n, per_item=1, xp=np, chunk=CHUNK, blas_one=False):
-    """[fn(a, b) for (a, b) in spans(n, per_item, chunk)], in order; each worker thread
-    takes one contiguous share of the pieces (a pass of fewer pieces than threads is cut
-    into one piece per thread, from MIN_PIECE elements each). Other array modules (CuPy)
-    get one piece.
+    """[fn(a, b) for (a, b) in pieces], the pieces covering range(n) in order. Alone (or
+    inside a pool thread) the pieces are `spans(n, per_item, chunk)`. With k threads they
+    are equal, of at most chunk // per_item items, and a multiple of k in number, taken
+    one at a time by whichever thread is free: the threads finish together, also when one
+    core runs slower for a while (this VM's second core does, for seconds at a time).
+    (`spans`' pieces cut into one share per thread left up to a piece of imbalance:
+    RAFT's GRU passes, three pieces on two threads, kept a thread idle ~20% of each.)
+    A pass of fewer pieces than threads is cut only from MIN_PIECE elements per thread.
+    Other array modules (CuPy) get one piece.
     blas_one: the pieces make BLAS products (see `run`)."""
     if xp is not np:
         return [fn(0, n)] if n else []
-    pieces = spans(n, per_item, chunk)
-    k = 1 if getattr(_LOCAL, "busy", False) else workers()
-    if len(pieces) < k and n * per_item >= k * MIN_PIECE:  # a piece for every thread
-        pieces = spans(n, 1, -(-n // k))
-    k = max(1, min(k, len(pieces)))
-    shares = [pieces[i * len(pieces) // k:(i + 1) * len(pieces) // k] for i in range(k)]
-    done = run(lambda share: [fn(a, b) for a, b in share], shares, xp, blas_one)
-    return [r for share in done for r in share]
+    if n <= 0:
+        return []
+    step = max(1, chunk // max(1, per_item))
+    k = 1 if getattr(_LOCAL, "busy", False) else min(workers(), n)
+    least = -(-n // step)  # pieces of at most `step` items
+    if k < 2 or (least < k and n * per_item < k * MIN_PIECE):
+        return [fn(a, b) for a, b in spans(n, per_item, chunk)]
+    cnt = -(-least // k) * k
+    return run(lambda ab: fn(*ab), [(i * n // cnt, (i + 1) * n // cnt) for i in range(cnt)], xp, blas_one)
