@@ -202,9 +202,10 @@ def piece_len(n, per_item=1, xp=np, chunk=CHUNK):
 def map_spans(fn, n, per_item=1, xp=np, chunk=CHUNK, blas_one=False):
     """[fn(a, b) for (a, b) in pieces], the pieces covering range(n) in order. Alone (or
     inside a pool thread) the pieces are `spans(n, per_item, chunk)`. With k threads they
-    are equal, of at most chunk // per_item items, and a multiple of k in number, taken
-    one at a time by whichever thread is free: the threads finish together, also when one
-    core runs slower for a while (this VM's second core does, for seconds at a time).
+    are equal, of at most chunk // per_item items, and a multiple of k in number (at most
+    n: never an empty piece), taken one at a time by whichever thread is free: the
+    threads finish together, also when one core runs slower for a while (this VM's
+    second core does, for seconds at a time).
     (`spans`' pieces cut into one share per thread left up to a piece of imbalance:
     RAFT's GRU passes, three pieces on two threads, kept a thread idle ~20% of each.)
     A pass of fewer pieces than threads is cut only from MIN_PIECE elements per thread.
@@ -219,5 +220,5 @@ def map_spans(fn, n, per_item=1, xp=np, chunk=CHUNK, blas_one=False):
     least = -(-n // step)  # pieces of at most `step` items
     if k < 2 or (least < k and n * per_item < k * MIN_PIECE):
         return [fn(a, b) for a, b in spans(n, per_item, chunk)]
-    cnt = -(-least // k) * k
+    cnt = min(n, -(-least // k) * k)
     return run(lambda ab: fn(*ab), [(i * n // cnt, (i + 1) * n // cnt) for i in range(cnt)], xp, blas_one)
