@@ -186,9 +186,9 @@ def table_torch(names, thread_settings, repeat, profile):
         if name not in torch_raft.MODELS:
             continue
         for threads in thread_settings:
-            before, scale = load(), core_scaling(threads)
+            before, scale_before = load(), core_scaling(threads)
             best, rounds = side_by_side(name, threads, repeat, profile)
-            scale = f"{scale:.2f}/{core_scaling(threads):.2f}" if threads > 1 else "-"
+            scale = f"{scale_before:.2f}/{core_scaling(threads):.2f}" if threads > 1 else "-"
             (cw, cc), (tw, tc) = best["cvflow"], best["torch"]
             span = f"{min(rounds):.2f}-{max(rounds):.2f}"
             print(f"{name:<12}{threads:>8}{cw:10.2f}{tw:9.2f}{tw / cw:9.2f}{float(np.median(rounds)):8.2f}"

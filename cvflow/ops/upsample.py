@@ -52,8 +52,8 @@ def resize_bilinear(x, out_h, out_w, align_corners):
     mwt = xp.asarray(interp_matrix(w, out_w, align_corners)).T     # (W, out_w) view
     rows = xp.empty((n, out_h, w * c), x.dtype)
     parallel.matmul(mh, x.reshape(n, h, w * c), out=rows)
-    rows_cw = xp.empty((m, c, w), x.dtype)                      # C before W
-    parallel.map_spans(lambda a, b: _transposed(rows.reshape(m, w, c)[a:b], rows_cw[a:b]), m, w * c, xp)
+    rows_wc, rows_cw = rows.reshape(m, w, c), xp.empty((m, c, w), x.dtype)   # C before W
+    parallel.map_spans(lambda a, b: _transposed(rows_wc[a:b], rows_cw[a:b]), m, w * c, xp)
     cols = xp.empty((m, c, out_w), x.dtype)
     parallel.matmul(rows_cw.reshape(m * c, w), mwt, out=cols.reshape(m * c, out_w))
     out = xp.empty((n, out_h, out_w, c), x.dtype)
